@@ -1,0 +1,27 @@
+# The two commands of the README: `make run` and `make test`.
+PY := .venv/bin
+.PHONY: setup run test lint stop bench
+
+setup:
+	@bash scripts/setup.sh
+
+## Install, start a vLLM CPU worker, ingest the demo corpus once, serve the API.
+run: setup
+	$(PY)/covrag worker vllm
+	$(PY)/covrag ingest --demo
+	$(PY)/covrag serve
+
+## The whole test suite (starts its own vLLM CPU workers).
+test: setup
+	$(PY)/pytest
+
+lint:
+	$(PY)/ruff check .
+	$(PY)/ruff format --check .
+
+## Stop the worker `make run` started.
+stop:
+	$(PY)/covrag worker stop
+
+bench: setup
+	$(PY)/python bench/run_foundation.py

@@ -1,0 +1,187 @@
+"""The ``covrag`` command line: serve, ingest, ask, worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from tqdm import tqdm
+
+from app.config import Settings, get_settings
+from app.pipeline import QueryParams
+from app.services import build_embedder, build_ingestor, build_services, build_store
+from retrieval.corpus import fetch_wiki, load_files, load_wiki
+from retrieval.errors import RetrievalError
+
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="covrag: RAG that knows when it has enough evidence.",
+)
+worker_cli = typer.Typer(no_args_is_help=True, help="Local vLLM CPU workers.")
+cli.add_typer(worker_cli, name="worker")
+
+
+def _example_curl(settings: Settings) -> str:
+    body = json.dumps({"question": "Which NASA center controls the Hubble Space Telescope?"})
+    return (
+        f"curl -s http://{settings.host}:{settings.port}/v1/query "
+        f"-H 'Content-Type: application/json' -d '{body}'"
+    )
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = get_settings().model_copy(update=updates)
+    typer.echo(f"covrag API on http://{settings.host}:{settings.port}  (docs: /docs)")
+    typer.echo(f"try:\n  {_example_curl(settings)}\n")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@cli.command()
+def ingest(
+    files: Annotated[list[Path] | None, typer.Argument(help=".txt, .md or .jsonl files.")] = None,
+    demo: Annotated[bool, typer.Option(help="Ingest the demo Wikipedia corpus.")] = False,
+    collection: Annotated[str | None, typer.Option(help="Target collection.")] = None,
+) -> None:
+    """Ingest documents in process (idempotent: unchanged documents are skipped)."""
+    settings = get_settings()
+    if demo == bool(files):
+        raise typer.BadParameter("give files or --demo (not both)")
+    name = collection or settings.default_collection
+    docs = (
+        load_wiki(fetch_wiki(settings.data_dir / "corpus"))
+        if demo
+        else list(load_files(files or []))
+    )
+    store = build_store(settings)
+    try:
+        ingestor = build_ingestor(settings, store, build_embedder(settings))
+        with tqdm(total=len(docs), unit="doc", desc=f"ingest → {name}") as bar:
+            report = ingestor.ingest(name, docs, progress=bar.update)
+    except RetrievalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        store.close()
+    typer.echo(json.dumps(asdict(report)))
+
+
+@cli.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    url: Annotated[
+        str | None, typer.Option(help="A running covrag API; default: in process.")
+    ] = None,
+    collection: Annotated[str | None, typer.Option()] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+) -> None:
+    """Ask one question and print the JSON answer."""
+    settings = get_settings()
+    if url:
+        body = {"question": question, "collection": collection, "top_k": top_k}
+        response = httpx.post(
+            url.rstrip("/") + "/v1/query",
+            json={k: v for k, v in body.items() if v is not None},
+            timeout=settings.generator_timeout_s + 30,
+        )
+        typer.echo(json.dumps(response.json(), indent=2))
+        raise typer.Exit(0 if response.is_success else 1)
+    typer.echo(
+        json.dumps(asyncio.run(_ask_in_process(settings, question, collection, top_k)), indent=2)
+    )
+
+
+async def _ask_in_process(
+    settings: Settings, question: str, collection: str | None, top_k: int | None
+) -> dict[str, object]:
+    from app.schemas import to_query_response
+
+    services = build_services(settings)
+    try:
+        params = QueryParams(
+            question=question,
+            collection=collection or settings.default_collection,
+            top_k=top_k or settings.default_top_k,
+        )
+        outcome = await services.pipeline.query(params)
+        return to_query_response(outcome, request_id="cli").model_dump()
+    finally:
+        await services.aclose()
+
+
+@worker_cli.command("vllm")
+def worker_vllm(
+    embed: Annotated[
+        bool, typer.Option(help="Serve the MiniLM embedder instead of the generator.")
+    ] = False,
+    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
+) -> None:
+    """Prepare the model once, start a vLLM CPU server in the background, wait for /health."""
+    from app.worker.vllm import (
+        WorkerError,
+        launch_worker,
+        prepare_embedding_model,
+        prepare_generator_model,
+    )
+
+    settings = get_settings()
+    try:
+        if embed:
+            model_dir = prepare_embedding_model(settings.models_dir)
+        else:
+            model_dir = prepare_generator_model(settings.models_dir, settings.vllm_python)
+        handle = launch_worker(
+            "embed" if embed else "generate",
+            model_dir=model_dir,
+            port=port or (settings.vllm_embed_port if embed else settings.vllm_port),
+            vllm_python=settings.vllm_python,
+            logs_dir=settings.logs_dir,
+            api_key=settings.generator_api_key,
+            timeout_s=settings.vllm_start_timeout_s,
+        )
+    except WorkerError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"vLLM {'embedder' if embed else 'generator'} ready at {handle.url} (pid {handle.pid})"
+    )
+    typer.echo(f"log: {handle.log_path}")
+
+
+@worker_cli.command("stop")
+def worker_stop(
+    embed: Annotated[bool, typer.Option(help="Stop the embedder worker.")] = False,
+    port: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Stop a worker started by ``covrag worker vllm``."""
+    from app.worker.vllm import find_running, stop_worker
+
+    settings = get_settings()
+    kind = "embed" if embed else "generate"
+    handle = find_running(
+        kind, port or (settings.vllm_embed_port if embed else settings.vllm_port), settings.logs_dir
+    )
+    if handle is None:
+        typer.echo("no such worker is running")
+        return
+    stop_worker(handle)
+    typer.echo(f"stopped pid {handle.pid}")
+
+
+def main() -> None:
+    cli()

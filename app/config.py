@@ -1,0 +1,128 @@
+"""All of covrag's settings in one pydantic-settings class (env prefix ``COVRAG_``).
+
+Every field is documented in the README's configuration table; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration, read from ``COVRAG_*`` environment variables and ``.env``."""
+
+    model_config = SettingsConfigDict(env_prefix="COVRAG_", env_file=".env", extra="ignore")
+
+    # --- storage -------------------------------------------------------------------------
+    data_dir: Path = Field(Path(".covrag"), description="Models, Edge shards, corpus cache, logs.")
+    store: Literal["edge", "qdrant"] = Field(
+        "edge", description="edge = Qdrant Edge in process; qdrant = qdrant-client."
+    )
+    qdrant_url: str | None = Field(None, description="Qdrant server URL (store=qdrant).")
+    qdrant_api_key: str | None = Field(None, description="Qdrant API key (store=qdrant).")
+    qdrant_location: str | None = Field(
+        None, description="qdrant-client local mode instead of a server: ':memory:' or a path."
+    )
+    qdrant_timeout_s: float = Field(10.0, gt=0, description="Qdrant request timeout.")
+    qdrant_shard_number: int | None = Field(None, ge=1, description="Shards per new collection.")
+    qdrant_replication_factor: int | None = Field(None, ge=1, description="Replicas per shard.")
+    qdrant_write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must acknowledge a write."
+    )
+
+    # --- embeddings ----------------------------------------------------------------------
+    embedder: Literal["onnx", "torch", "remote"] = Field(
+        "onnx",
+        description="onnx = int8 MiniLM in process (default, no torch); torch = fp32 "
+        "sentence-transformers; remote = /v1/embeddings of a vLLM pooling worker.",
+    )
+    embedder_url: str = Field(
+        "http://127.0.0.1:8101/v1", description="Base URL of the remote embedding worker."
+    )
+    embedder_model: str = Field(
+        "all-MiniLM-L6-v2", description="Model name served by the remote embedding worker."
+    )
+    embed_batch_size: int = Field(
+        8, ge=1, le=1024, description="Texts per model call (8 measured fastest for onnx here)."
+    )
+    embed_threads: int = Field(2, ge=1, description="Intra-op threads of in-process embedders.")
+    embedder_timeout_s: float = Field(30.0, gt=0, description="Remote embedder timeout.")
+
+    # --- generator (vLLM, OpenAI-compatible) ---------------------------------------------
+    generator_urls: Annotated[list[str], NoDecode] = Field(
+        ["http://127.0.0.1:8100/v1"],
+        description="vLLM base URLs; round-robin, failing over on connection errors. "
+        "Env: a JSON list or comma-separated.",
+    )
+    generator_model: str = Field("SmolLM2-135M-Instruct", description="Served model name.")
+    generator_api_key: str | None = Field(None, description="Bearer key for the vLLM servers.")
+    generator_timeout_s: float = Field(60.0, gt=0, description="Whole-request generator timeout.")
+    generator_connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout per try.")
+    max_tokens: int = Field(128, ge=1, le=4096, description="Answer token budget.")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
+
+    # --- collections and ingestion ------------------------------------------------------
+    default_collection: str = Field("wiki", description="Collection used when none is named.")
+    chunk_words: int = Field(160, ge=8, le=2000, description="Words per chunk window.")
+    chunk_overlap: int = Field(32, ge=0, description="Words shared by consecutive windows.")
+    upsert_batch_size: int = Field(256, ge=1, description="Points per store upsert.")
+    max_documents_per_request: int = Field(1000, ge=1, description="Documents per POST.")
+    max_document_chars: int = Field(1_000_000, ge=1, description="Characters per document.")
+
+    # --- query ---------------------------------------------------------------------------
+    default_top_k: int = Field(5, ge=1, le=100, description="Passages given to the generator.")
+    max_question_chars: int = Field(4000, ge=1, description="Longest accepted question.")
+    max_context_chars: int = Field(
+        6000,
+        ge=200,
+        description="Passage text per prompt; keeps it inside the model's 2,048 tokens.",
+    )
+
+    # --- HTTP ----------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Bind address of `covrag serve`.")
+    port: int = Field(8080, ge=1, le=65535, description="Port of `covrag serve`.")
+
+    # --- local vLLM worker (`covrag worker vllm`) ---------------------------------------
+    vllm_python: Path = Field(
+        Path(".venv-vllm/bin/python"), description="Python of the vLLM CPU virtualenv."
+    )
+    vllm_port: int = Field(8100, ge=1, le=65535, description="Port of the generator worker.")
+    vllm_embed_port: int = Field(8101, ge=1, le=65535, description="Port of the embed worker.")
+    vllm_start_timeout_s: float = Field(300.0, gt=0, description="Wait for /health this long.")
+
+    @field_validator("generator_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        """Accept ``a,b`` as well as a JSON list, so a shell export stays readable."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("generator_urls")
+    @classmethod
+    def _need_a_url(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one generator URL is required")
+        return [u.rstrip("/") for u in value]
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings from the environment, built once per process (tests build their own)."""
+    return Settings()

@@ -1,0 +1,100 @@
+"""The one table from domain exceptions to HTTP status, and the error envelope.
+
+Routes never raise ``HTTPException`` for domain errors: they let these propagate and the
+handlers registered by ``install_error_handlers`` answer ``{error: {type, message, param},
+request_id}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.generator import GeneratorRejected, GeneratorTimeout, GeneratorUnavailable
+from app.pipeline import InvalidQuery
+from app.schemas import ErrorBody, ErrorOut
+from retrieval.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    DocumentNotFound,
+    EmbedderMismatch,
+    EmbedderUnavailable,
+    InvalidCollectionName,
+    InvalidDocument,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("covrag.errors")
+
+#: (exception class, HTTP status, error type); the first matching row wins.
+STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
+    (InvalidQuery, 422, "invalid_request"),
+    (InvalidDocument, 422, "invalid_document"),
+    (InvalidCollectionName, 422, "invalid_request"),
+    (CollectionNotFound, 404, "not_found"),
+    (DocumentNotFound, 404, "not_found"),
+    (CollectionExists, 409, "conflict"),
+    (EmbedderMismatch, 409, "embedder_mismatch"),
+    (StoreUnavailable, 503, "store_unavailable"),
+    (EmbedderUnavailable, 503, "embedder_unavailable"),
+    (GeneratorUnavailable, 503, "generator_unavailable"),
+    (GeneratorTimeout, 504, "generator_timeout"),
+    (GeneratorRejected, 502, "generator_rejected"),
+]
+
+
+def request_id_of(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def error_response(
+    request: Request, status: int, type_: str, message: str, param: str | None = None
+) -> JSONResponse:
+    body = ErrorOut(
+        error=ErrorBody(type=type_, message=message, param=param), request_id=request_id_of(request)
+    )
+    headers = {"X-Request-ID": body.request_id} if body.request_id else None
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    for cls, status, type_ in STATUS_TABLE:
+        if isinstance(exc, cls):
+            return error_response(request, status, type_, str(exc), getattr(exc, "param", None))
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(request, 500, "internal_error", "internal error; see the server log")
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return error_response(
+            request, 400, "invalid_json", f"malformed JSON body: {first.get('msg')}"
+        )
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg')}"
+        for e in errors
+    )
+    return error_response(request, 422, "invalid_request", message, param)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(request, exc.status_code, type_, str(exc.detail))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    for cls, _, _ in STATUS_TABLE:
+        app.add_exception_handler(cls, _domain)
+    app.add_exception_handler(Exception, _domain)

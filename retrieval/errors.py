@@ -1,0 +1,37 @@
+"""Retrieval's exception tree; ``app/errors.py`` maps each class to an HTTP status."""
+
+
+class RetrievalError(Exception):
+    """Base of every error raised by ``retrieval``."""
+
+
+class CollectionNotFound(RetrievalError):
+    """The named collection does not exist."""
+
+
+class InvalidCollectionName(RetrievalError):
+    """A collection name outside the safe alphabet."""
+
+
+class CollectionExists(RetrievalError):
+    """A collection of that name exists already."""
+
+
+class EmbedderMismatch(RetrievalError):
+    """Vectors or queries from another embedder (model or dimension) than the collection's."""
+
+
+class InvalidDocument(RetrievalError):
+    """A document that cannot be ingested (no text, bad id)."""
+
+
+class StoreUnavailable(RetrievalError):
+    """The vector store did not answer."""
+
+
+class EmbedderUnavailable(RetrievalError):
+    """The (remote) embedder did not answer."""
+
+
+class DocumentNotFound(RetrievalError):
+    """No chunk of that document id is in the collection."""

@@ -1,0 +1,91 @@
+"""The ``VectorStore`` protocol: one contract, an embedded (Edge) and a server (Qdrant) backend.
+
+Contract (``tests/retrieval/test_store_contract.py`` runs it against both backends):
+
+- A collection is created with the ``EmbedderSpec`` that will fill it and records it with its
+  creation time; upserts and searches with vectors of another dimension raise
+  ``EmbedderMismatch``. Unknown collections raise ``CollectionNotFound``.
+- Similarity is cosine: scores lie in [-1, 1], higher is closer.
+- ``search`` returns at most ``limit`` hits, best first, only those with
+  ``score >= score_threshold`` when a threshold is given, and only points whose payload
+  equals every ``filters`` item (keys may be dotted paths into the payload). A score equal
+  to the threshold within float32 rounding may fall either way: to keep ties, subtract an
+  epsilon from the threshold.
+- Upserting an existing id replaces the point. Writes are durable once the call returns.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from retrieval.errors import EmbedderMismatch, InvalidCollectionName
+from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+#: Payload fields with an index: ``doc_id`` for per-document replacement and deletion.
+INDEXED_KEYWORDS = ("doc_id", "title", "source")
+
+
+class VectorStore(Protocol):
+    """Collections of payload-carrying vectors with filtered cosine search."""
+
+    def create_collection(self, name: str, embedder: EmbedderSpec) -> CollectionInfo: ...
+
+    def get_collection(self, name: str) -> CollectionInfo: ...
+
+    def list_collections(self) -> list[CollectionInfo]: ...
+
+    def delete_collection(self, name: str) -> None: ...
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None: ...
+
+    def delete(
+        self, name: str, filters: Mapping[str, FilterValue], min_chunk_index: int = 0
+    ) -> None:
+        """Delete the points matching ``filters`` whose ``chunk_index >= min_chunk_index``."""
+        ...
+
+    def get_payloads(self, name: str, ids: Sequence[str]) -> dict[str, dict[str, object]]:
+        """Payloads of the points among ``ids`` that exist, keyed by id."""
+        ...
+
+    def count(self, name: str, filters: Mapping[str, FilterValue] | None = None) -> int: ...
+
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        score_threshold: float | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[ScoredChunk]: ...
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def check_dims(name: str, embedder: EmbedderSpec, vectors: Sequence[Sequence[float]]) -> None:
+    """Refuse vectors whose dimension differs from the collection's embedder."""
+    for vector in vectors:
+        if len(vector) != embedder.dim:
+            raise EmbedderMismatch(
+                f"collection {name!r} holds {embedder.dim}-d vectors of {embedder.model}; "
+                f"got a {len(vector)}-d vector"
+            )
+
+
+def check_name(name: str) -> str:
+    """Collection names double as folder names: keep them to a safe alphabet."""
+    if not _NAME.fullmatch(name):
+        raise InvalidCollectionName(
+            f"invalid collection name {name!r}: use 1-64 letters, digits, '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name

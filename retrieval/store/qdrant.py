@@ -1,0 +1,212 @@
+"""``QdrantStore``: a Qdrant server or cluster through ``qdrant-client``.
+
+The same class runs against qdrant-client's local mode (``location=":memory:"`` or a path),
+which speaks the same client API; the tests use that, as no Qdrant server can run here.
+The embedder spec and creation time live in the collection's own ``metadata``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from retrieval.errors import CollectionExists, CollectionNotFound, StoreUnavailable
+from retrieval.store.base import INDEXED_KEYWORDS, check_dims, check_name
+from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
+
+
+def _filter(
+    filters: Mapping[str, FilterValue] | None, min_chunk_index: int = 0
+) -> qm.Filter | None:
+    must: list[qm.Condition] = [
+        qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
+        for key, value in (filters or {}).items()
+    ]
+    if min_chunk_index > 0:
+        must.append(qm.FieldCondition(key="chunk_index", range=qm.Range(gte=min_chunk_index)))
+    return qm.Filter(must=must) if must else None
+
+
+class QdrantStore:
+    """``VectorStore`` over qdrant-client; see ``retrieval.store.base`` for the contract.
+
+    Args:
+        url: Qdrant server URL; mutually exclusive with ``location``.
+        location: ``":memory:"`` or a folder for qdrant-client's local mode.
+        shard_number, replication_factor, write_consistency_factor: applied to collections
+            this store creates (ignored by local mode).
+
+    Example:
+        >>> store = QdrantStore(location=":memory:")
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str | None = None,
+        location: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 10.0,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        write_consistency_factor: int | None = None,
+    ) -> None:
+        if (url is None) == (location is None):
+            raise ValueError("give exactly one of url (server) or location (local mode)")
+        if url is not None:
+            self._client = QdrantClient(url=url, api_key=api_key, timeout=int(timeout_s))
+        elif location == ":memory:":
+            self._client = QdrantClient(location=":memory:")
+        else:
+            self._client = QdrantClient(path=location)
+        self._cluster = {
+            "shard_number": shard_number,
+            "replication_factor": replication_factor,
+            "write_consistency_factor": write_consistency_factor,
+        }
+        self._specs: dict[str, EmbedderSpec] = {}
+
+    def create_collection(self, name: str, embedder: EmbedderSpec) -> CollectionInfo:
+        check_name(name)
+        if self._exists(name):
+            raise CollectionExists(f"collection {name!r} exists already")
+        created = datetime.now(UTC).isoformat()
+        self._call(
+            self._client.create_collection,
+            name,
+            vectors_config=qm.VectorParams(size=embedder.dim, distance=qm.Distance.COSINE),
+            metadata={
+                "covrag_model": embedder.model,
+                "covrag_dim": embedder.dim,
+                "created_at": created,
+            },
+            **{k: v for k, v in self._cluster.items() if v is not None},
+        )
+        for key in INDEXED_KEYWORDS:
+            self._call(self._client.create_payload_index, name, key, qm.PayloadSchemaType.KEYWORD)
+        self._call(
+            self._client.create_payload_index, name, "chunk_index", qm.PayloadSchemaType.INTEGER
+        )
+        return self.get_collection(name)
+
+    def get_collection(self, name: str) -> CollectionInfo:
+        meta = self._metadata(name)
+        return CollectionInfo(
+            name=name,
+            embedder=self._spec(name),
+            created_at=datetime.fromisoformat(str(meta["created_at"])),
+            chunks=self.count(name),
+            documents=self.count(name, {"chunk_index": 0}),
+        )
+
+    def list_collections(self) -> list[CollectionInfo]:
+        response = self._call(self._client.get_collections)
+        names = sorted(c.name for c in response.collections)
+        return [self.get_collection(n) for n in names if "covrag_model" in self._metadata(n)]
+
+    def delete_collection(self, name: str) -> None:
+        self._spec(name)
+        self._call(self._client.delete_collection, name)
+        self._specs.pop(name, None)
+
+    def upsert(self, name: str, points: Sequence[Point]) -> None:
+        if not points:
+            return
+        check_dims(name, self._spec(name), [p.vector for p in points])
+        self._call(
+            self._client.upsert,
+            name,
+            points=[qm.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points],
+            wait=True,
+        )
+
+    def delete(
+        self, name: str, filters: Mapping[str, FilterValue], min_chunk_index: int = 0
+    ) -> None:
+        flt = _filter(filters, min_chunk_index)
+        if flt is None:
+            raise ValueError("refusing to delete without a filter")
+        self._spec(name)
+        self._call(
+            self._client.delete, name, points_selector=qm.FilterSelector(filter=flt), wait=True
+        )
+
+    def get_payloads(self, name: str, ids: Sequence[str]) -> dict[str, dict[str, object]]:
+        self._spec(name)
+        records = self._call(self._client.retrieve, name, ids=list(ids), with_payload=True)
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
+    def count(self, name: str, filters: Mapping[str, FilterValue] | None = None) -> int:
+        self._spec(name)
+        return int(
+            self._call(self._client.count, name, count_filter=_filter(filters), exact=True).count
+        )
+
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        score_threshold: float | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[ScoredChunk]:
+        check_dims(name, self._spec(name), [vector])
+        response = self._call(
+            self._client.query_points,
+            name,
+            query=list(vector),
+            query_filter=_filter(filters),
+            limit=limit,
+            score_threshold=score_threshold,
+            with_payload=True,
+        )
+        return [
+            ScoredChunk(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+            for p in response.points
+        ]
+
+    def ping(self) -> None:
+        self._call(self._client.get_collections)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _exists(self, name: str) -> bool:
+        return bool(self._call(self._client.collection_exists, name))
+
+    def _metadata(self, name: str) -> dict[str, Any]:
+        check_name(name)
+        if not self._exists(name):
+            raise CollectionNotFound(f"collection {name!r} not found")
+        info = self._call(self._client.get_collection, name)
+        return dict(info.config.metadata or {})
+
+    def _spec(self, name: str) -> EmbedderSpec:
+        spec = self._specs.get(name)
+        if spec is None:
+            meta = self._metadata(name)
+            if "covrag_model" not in meta:
+                raise CollectionNotFound(f"collection {name!r} was not created by covrag")
+            spec = EmbedderSpec(model=str(meta["covrag_model"]), dim=int(meta["covrag_dim"]))
+            self._specs[name] = spec
+        return spec
+
+    @staticmethod
+    def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Turn transport failures into ``StoreUnavailable`` (503), keeping domain errors."""
+        try:
+            return fn(*args, **kwargs)
+        except (
+            ResponseHandlingException,
+            UnexpectedResponse,
+            ConnectionError,
+            TimeoutError,
+        ) as exc:
+            raise StoreUnavailable(f"Qdrant did not answer: {exc}") from exc

@@ -1,0 +1,100 @@
+"""Plain, frozen value types shared by retrieval's parts (pydantic lives only at the HTTP seam)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+#: Scalar payload values a filter can match on exactly.
+FilterValue = str | int | bool
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedderSpec:
+    """What a collection records about the embedder that filled it."""
+
+    model: str
+    dim: int
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionInfo:
+    """A collection's identity and counts."""
+
+    name: str
+    embedder: EmbedderSpec
+    created_at: datetime
+    chunks: int
+    documents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A document to ingest. ``id`` is the caller's stable key (the article title for ``wiki``)."""
+
+    id: str
+    text: str
+    title: str | None = None
+    source: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A window of a document, with where it came from."""
+
+    id: str
+    doc_id: str
+    chunk_index: int
+    text: str
+    title: str
+    source: str | None
+    char_start: int
+    char_end: int
+    doc_hash: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The store payload; ``doc_hash`` lets re-ingestion skip unchanged documents."""
+        return {
+            "doc_id": self.doc_id,
+            "chunk_index": self.chunk_index,
+            "text": self.text,
+            "title": self.title,
+            "source": self.source,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "doc_hash": self.doc_hash,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A vector with its id and payload, as the store keeps it."""
+
+    id: str
+    vector: list[float]
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredChunk:
+    """A search hit: the stored payload and its cosine similarity to the query."""
+
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+    @property
+    def doc_id(self) -> str:
+        return str(self.payload["doc_id"])
+
+    @property
+    def title(self) -> str:
+        return str(self.payload.get("title") or self.payload["doc_id"])
+
+    @property
+    def text(self) -> str:
+        return str(self.payload["text"])

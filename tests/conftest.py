@@ -1,0 +1,99 @@
+"""Shared fixtures: real models, real stores, and a real vLLM CPU worker per test session.
+
+Set ``COVRAG_TEST_GENERATOR_URL`` (and ``COVRAG_TEST_EMBEDDER_URL``) to reuse running workers;
+otherwise the fixtures start them with ``app.worker.vllm`` and stop them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.config import Settings
+from retrieval.corpus import fetch_wiki, load_wiki
+from retrieval.embed import Embedder, make_embedder
+from retrieval.types import Document
+
+REPO = Path(__file__).resolve().parents[1]
+#: Models and the corpus download are cached here across runs (gitignored), like `make run` does.
+CACHE_DIR = Path(os.environ.get("COVRAG_TEST_CACHE", REPO / ".covrag"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return make_embedder("onnx")
+
+
+@pytest.fixture(scope="session")
+def wiki_docs() -> list[Document]:
+    return load_wiki(fetch_wiki(CACHE_DIR / "corpus"))
+
+
+@pytest.fixture(scope="session")
+def wiki_sample(wiki_docs: list[Document]) -> list[Document]:
+    """A small, fixed slice of the real corpus, with a few known articles in it."""
+    wanted = {"Hubble Space Telescope", "Somaliland", "Eiffel Tower", "Carnivora", "Mount Everest"}
+    picked = [d for d in wiki_docs if d.id in wanted]
+    return picked + [d for d in wiki_docs[:: len(wiki_docs) // 40] if d.id not in wanted]
+
+
+def _worker(kind: str, env_var: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from app.worker.vllm import (
+        launch_worker,
+        prepare_embedding_model,
+        prepare_generator_model,
+        stop_worker,
+    )
+
+    if os.environ.get(env_var):
+        yield os.environ[env_var]
+        return
+    vllm_python = Path(os.environ.get("COVRAG_VLLM_PYTHON", REPO / ".venv-vllm/bin/python"))
+    models = CACHE_DIR / "models"
+    model_dir = (
+        prepare_generator_model(models, vllm_python)
+        if kind == "generate"
+        else prepare_embedding_model(models)
+    )
+    logs = tmp_path_factory.mktemp(f"vllm-{kind}")
+    handle = launch_worker(
+        kind,  # type: ignore[arg-type]
+        model_dir=model_dir,
+        port=free_port(),
+        vllm_python=vllm_python,
+        logs_dir=logs,
+    )
+    try:
+        yield handle.url
+    finally:
+        stop_worker(handle)
+
+
+@pytest.fixture(scope="session")
+def generator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL (…/v1) of a real vLLM CPU server running SmolLM2-135M-Instruct."""
+    yield from _worker("generate", "COVRAG_TEST_GENERATOR_URL", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def embedder_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL (…/v1) of a real vLLM pooling server running all-MiniLM-L6-v2."""
+    yield from _worker("embed", "COVRAG_TEST_EMBEDDER_URL", tmp_path_factory)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on a fresh data dir, generator pointed nowhere (tests that need it override)."""
+    return Settings(
+        data_dir=tmp_path / "data", generator_urls=[f"http://127.0.0.1:{free_port()}/v1"]
+    )

@@ -1,0 +1,60 @@
+"""The three MiniLM backends agree; the remote one is the real vLLM pooling worker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.embed import MINILM, Embedder, make_embedder
+from retrieval.errors import EmbedderUnavailable
+from retrieval.types import Document
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def reference() -> Embedder:
+    return make_embedder("torch")
+
+
+def _texts(wiki_sample: list[Document]) -> list[str]:
+    return [f"{d.title}. {d.text}" for d in wiki_sample[:24]] + [
+        "a",
+        "What is the capital of Somaliland?",
+    ]
+
+
+def _check_agrees(got: np.ndarray, want: np.ndarray) -> None:
+    assert got.shape == want.shape == (got.shape[0], MINILM.dim)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert float((got * want).sum(axis=1).min()) >= 0.999
+
+
+def test_onnx_matches_torch(
+    embedder: Embedder, reference: Embedder, wiki_sample: list[Document]
+) -> None:
+    texts = _texts(wiki_sample)
+    _check_agrees(embedder.embed(texts), reference.embed(texts))
+    # order is kept although the ONNX backend batches by length
+    single = embedder.embed([texts[5]])[0]
+    assert float(single @ embedder.embed(texts)[5]) > 0.99999
+
+
+@pytest.mark.integration
+def test_remote_vllm_matches_torch(
+    embedder_url: str, reference: Embedder, wiki_sample: list[Document]
+) -> None:
+    remote = make_embedder("remote", url=embedder_url, batch_size=7)
+    try:
+        texts = _texts(wiki_sample)
+        _check_agrees(remote.embed(texts), reference.embed(texts))
+        assert remote.spec == MINILM
+    finally:
+        remote.close()
+
+
+def test_remote_down_raises_unavailable() -> None:
+    remote = make_embedder("remote", url=f"http://127.0.0.1:{free_port()}/v1", timeout_s=2)
+    with pytest.raises(EmbedderUnavailable):
+        remote.embed(["x"])
+    assert remote.embed([]).shape == (0, MINILM.dim)

@@ -1,0 +1,146 @@
+"""The ``VectorStore`` contract, run against both backends (Edge and qdrant-client local mode)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    EmbedderMismatch,
+    InvalidCollectionName,
+)
+from retrieval.store import EdgeStore, QdrantStore, VectorStore
+from retrieval.types import EmbedderSpec, Point
+
+SPEC = EmbedderSpec(model="test-model", dim=8)
+
+
+@pytest.fixture(params=["edge", "qdrant"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    s: VectorStore = (
+        EdgeStore(tmp_path / "edge")
+        if request.param == "edge"
+        else QdrantStore(location=":memory:")
+    )
+    yield s
+    s.close()
+
+
+def _unit(rng: np.random.Generator) -> list[float]:
+    v = rng.normal(size=SPEC.dim)
+    return (v / np.linalg.norm(v)).tolist()
+
+
+def _points(n: int, seed: int = 0) -> list[Point]:
+    rng = np.random.default_rng(seed)
+    return [
+        Point(
+            id=f"00000000-0000-0000-0000-{i:012d}",
+            vector=_unit(rng),
+            payload={
+                "doc_id": f"doc{i % 4}",
+                "chunk_index": i // 4,
+                "text": f"t{i}",
+                "title": f"T{i % 4}",
+            },
+        )
+        for i in range(n)
+    ]
+
+
+def test_create_get_list_delete(store: VectorStore) -> None:
+    info = store.create_collection("c1", SPEC)
+    assert (info.name, info.embedder, info.chunks, info.documents) == ("c1", SPEC, 0, 0)
+    assert [c.name for c in store.list_collections()] == ["c1"]
+    with pytest.raises(CollectionExists):
+        store.create_collection("c1", SPEC)
+    store.delete_collection("c1")
+    assert store.list_collections() == []
+    with pytest.raises(CollectionNotFound):
+        store.get_collection("c1")
+
+
+def test_unknown_and_invalid_names(store: VectorStore) -> None:
+    with pytest.raises(CollectionNotFound):
+        store.search("nope", [0.0] * SPEC.dim, limit=3)
+    with pytest.raises(InvalidCollectionName):
+        store.create_collection("../escape", SPEC)
+
+
+def test_search_is_exact_cosine_best_first(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    points = _points(20)
+    store.upsert("c", points)
+    query = np.asarray(points[3].vector)
+    hits = store.search("c", query.tolist(), limit=5)
+    expected = sorted(points, key=lambda p: -float(np.dot(query, p.vector)))[:5]
+    assert [h.id for h in hits] == [p.id for p in expected]
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    assert hits[0].payload["text"] == "t3"
+
+
+def test_threshold_limit_and_filter(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    points = _points(40, seed=1)
+    store.upsert("c", points)
+    query = points[0].vector
+    all_hits = store.search("c", query, limit=40)
+    cut = (all_hits[6].score + all_hits[7].score) / 2  # ties at the cut are float32 rounding
+    above = store.search("c", query, limit=40, score_threshold=cut)
+    assert [h.id for h in above] == [h.id for h in all_hits[:7]]
+    assert len(store.search("c", query, limit=3, score_threshold=-1.0)) == 3
+    only = store.search("c", query, limit=40, filters={"doc_id": "doc2"})
+    assert only and {h.payload["doc_id"] for h in only} == {"doc2"}
+    assert len(only) == 10
+
+
+def test_counts_payloads_and_filtered_delete(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    points = _points(12)
+    store.upsert("c", points)
+    info = store.get_collection("c")
+    assert (info.chunks, info.documents) == (12, 4)
+    assert store.count("c", {"doc_id": "doc1"}) == 3
+    got = store.get_payloads("c", [points[0].id, "00000000-0000-0000-0000-999999999999"])
+    assert list(got) == [points[0].id] and got[points[0].id]["text"] == "t0"
+    store.delete("c", {"doc_id": "doc1"}, min_chunk_index=1)
+    assert store.count("c", {"doc_id": "doc1"}) == 1
+    store.delete("c", {"doc_id": "doc1"})
+    assert store.count("c", {"doc_id": "doc1"}) == 0
+    assert store.count("c") == 9
+
+
+def test_upsert_replaces_by_id(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    p = _points(1)[0]
+    store.upsert("c", [p])
+    store.upsert("c", [Point(id=p.id, vector=p.vector, payload={**p.payload, "text": "new"})])
+    assert store.count("c") == 1
+    assert store.get_payloads("c", [p.id])[p.id]["text"] == "new"
+
+
+def test_refuses_other_dimensions(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    with pytest.raises(EmbedderMismatch):
+        store.upsert(
+            "c", [Point(id="00000000-0000-0000-0000-000000000001", vector=[1.0] * 4, payload={})]
+        )
+    with pytest.raises(EmbedderMismatch):
+        store.search("c", [1.0] * 4, limit=1)
+
+
+def test_edge_persists_across_reopen(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "edge")
+    first.create_collection("c", SPEC)
+    first.upsert("c", _points(10))
+    first.close()
+    again = EdgeStore(tmp_path / "edge")
+    info = again.get_collection("c")
+    assert (info.chunks, info.embedder) == (10, SPEC)
+    again.close()
