@@ -270,7 +270,7 @@ def find_running(
 
     "We started" means our pidfile names a live vLLM process; a stale pidfile is removed.
     """
-    log_path, pidfile = _paths(kind, port, logs_dir)
+    log_path, pidfile = _paths(kind, port, logs_dir.resolve())
     pid = _read_pid(pidfile)
     if pid is None:
         return None
@@ -351,6 +351,9 @@ def launch_worker(
     """
     if kind not in _KIND_ARGS:
         raise ValueError(f"kind must be 'generate' or 'embed', not {kind!r}")
+    if not (model_dir / "config.json").is_file():  # else vLLM takes it for a hub id, ~20 s later
+        raise WorkerError(f"{model_dir} is not a model folder (no config.json)")
+    logs_dir = logs_dir.resolve()  # the handle must stay valid if the caller changes directory
     logs_dir.mkdir(parents=True, exist_ok=True)
     log_path, pidfile = _paths(kind, port, logs_dir)
     served, extra = _KIND_ARGS[kind]

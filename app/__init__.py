@@ -1,0 +1,1 @@
+"""covrag's HTTP service: API, pipeline, generator client, CLI and workers."""

@@ -1,0 +1,1 @@
+"""Local model workers (vLLM CPU) started by `covrag worker`."""

@@ -1,0 +1,178 @@
+"""Foundation benchmark: embedder choice, demo-corpus ingest, /v1/query overhead outside the LLM.
+
+    .venv/bin/python bench/run_foundation.py [--generator-url URL] [--queries 200]
+
+Writes ``bench/results/foundation.json`` and prints a markdown table for the README. The
+overhead of a query is the client-measured latency minus the server's own ``generate``
+timing: embed + search + HTTP + (de)serialisation, everything but the LLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app.worker.vllm import launch_worker, prepare_generator_model, stop_worker  # noqa: E402
+from retrieval.corpus import fetch_wiki, load_wiki  # noqa: E402
+from retrieval.embed import make_embedder  # noqa: E402
+from retrieval.ingest import Ingestor  # noqa: E402
+from retrieval.store import EdgeStore  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+CACHE = REPO / ".covrag"
+DEV_QA = REPO.parent / "shared" / "data" / "qa" / "dev.jsonl"
+
+
+def pct(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2)
+
+
+def bench_embedders(texts: list[str]) -> dict[str, object]:
+    """Side by side in one run: bulk throughput, one-query latency, fidelity to fp32."""
+    onnx, torch = make_embedder("onnx"), make_embedder("torch")
+    out: dict[str, object] = {}
+    rows = {}
+    for name, emb in (("onnx", onnx), ("torch", torch)):
+        emb.embed(texts[:16])
+        start = time.perf_counter()
+        rows[name] = emb.embed(texts)
+        bulk = len(texts) / (time.perf_counter() - start)
+        lat = []
+        for q in texts[:100]:
+            s = time.perf_counter()
+            emb.embed([q.split(".")[0] + "?"])
+            lat.append((time.perf_counter() - s) * 1000)
+        out[name] = {"texts_per_s": round(bulk, 1), "query_ms_p50": pct(lat, 50)}
+    cos = (rows["onnx"] * rows["torch"]).sum(axis=1)
+    out["onnx_vs_torch_cosine"] = {
+        "min": round(float(cos.min()), 5),
+        "mean": round(float(cos.mean()), 5),
+    }
+    return out
+
+
+def bench_ingest(data_dir: Path) -> dict[str, object]:
+    docs = load_wiki(fetch_wiki(CACHE / "corpus"))
+    store = EdgeStore(data_dir / "edge")
+    ingestor = Ingestor(
+        store, make_embedder("onnx", batch_size=8), chunk_words=160, chunk_overlap=32
+    )
+    start = time.perf_counter()
+    report = ingestor.ingest("wiki", docs)
+    wall = time.perf_counter() - start
+    store.close()
+    return {
+        "documents": report.documents,
+        "chunks": report.chunks_written,
+        "wall_s": round(wall, 1),
+        "docs_per_s": round(report.documents / wall, 1),
+        "chunks_per_s": round(report.chunks_written / wall, 1),
+    }
+
+
+def bench_queries(data_dir: Path, generator_url: str, n: int) -> dict[str, object]:
+    questions = [json.loads(line)["question"] for line in DEV_QA.read_text().splitlines()][:n]
+    port = free_port()
+    env = {
+        **os.environ,
+        "COVRAG_DATA_DIR": str(data_dir),
+        "COVRAG_GENERATOR_URLS": generator_url,
+        "COVRAG_PORT": str(port),
+        "COVRAG_MAX_TOKENS": "16",
+    }
+    server = subprocess.Popen(
+        [str(REPO / ".venv/bin/covrag"), "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            for _ in range(120):
+                try:
+                    if client.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.5)
+            overhead, embed, search = [], [], []
+            for i, q in enumerate(questions * (1 + n // max(len(questions), 1))):
+                if i >= n:
+                    break
+                start = time.perf_counter()
+                r = client.post("/v1/query", json={"question": q, "top_k": 5})
+                wall = (time.perf_counter() - start) * 1000
+                r.raise_for_status()
+                t = r.json()["timings_ms"]
+                overhead.append(wall - t["generate"])
+                embed.append(t["embed"])
+                search.append(t["search"])
+    finally:
+        server.terminate()
+        server.wait(30)
+    return {
+        "queries": len(overhead),
+        "overhead_ms": {"p50": pct(overhead, 50), "p99": pct(overhead, 99)},
+        "embed_ms": {"p50": pct(embed, 50), "p99": pct(embed, 99)},
+        "search_ms": {"p50": pct(search, 50), "p99": pct(search, 99)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--generator-url", help="a running vLLM server (else one is started)")
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+
+    docs = load_wiki(fetch_wiki(CACHE / "corpus"))
+    texts = [f"{d.title}. {d.text}" for d in docs[::20][:512]]
+    result: dict[str, object] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "command": "bench/run_foundation.py " + " ".join(sys.argv[1:]),
+        "embedders": bench_embedders(texts),
+    }
+    print(json.dumps(result["embedders"], indent=1), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        result["ingest"] = bench_ingest(data_dir)
+        print(json.dumps(result["ingest"]), flush=True)
+        handle = None
+        url = args.generator_url
+        if url is None:
+            model = prepare_generator_model(CACHE / "models", REPO / ".venv-vllm/bin/python")
+            handle = launch_worker(
+                "generate",
+                model_dir=model,
+                port=free_port(),
+                vllm_python=REPO / ".venv-vllm/bin/python",
+                logs_dir=data_dir,
+            )
+            url = handle.url
+        try:
+            result["query"] = bench_queries(data_dir, url, args.queries)
+        finally:
+            if handle is not None:
+                stop_worker(handle)
+    out = REPO / "bench" / "results" / "foundation.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
