@@ -185,3 +185,7 @@ def worker_stop(
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()
