@@ -20,6 +20,15 @@ from retrieval.store.base import VectorStore
 from retrieval.types import Chunk, CollectionInfo, Document, Point
 
 
+#: Metadata key of a collection's change counter: chunks written or deleted since creation.
+CHANGES_KEY = "changes"
+
+
+def collection_changes(store: VectorStore, collection: str) -> int:
+    """The collection's change counter (0 for a fresh collection)."""
+    return int(store.get_metadata(collection).get(CHANGES_KEY, 0))
+
+
 @dataclass(frozen=True, slots=True)
 class IngestReport:
     """What one ingestion call did."""
@@ -128,12 +137,23 @@ class Ingestor:
                     for c, v in zip(flat, vectors, strict=True)
                 ],
             )
+        changed = len(flat)
         for chunks in todo:
-            if existing.get(chunks[0].id) is not None:  # shrink a changed document
-                self._store.delete(
-                    collection, {"doc_id": chunks[0].doc_id}, min_chunk_index=len(chunks)
-                )
+            if existing.get(chunks[0].id) is None:
+                continue
+            doc = {"doc_id": chunks[0].doc_id}
+            surplus = self._store.count(collection, doc) - len(chunks)
+            if surplus > 0:  # the changed document got shorter: drop its old tail
+                self._store.delete(collection, doc, min_chunk_index=len(chunks))
+                changed += surplus
+        self._count_changes(collection, changed)
         return len(docs), added, updated, unchanged, len(flat)
+
+    def _count_changes(self, collection: str, n: int) -> None:
+        """Advance the collection's change counter (calibration staleness, cache versions)."""
+        if n:
+            changes = collection_changes(self._store, collection)
+            self._store.update_metadata(collection, {CHANGES_KEY: changes + n})
 
     def delete(self, collection: str, doc_id: str) -> int:
         """Remove every chunk of ``doc_id``; returns how many. Raises ``DocumentNotFound``."""
@@ -141,4 +161,5 @@ class Ingestor:
         if n == 0:
             raise DocumentNotFound(f"document {doc_id!r} is not in collection {collection!r}")
         self._store.delete(collection, {"doc_id": doc_id})
+        self._count_changes(collection, n)
         return n

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from retrieval.errors import EmbedderMismatch, InvalidCollectionName
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
@@ -63,6 +63,18 @@ class VectorStore(Protocol):
         score_threshold: float | None = None,
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[ScoredChunk]: ...
+
+    def list_ids(self, name: str) -> list[str]:
+        """Every point id of the collection, sorted (for seeded sampling)."""
+        ...
+
+    def get_metadata(self, name: str) -> dict[str, Any]:
+        """covrag's own per-collection record (calibration, change counter); ``{}`` at first."""
+        ...
+
+    def update_metadata(self, name: str, values: Mapping[str, Any]) -> None:
+        """Merge ``values`` into that record (top-level keys replace), durably."""
+        ...
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""

@@ -9,11 +9,13 @@ data dir belongs to one process at a time.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import qdrant_edge as qe
 
@@ -46,7 +48,7 @@ class EdgeStore:
         self._root = root
         self._root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, qe.EdgeShard] = {}
-        self._meta: dict[str, dict[str, object]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
         # The shard binding is not documented as thread-safe; uvicorn calls us from a pool.
         self._lock = threading.RLock()
 
@@ -75,11 +77,8 @@ class EdgeStore:
                 "dim": embedder.dim,
                 "created_at": datetime.now(UTC).isoformat(),
             }
-            tmp = folder / "meta.json.tmp"
-            tmp.write_text(json.dumps(meta))
-            tmp.replace(folder / "meta.json")  # the collection exists once this lands
+            self._write_meta(name, meta)  # the collection exists once this lands
             self._shards[name] = shard
-            self._meta[name] = meta
         return self.get_collection(name)
 
     def _open(self, name: str) -> qe.EdgeShard:
@@ -180,6 +179,42 @@ class EdgeStore:
         return [
             ScoredChunk(id=str(h.id), score=h.score, payload=dict(h.payload or {})) for h in hits
         ]
+
+    def list_ids(self, name: str) -> list[str]:
+        ids: list[str] = []
+        offset = None
+        with self._lock:
+            shard = self._open(name)
+            while True:
+                records, offset = shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=1000, with_payload=False, with_vector=False)
+                )
+                ids += [str(r.id) for r in records]
+                if offset is None:
+                    return sorted(ids)
+
+    def get_metadata(self, name: str) -> dict[str, Any]:
+        with self._lock:
+            self._open(name)
+            return dict(self._meta[name].get("extra") or {})
+
+    def update_metadata(self, name: str, values: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._open(name)
+            meta = dict(self._meta[name])
+            meta["extra"] = {**self.get_metadata(name), **values}
+            self._write_meta(name, meta)
+
+    def _write_meta(self, name: str, meta: dict[str, Any]) -> None:
+        """Atomically replace meta.json (write, fsync, rename)."""
+        path = self._root / name / "meta.json"
+        tmp = path.with_suffix(".json.tmp")
+        with tmp.open("w") as fh:
+            json.dump(meta, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+        self._meta[name] = meta
 
     def ping(self) -> None:
         if not self._root.is_dir():

@@ -171,6 +171,25 @@ class QdrantStore:
             for p in response.points
         ]
 
+    def list_ids(self, name: str) -> list[str]:
+        self._spec(name)
+        ids: list[str] = []
+        offset = None
+        while True:
+            records, offset = self._call(
+                self._client.scroll, name, limit=1000, offset=offset, with_payload=False
+            )
+            ids += [str(r.id) for r in records]
+            if offset is None:
+                return sorted(ids)
+
+    def get_metadata(self, name: str) -> dict[str, Any]:
+        return dict(self._metadata(name).get("extra") or {})
+
+    def update_metadata(self, name: str, values: Mapping[str, Any]) -> None:
+        extra = {**self.get_metadata(name), **values}
+        self._call(self._client.update_collection, name, metadata={"extra": extra})
+
     def ping(self) -> None:
         self._call(self._client.get_collections)
 

@@ -98,3 +98,17 @@ def test_refuses_collection_of_another_embedder(ingestor: Ingestor, store: Vecto
     store.create_collection("other", EmbedderSpec(model="another-model", dim=384))
     with pytest.raises(EmbedderMismatch):
         ingestor.ingest("other", [Document(id="a", text="text")])
+
+
+def test_change_counter_counts_writes_and_deletes(ingestor: Ingestor, store: VectorStore) -> None:
+    from retrieval.ingest import collection_changes
+
+    ingestor.ingest("c", [Document(id="a", text=LONG), Document(id="b", text="Short.")])
+    n_a = store.count("c", {"doc_id": "a"})
+    assert collection_changes(store, "c") == n_a + 1
+    ingestor.ingest("c", [Document(id="b", text="Short.")])  # unchanged: no change
+    assert collection_changes(store, "c") == n_a + 1
+    ingestor.ingest("c", [Document(id="a", text="Now short.")])  # 1 rewritten + tail deleted
+    assert collection_changes(store, "c") == 2 * n_a + 1
+    ingestor.delete("c", "b")
+    assert collection_changes(store, "c") == 2 * n_a + 2

@@ -144,3 +144,27 @@ def test_edge_persists_across_reopen(tmp_path: Path) -> None:
     info = again.get_collection("c")
     assert (info.chunks, info.embedder) == (10, SPEC)
     again.close()
+
+
+def test_ids_and_metadata(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    points = _points(7)
+    store.upsert("c", points)
+    assert store.list_ids("c") == sorted(p.id for p in points)
+    assert store.get_metadata("c") == {}
+    store.update_metadata("c", {"changes": 3, "calibration": {"scores": [0.1, "inf"]}})
+    store.update_metadata("c", {"changes": 5})
+    assert store.get_metadata("c") == {"changes": 5, "calibration": {"scores": [0.1, "inf"]}}
+    assert store.get_collection("c").embedder == SPEC  # covrag's own record is untouched
+    with pytest.raises(CollectionNotFound):
+        store.get_metadata("missing")
+
+
+def test_edge_metadata_persists(tmp_path: Path) -> None:
+    first = EdgeStore(tmp_path / "edge")
+    first.create_collection("c", SPEC)
+    first.update_metadata("c", {"changes": 9})
+    first.close()
+    again = EdgeStore(tmp_path / "edge")
+    assert again.get_metadata("c") == {"changes": 9}
+    again.close()

@@ -1,0 +1,108 @@
+"""Split-conformal retrieval (CONFLARE, done with its finite-sample correction).
+
+This is where α becomes a Qdrant score threshold:
+
+    s_i  = 1 − cosine(question_i, best answer-bearing chunk_i)   (+∞ when none is found)
+    q̂(α) = the ⌈(n+1)(1−α)⌉-th smallest s_i                      (∞ if that rank exceeds n)
+    score_threshold = 1 − q̂(α)
+
+For a new question exchangeable with the n calibration questions, its answer-bearing chunk
+has similarity ≥ score_threshold with probability ≥ 1−α (and ≤ 1−α + 1/(n+1) for continuous
+scores without misses). The sorted scores are kept, so any α is answered without recomputing.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+#: Added below 1 − q̂ so a chunk whose similarity ties the calibration score within float32
+#: rounding still passes (the store's comparison at the boundary is not exact).
+TIE_EPSILON = 1e-6
+
+
+def conformal_rank(n: int, alpha: float) -> int:
+    """⌈(n+1)(1−α)⌉: the rank (1-based) of the calibration score that is q̂."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    # round() guards against (n+1)(1-α) landing a hair above an integer in floating point
+    return math.ceil(round((n + 1) * (1 - alpha), 9))
+
+
+def conformal_quantile(sorted_scores: list[float], alpha: float) -> float:
+    """q̂ for ``alpha`` over ascending scores; ``inf`` when no finite threshold attains 1−α."""
+    rank = conformal_rank(len(sorted_scores), alpha)
+    return math.inf if rank > len(sorted_scores) else sorted_scores[rank - 1]
+
+
+def naive_quantile(sorted_scores: list[float], alpha: float) -> float:
+    """The original CONFLARE rule, kept for comparison: the plain 100(1−α) percentile.
+
+    numpy's default (linear) percentile, as their code uses; no finite-sample correction, so
+    it under-covers for small n.
+    """
+    finite = [s for s in sorted_scores if math.isfinite(s)]  # their code drops misses
+    if not finite:
+        return math.inf
+    pos = (len(finite) - 1) * (1 - alpha)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(finite) - 1)
+    return finite[lo] + (finite[hi] - finite[lo]) * (pos - lo)
+
+
+def min_alpha(n: int) -> float:
+    """The smallest α with a finite threshold at calibration size n: 1/(n+1)."""
+    return 1.0 / (n + 1)
+
+
+def score_threshold(qhat: float) -> float | None:
+    """The similarity a chunk must reach for q̂; ``None`` when q̂ is infinite (no threshold)."""
+    return None if math.isinf(qhat) else 1.0 - qhat - TIE_EPSILON
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A collection's calibration: sorted nonconformity scores plus provenance.
+
+    ``changes_at`` is the collection's change counter when the scores were taken; the
+    calibration is stale once the collection has changed by more than a fraction since.
+    """
+
+    collection: str
+    embedder: str
+    scores: list[float]
+    source: str
+    version: int
+    changes_at: int
+    chunks_at: int
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    misses: int = 0
+    skipped: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    def qhat(self, alpha: float) -> float:
+        return conformal_quantile(self.scores, alpha)
+
+    def coverage_of(self, qhat: float) -> float:
+        """Share of calibration scores ≤ q̂ (the in-sample coverage, for reports)."""
+        return bisect_right(self.scores, qhat) / self.n if self.n else 0.0
+
+    def is_stale(self, changes_now: int, max_change_fraction: float) -> bool:
+        changed = changes_now - self.changes_at
+        return changed > max_change_fraction * max(self.chunks_at, 1)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scores"] = [s if math.isfinite(s) else "inf" for s in self.scores]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        scores = sorted(math.inf if s == "inf" else float(s) for s in data["scores"])
+        return cls(**{**data, "scores": scores})
