@@ -12,11 +12,20 @@ import httpx
 import typer
 from tqdm import tqdm
 
+from app.calibration import calibrate_generated
+from app.cli_eval import eval_cli
 from app.config import Settings, get_settings
+from app.generator import GeneratorError
 from app.pipeline import QueryParams
+from app.schemas import to_query_response
 from app.services import build_embedder, build_ingestor, build_services, build_store
+from retrieval.calibration import CalibrationItem, load_qa
+from retrieval.calibration import calibrate as run_calibration
+from retrieval.conformal import Calibration, score_threshold
 from retrieval.corpus import fetch_wiki, load_files, load_wiki
+from retrieval.embed import Embedder
 from retrieval.errors import RetrievalError
+from retrieval.store import VectorStore
 
 cli = typer.Typer(
     add_completion=False,
@@ -25,6 +34,7 @@ cli = typer.Typer(
 )
 worker_cli = typer.Typer(no_args_is_help=True, help="Local vLLM CPU workers.")
 cli.add_typer(worker_cli, name="worker")
+cli.add_typer(eval_cli, name="eval")
 
 
 def _example_curl(settings: Settings) -> str:
@@ -89,11 +99,12 @@ def ask(
     ] = None,
     collection: Annotated[str | None, typer.Option()] = None,
     top_k: Annotated[int | None, typer.Option(min=1, max=100)] = None,
+    alpha: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
 ) -> None:
     """Ask one question and print the JSON answer."""
     settings = get_settings()
     if url:
-        body = {"question": question, "collection": collection, "top_k": top_k}
+        body = {"question": question, "collection": collection, "top_k": top_k, "alpha": alpha}
         response = httpx.post(
             url.rstrip("/") + "/v1/query",
             json={k: v for k, v in body.items() if v is not None},
@@ -101,27 +112,123 @@ def ask(
         )
         typer.echo(json.dumps(response.json(), indent=2))
         raise typer.Exit(0 if response.is_success else 1)
-    typer.echo(
-        json.dumps(asyncio.run(_ask_in_process(settings, question, collection, top_k)), indent=2)
-    )
+    answer = asyncio.run(_ask_in_process(settings, question, collection, top_k, alpha))
+    typer.echo(json.dumps(answer, indent=2))
 
 
 async def _ask_in_process(
-    settings: Settings, question: str, collection: str | None, top_k: int | None
+    settings: Settings,
+    question: str,
+    collection: str | None,
+    top_k: int | None,
+    alpha: float | None,
 ) -> dict[str, object]:
-    from app.schemas import to_query_response
-
     services = build_services(settings)
     try:
         params = QueryParams(
             question=question,
             collection=collection or settings.default_collection,
-            top_k=top_k or settings.default_top_k,
+            top_k=top_k,
+            alpha=alpha,
         )
         outcome = await services.pipeline.query(params)
         return to_query_response(outcome, request_id="cli").model_dump()
     finally:
         await services.aclose()
+
+
+@cli.command()
+def calibrate(
+    collection: Annotated[str | None, typer.Option(help="Collection to calibrate.")] = None,
+    from_qa: Annotated[
+        Path | None,
+        typer.Option(help="QA JSONL: {id, question, answers[], gold_titles[]?|gold_doc_ids[]?}."),
+    ] = None,
+    generate: Annotated[
+        int | None, typer.Option(min=1, help="Generate questions from N random chunks.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the chunk sample.")] = 0,
+    default_alpha: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+) -> None:
+    """Calibrate the conformal threshold of a collection (in process)."""
+    settings = get_settings()
+    if (from_qa is None) == (generate is None):
+        raise typer.BadParameter("give exactly one of --from-qa or --generate")
+    name = collection or settings.default_collection
+    alpha = default_alpha or settings.default_alpha
+    if from_qa is not None:
+        qa = load_qa(from_qa)
+        for error in qa.errors:
+            typer.echo(f"skipped malformed line {error}", err=True)
+        store = build_store(settings)
+        try:
+            result = _calibrate_qa(store, build_embedder(settings), name, qa.items, from_qa, alpha)
+        finally:
+            store.close()
+    else:
+        assert generate is not None
+        result = asyncio.run(_calibrate_generated(settings, name, generate, seed, alpha))
+    typer.echo(json.dumps(result))
+
+
+def _calibrate_qa(
+    store: VectorStore,
+    embedder: Embedder,
+    name: str,
+    items: list[CalibrationItem],
+    path: Path,
+    alpha: float,
+) -> dict[str, object]:
+    try:
+        calibration = run_calibration(
+            store, embedder, name, items, source=f"qa:{path.name}", default_alpha=alpha
+        )
+    except (RetrievalError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return _calibration_summary(calibration)
+
+
+async def _calibrate_generated(
+    settings: Settings, name: str, n: int, seed: int, alpha: float
+) -> dict[str, object]:
+    services = build_services(settings)
+    p = services.pipeline
+    try:
+        with tqdm(total=n, unit="q", desc="write questions") as bar:
+            calibration = await calibrate_generated(
+                p.store,
+                p.embedder,
+                p.generator,
+                name,
+                n,
+                seed=seed,
+                default_alpha=alpha,
+                progress=bar.update,
+            )
+    except (RetrievalError, GeneratorError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        await services.aclose()
+    return _calibration_summary(calibration)
+
+
+def _calibration_summary(calibration: Calibration) -> dict[str, object]:
+    return {
+        "collection": calibration.collection,
+        "n": calibration.n,
+        "version": calibration.version,
+        "misses": calibration.misses,
+        "skipped": calibration.skipped,
+        "min_alpha": round(calibration.min_alpha, 5),
+        "default_alpha": calibration.default_alpha,
+        "thresholds": {
+            str(a): score_threshold(calibration.qhat(a))
+            for a in (0.05, 0.1, 0.2)
+            if a >= calibration.min_alpha
+        },
+    }
 
 
 @worker_cli.command("vllm")

@@ -76,7 +76,23 @@ class Settings(BaseSettings):
     max_document_chars: int = Field(1_000_000, ge=1, description="Characters per document.")
 
     # --- query ---------------------------------------------------------------------------
-    default_top_k: int = Field(5, ge=1, le=100, description="Passages given to the generator.")
+    default_top_k: int = Field(
+        5, ge=1, le=100, description="Passages for an uncalibrated collection (plain top-k)."
+    )
+    max_chunks: int = Field(
+        10, ge=1, le=100, description="Context budget in chunks behind the conformal threshold."
+    )
+    default_alpha: float = Field(
+        0.1, gt=0, lt=1, description="Default miss rate stored with a new calibration."
+    )
+    stale_fraction: float = Field(
+        0.1, gt=0, description="A calibration is stale after this fraction of chunks changed."
+    )
+    conformal_unreachable: Literal["budget", "error"] = Field(
+        "budget",
+        description="When no finite threshold attains 1-alpha: pass the budget unguaranteed, "
+        "or refuse with 422.",
+    )
     max_question_chars: int = Field(4000, ge=1, description="Longest accepted question.")
     max_context_chars: int = Field(
         6000,

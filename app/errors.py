@@ -15,9 +15,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.generator import GeneratorRejected, GeneratorTimeout, GeneratorUnavailable
+from app.jobs import JobNotFound
 from app.pipeline import InvalidQuery
 from app.schemas import ErrorBody, ErrorOut
 from retrieval.errors import (
+    AlphaOutOfRange,
+    CollectionEmpty,
     CollectionExists,
     CollectionNotFound,
     DocumentNotFound,
@@ -25,6 +28,7 @@ from retrieval.errors import (
     EmbedderUnavailable,
     InvalidCollectionName,
     InvalidDocument,
+    NotCalibrated,
     StoreUnavailable,
 )
 
@@ -35,7 +39,11 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (InvalidQuery, 422, "invalid_request"),
     (InvalidDocument, 422, "invalid_document"),
     (InvalidCollectionName, 422, "invalid_request"),
+    (AlphaOutOfRange, 422, "invalid_request"),
     (CollectionNotFound, 404, "not_found"),
+    (JobNotFound, 404, "not_found"),
+    (NotCalibrated, 409, "not_calibrated"),
+    (CollectionEmpty, 409, "collection_empty"),
     (DocumentNotFound, 404, "not_found"),
     (CollectionExists, 409, "conflict"),
     (EmbedderMismatch, 409, "embedder_mismatch"),

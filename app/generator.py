@@ -57,7 +57,10 @@ class Generator(Protocol):
         max_tokens: int,
         temperature: float,
         request_id: str | None = None,
-    ) -> Completion: ...
+        json_schema: dict[str, Any] | None = None,
+    ) -> Completion:
+        """One chat completion; with ``json_schema`` the reply is constrained to that JSON."""
+        ...
 
     async def ping(self) -> None:
         """Raise ``GeneratorError`` unless some replica answers a tiny request."""
@@ -101,13 +104,19 @@ class VLLMGenerator:
         max_tokens: int,
         temperature: float,
         request_id: str | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
-        body = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        if json_schema is not None:  # vLLM >= 0.12: response_format, not guided_json
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "reply", "schema": json_schema},
+            }
         data = await self._post("/chat/completions", body, request_id)
         choice = data["choices"][0]
         usage = data.get("usage") or {}

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request, Response
 from app.api.main import api_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
+from app.jobs import JobRegistry
 from app.services import build_services
 
 log = logging.getLogger("covrag")
@@ -27,10 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.pipeline = services.pipeline
         app.state.ingestor = services.ingestor
+        app.state.jobs = JobRegistry()
         log.info("covrag ready: store=%s embedder=%s", settings.store, settings.embedder)
         try:
             yield
         finally:
+            await app.state.jobs.aclose()
             await services.aclose()
 
     app = FastAPI(

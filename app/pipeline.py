@@ -1,7 +1,7 @@
-"""The query pipeline: embed → search → generate, with timings. No HTTP in here.
+"""The query pipeline: conformal retrieval → generation, with timings. No HTTP in here.
 
-Routes turn a request into ``QueryParams``, call ``Pipeline.query`` and turn the
-``QueryOutcome`` into a response; everything in between lives here.
+Routes turn a request into ``QueryParams``, call ``Pipeline.query`` (or ``retrieve``) and turn
+the result into a response; everything in between lives here.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import anyio
 
 from app.generator import Generator
 from app.prompt import answer_messages, cited_numbers, is_refusal
-from retrieval.embed.base import Embedder
-from retrieval.errors import EmbedderMismatch
-from retrieval.store.base import VectorStore
+from retrieval.retriever import Budget, Retrieval, Retriever
 from retrieval.types import FilterValue, ScoredChunk
 
 
@@ -29,11 +27,11 @@ class InvalidQuery(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class QueryParams:
-    """One question, as the pipeline sees it."""
+    """One question, as the pipeline sees it. ``top_k`` None = the default budget."""
 
     question: str
     collection: str
-    top_k: int
+    top_k: int | None = None
     filters: dict[str, FilterValue] = field(default_factory=dict)
     alpha: float | None = None
     max_rounds: int | None = None
@@ -50,14 +48,12 @@ class Citation:
 
 @dataclass(frozen=True, slots=True)
 class QueryOutcome:
-    """Everything a response reports."""
+    """Everything a query response reports."""
 
     answer: str
     sufficient: bool
     citations: list[Citation]
-    alpha: float | None
-    threshold: float | None
-    coverage_guaranteed: bool
+    retrieval: Retrieval
     timings_ms: dict[str, float]
     model: str
 
@@ -68,26 +64,23 @@ class PipelineLimits:
 
     max_question_chars: int
     max_context_chars: int
+    default_top_k: int
+    max_chunks: int
     max_tokens: int
     temperature: float
 
 
 class Pipeline:
-    """Retrieval-augmented answering over one store, embedder and generator."""
+    """Retrieval-augmented answering over one retriever and generator."""
 
-    def __init__(
-        self,
-        store: VectorStore,
-        embedder: Embedder,
-        generator: Generator,
-        limits: PipelineLimits,
-    ) -> None:
-        self.store = store
-        self.embedder = embedder
+    def __init__(self, retriever: Retriever, generator: Generator, limits: PipelineLimits) -> None:
+        self.retriever = retriever
+        self.store = retriever.store
+        self.embedder = retriever.embedder
         self.generator = generator
         self._limits = limits
 
-    def check(self, params: QueryParams) -> str:
+    def _question(self, params: QueryParams) -> str:
         """The cleaned question; raises ``InvalidQuery`` for an empty or too long one."""
         question = params.question.strip()
         if not question:
@@ -100,33 +93,28 @@ class Pipeline:
             )
         return question
 
-    def retrieve(
-        self, question: str, params: QueryParams, timings: dict[str, float]
-    ) -> list[ScoredChunk]:
-        """Embed and search (blocking: run it off the event loop)."""
-        info = self.store.get_collection(params.collection)  # 404 before any model work
-        if info.embedder != self.embedder.spec:
-            raise EmbedderMismatch(
-                f"collection {params.collection!r} was built with {info.embedder.model}; "
-                f"this server embeds queries with {self.embedder.spec.model}"
-            )
-        start = time.perf_counter()
-        vector = self.embedder.embed([question])[0]
-        timings["embed"] = _ms(start)
-        start = time.perf_counter()
-        hits = self.store.search(
-            params.collection, vector.tolist(), limit=params.top_k, filters=params.filters or None
+    def _retrieve_sync(self, question: str, params: QueryParams) -> Retrieval:
+        calibrated = self.retriever.calibration(params.collection)[0] is not None
+        default = self._limits.max_chunks if calibrated else self._limits.default_top_k
+        budget = Budget(chunks=params.top_k or default, chars=self._limits.max_context_chars)
+        return self.retriever.retrieve(
+            params.collection, question, alpha=params.alpha, budget=budget, filters=params.filters
         )
-        timings["search"] = _ms(start)
-        return hits
+
+    async def retrieve(self, params: QueryParams) -> Retrieval:
+        """The conformal retrieval step alone (``/v1/retrieve``), off the event loop."""
+        question = self._question(params)
+        start = time.perf_counter()
+        result = await anyio.to_thread.run_sync(self._retrieve_sync, question, params)
+        result.timings_ms["total"] = _ms(start)
+        return result
 
     async def query(self, params: QueryParams, request_id: str | None = None) -> QueryOutcome:
         """Answer ``params.question`` from the collection, citing the passages used."""
         start = time.perf_counter()
-        question = self.check(params)
-        timings: dict[str, float] = {}
-        hits = await anyio.to_thread.run_sync(self.retrieve, question, params, timings)
-        passages = self._fit_context(hits)
+        question = self._question(params)
+        retrieval = await anyio.to_thread.run_sync(self._retrieve_sync, question, params)
+        passages = retrieval.hits
         gen_start = time.perf_counter()
         completion = await self.generator.complete(
             answer_messages(question, passages),
@@ -134,6 +122,7 @@ class Pipeline:
             temperature=self._limits.temperature,
             request_id=request_id,
         )
+        timings = dict(retrieval.timings_ms)
         timings["generate"] = _ms(gen_start)
         timings["total"] = _ms(start)
         cited = cited_numbers(completion.text, len(passages))
@@ -141,23 +130,10 @@ class Pipeline:
             answer=completion.text,
             sufficient=bool(passages) and not is_refusal(completion.text),
             citations=[Citation(n=i, chunk=p, cited=i in cited) for i, p in enumerate(passages, 1)],
-            alpha=None,
-            threshold=None,
-            coverage_guaranteed=False,
+            retrieval=retrieval,
             timings_ms=timings,
             model=completion.model,
         )
-
-    def _fit_context(self, hits: list[ScoredChunk]) -> list[ScoredChunk]:
-        """The best hits whose text fits the prompt budget (always at least the best one)."""
-        kept: list[ScoredChunk] = []
-        used = 0
-        for hit in hits:
-            used += len(hit.text) + len(hit.title) + 8
-            if kept and used > self._limits.max_context_chars:
-                break
-            kept.append(hit)
-        return kept
 
 
 def _ms(start: float) -> float:

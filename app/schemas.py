@@ -6,13 +6,18 @@ routes stay one call deep.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from app.pipeline import QueryOutcome
+from app.jobs import Job
+from app.pipeline import Citation, QueryOutcome
+from retrieval.calibration import CalibrationItem, answer_docs
+from retrieval.conformal import Calibration
 from retrieval.ingest import IngestReport
+from retrieval.retriever import Retrieval
 from retrieval.types import CollectionInfo, Document
 
 
@@ -29,7 +34,11 @@ class QueryRequest(_Strict):
         None, description="Collection to search; default COVRAG_DEFAULT_COLLECTION."
     )
     top_k: int | None = Field(
-        None, ge=1, le=100, description="Passages to retrieve; default COVRAG_DEFAULT_TOP_K."
+        None,
+        ge=1,
+        le=100,
+        description="Context budget in chunks; default COVRAG_MAX_CHUNKS for a calibrated "
+        "collection, COVRAG_DEFAULT_TOP_K otherwise.",
     )
     filters: dict[str, str | int | bool] = Field(
         default_factory=dict, description='Exact payload matches, e.g. {"doc_id": "Paris"}.'
@@ -38,7 +47,8 @@ class QueryRequest(_Strict):
         None,
         gt=0,
         lt=1,
-        description="Conformal miss rate; accepted, applied once the conformal filter lands.",
+        description="Conformal miss rate: the answer-bearing chunk is kept with probability "
+        ">= 1-alpha. Default: the collection's calibration default; 409 if uncalibrated.",
     )
     max_rounds: int | None = Field(
         None, ge=1, le=5, description="Retrieval rounds; accepted, applied once the critic lands."
@@ -61,32 +71,69 @@ class CitationOut(BaseModel):
 
 
 class TimingsOut(BaseModel):
+    """Milliseconds per stage; ``filter`` is threshold lookup, ``generate`` the LLM call."""
+
+    filter: float
     embed: float
     search: float
-    generate: float
     total: float
 
 
-class QueryResponse(BaseModel):
+class QueryTimingsOut(TimingsOut):
+    generate: float
+
+
+class CalibrationRefOut(BaseModel):
+    n: int = Field(description="Calibration questions behind the threshold.")
+    version: int
+    stale: bool = Field(description="The collection changed too much since: no guarantee.")
+
+
+class EvidenceOut(BaseModel):
+    passed: int = Field(description="Chunks given to the generator.")
+    budget: int = Field(description="Context budget in chunks.")
+    budget_cut: bool = Field(description="The budget cut off chunks that cleared the threshold.")
+    none_cleared: bool = Field(description="No chunk cleared the threshold: no evidence.")
+
+
+class RetrievalFields(BaseModel):
+    """The conformal filter's report, shared by /v1/query and /v1/retrieve."""
+
+    citations: list[CitationOut]
+    alpha: float | None = Field(
+        description="Miss rate applied; null for an uncalibrated collection."
+    )
+    threshold: float | None = Field(description="Similarity a chunk had to reach; null = none.")
+    coverage_target: float | None = Field(description="1 - alpha.")
+    coverage_guaranteed: bool = Field(
+        description="A finite, fresh threshold applied and the budget cut nothing above it."
+    )
+    calibration: CalibrationRefOut | None
+    evidence: EvidenceOut
+    timings_ms: TimingsOut
+    request_id: str
+
+
+class RetrieveResponse(RetrievalFields):
+    """``POST /v1/retrieve``: the filtered passages, no generation."""
+
+
+class QueryResponse(RetrievalFields):
     """``POST /v1/query`` answer."""
 
     answer: str
     sufficient: bool = Field(description="Passages were found and the model did not refuse.")
-    citations: list[CitationOut]
-    alpha: float | None
-    threshold: float | None
-    coverage_guaranteed: bool
     rounds: list[dict[str, Any]]
-    timings_ms: TimingsOut
     model: str
-    request_id: str
+    timings_ms: QueryTimingsOut
 
 
-def to_query_response(outcome: QueryOutcome, request_id: str) -> QueryResponse:
-    return QueryResponse(
-        answer=outcome.answer,
-        sufficient=outcome.sufficient,
-        citations=[
+def _retrieval_fields(
+    retrieval: Retrieval, citations: list[Citation], timings: dict[str, float], request_id: str
+) -> dict[str, Any]:
+    cal = retrieval.calibration
+    return {
+        "citations": [
             CitationOut(
                 n=c.n,
                 cited=c.cited,
@@ -96,15 +143,40 @@ def to_query_response(outcome: QueryOutcome, request_id: str) -> QueryResponse:
                 text=c.chunk.text,
                 score=c.chunk.score,
             )
-            for c in outcome.citations
+            for c in citations
         ],
-        alpha=outcome.alpha,
-        threshold=outcome.threshold,
-        coverage_guaranteed=outcome.coverage_guaranteed,
+        "alpha": retrieval.alpha,
+        "threshold": retrieval.threshold,
+        "coverage_target": retrieval.coverage_target,
+        "coverage_guaranteed": retrieval.coverage_guaranteed,
+        "calibration": None
+        if cal is None
+        else CalibrationRefOut(n=cal.n, version=cal.version, stale=cal.stale),
+        "evidence": EvidenceOut(
+            passed=len(retrieval.hits),
+            budget=retrieval.budget,
+            budget_cut=retrieval.budget_cut,
+            none_cleared=retrieval.none_cleared,
+        ),
+        "timings_ms": timings,
+        "request_id": request_id,
+    }
+
+
+def to_retrieve_response(retrieval: Retrieval, request_id: str) -> RetrieveResponse:
+    citations = [Citation(n=i, chunk=h, cited=False) for i, h in enumerate(retrieval.hits, 1)]
+    return RetrieveResponse(
+        **_retrieval_fields(retrieval, citations, retrieval.timings_ms, request_id)
+    )
+
+
+def to_query_response(outcome: QueryOutcome, request_id: str) -> QueryResponse:
+    return QueryResponse(
+        **_retrieval_fields(outcome.retrieval, outcome.citations, outcome.timings_ms, request_id),
+        answer=outcome.answer,
+        sufficient=outcome.sufficient,
         rounds=[],
-        timings_ms=TimingsOut(**outcome.timings_ms),
         model=outcome.model,
-        request_id=request_id,
     )
 
 
@@ -199,3 +271,107 @@ class ErrorOut(BaseModel):
 
     error: ErrorBody
     request_id: str | None = None
+
+
+# --- calibration and jobs ---------------------------------------------------------------
+class QaItemIn(_Strict):
+    """A calibration QA pair: the answer-bearing chunk is a chunk of a gold document."""
+
+    id: str = Field(min_length=1, max_length=512)
+    question: str = Field(min_length=1, max_length=4000)
+    answers: list[str] = Field(default_factory=list)
+    gold_doc_ids: list[str] = Field(default_factory=list)
+    gold_titles: list[str] = Field(default_factory=list, description="Alias of gold_doc_ids.")
+    type: str | None = Field(None, description="Free label, e.g. single/bridge.")
+
+    @model_validator(mode="after")
+    def _needs_evidence(self) -> QaItemIn:
+        if not (self.answers or self.gold_doc_ids or self.gold_titles):
+            raise ValueError("a QA pair needs answers or gold documents")
+        return self
+
+
+class CalibrationRequest(_Strict):
+    """``POST /v1/collections/{name}/calibration``: give ``qa`` pairs or ask to ``generate``."""
+
+    qa: list[QaItemIn] | None = Field(None, min_length=1, max_length=20_000)
+    generate: int | None = Field(
+        None, ge=1, le=5000, description="Chunks to sample for generated questions."
+    )
+    seed: int = Field(0, description="Seed of the chunk sample.")
+    default_alpha: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Alpha used when a query names none; default COVRAG_DEFAULT_ALPHA.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CalibrationRequest:
+        if (self.qa is None) == (self.generate is None):
+            raise ValueError("give exactly one of qa or generate")
+        return self
+
+
+def to_items(qa: list[QaItemIn]) -> list[CalibrationItem]:
+    return [
+        CalibrationItem(
+            id=q.id,
+            question=q.question.strip(),
+            answers=tuple(q.answers),
+            gold_doc_ids=answer_docs(tuple(q.gold_doc_ids or q.gold_titles), q.type or ""),
+            kind=q.type or "",
+        )
+        for q in qa
+    ]
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: str
+    collection: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    progress: float
+    created_at: str
+    finished_at: str | None
+    error: str | None
+    result: dict[str, Any] | None
+    messages: list[str]
+
+
+def to_job_out(job: Job) -> JobOut:
+    return JobOut(**asdict(job))
+
+
+class CalibrationOut(BaseModel):
+    n: int
+    version: int
+    created_at: str
+    source: str
+    embedder: str
+    misses: int = Field(description="Questions whose answer chunk was not found (score +inf).")
+    skipped: int = Field(description="Generated questions dropped as unusable.")
+    default_alpha: float
+    min_alpha: float = Field(description="Smallest supported alpha, 1/(n+1).")
+    stale: bool
+
+
+def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
+    return CalibrationOut(
+        n=calibration.n,
+        version=calibration.version,
+        created_at=calibration.created_at,
+        source=calibration.source,
+        embedder=calibration.embedder,
+        misses=calibration.misses,
+        skipped=calibration.skipped,
+        default_alpha=calibration.default_alpha,
+        min_alpha=calibration.min_alpha,
+        stale=stale,
+    )
+
+
+class CalibrationStatusOut(BaseModel):
+    collection: str
+    calibration: CalibrationOut | None
+    job: JobOut | None = Field(description="The latest calibration job of this server.")

@@ -12,6 +12,7 @@ from app.generator import VLLMGenerator
 from app.pipeline import Pipeline, PipelineLimits
 from retrieval.embed import Embedder, make_embedder
 from retrieval.ingest import Ingestor
+from retrieval.retriever import Retriever
 from retrieval.store import VectorStore, make_store
 
 
@@ -72,10 +73,18 @@ def build_services(settings: Settings) -> Services:
     limits = PipelineLimits(
         max_question_chars=settings.max_question_chars,
         max_context_chars=settings.max_context_chars,
+        default_top_k=settings.default_top_k,
+        max_chunks=settings.max_chunks,
         max_tokens=settings.max_tokens,
         temperature=settings.temperature,
     )
+    retriever = Retriever(
+        store,
+        embedder,
+        stale_fraction=settings.stale_fraction,
+        unreachable=settings.conformal_unreachable,
+    )
     return Services(
-        pipeline=Pipeline(store, embedder, generator, limits),
+        pipeline=Pipeline(retriever, generator, limits),
         ingestor=build_ingestor(settings, store, embedder),
     )

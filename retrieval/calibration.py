@@ -2,7 +2,8 @@
 
 "Answer-bearing" chunk of a calibration question, in this order of evidence:
 1. the question's source chunk (generated questions);
-2. any chunk of a gold document (QA pairs with ``gold_doc_ids``/``gold_titles``);
+2. any chunk of a gold document (QA pairs with ``gold_doc_ids``/``gold_titles``) — for a
+   ``bridge`` question only the last one, as the first hop does not hold the answer;
 3. only when neither is given: a chunk whose normalised text contains a normalised answer.
 (String matching is a last resort: short answers such as years occur in many unrelated chunks,
 and counting those would make the threshold optimistic.)
@@ -21,7 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from retrieval.conformal import Calibration
 from retrieval.embed.base import Embedder
+from retrieval.errors import CollectionEmpty
+from retrieval.ingest import collection_changes
 from retrieval.store.base import VectorStore
 from retrieval.types import ScoredChunk
 
@@ -90,6 +94,7 @@ def load_qa(path: Path) -> QaFile:
                 raise ValueError("empty question")
             answers = tuple(str(a) for a in row.get("answers") or ())
             gold = tuple(str(g) for g in (row.get("gold_doc_ids") or row.get("gold_titles") or ()))
+            kind = str(row.get("type", ""))
             if not answers and not gold:
                 raise ValueError("needs answers or gold documents")
             items.append(
@@ -97,13 +102,18 @@ def load_qa(path: Path) -> QaFile:
                     id=str(row.get("id", f"line-{lineno}")),
                     question=question,
                     answers=answers,
-                    gold_doc_ids=gold,
-                    kind=str(row.get("type", "")),
+                    gold_doc_ids=answer_docs(gold, kind),
+                    kind=kind,
                 )
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             errors.append(f"{path.name}:{lineno}: {exc}")
     return QaFile(items=items, errors=errors)
+
+
+def answer_docs(gold: tuple[str, ...], kind: str) -> tuple[str, ...]:
+    """The gold documents that hold the answer: a bridge question's last hop only."""
+    return gold[-1:] if kind == "bridge" else gold
 
 
 def _bears_answer(item: CalibrationItem, hit: ScoredChunk) -> bool:
@@ -163,3 +173,52 @@ def _beyond_top(
         for hit in store.search(collection, query, limit=1, filters={"doc_id": doc_id})
     ]
     return max(best) if best else None
+
+
+#: Metadata key under which a collection keeps its calibration.
+CALIBRATION_KEY = "calibration"
+
+
+def load_calibration(store: VectorStore, collection: str) -> Calibration | None:
+    """The collection's calibration, or ``None`` if it was never calibrated."""
+    data = store.get_metadata(collection).get(CALIBRATION_KEY)
+    return Calibration.from_json(data) if data else None
+
+
+def calibrate(
+    store: VectorStore,
+    embedder: Embedder,
+    collection: str,
+    items: Sequence[CalibrationItem],
+    *,
+    source: str,
+    default_alpha: float,
+    skipped: int = 0,
+) -> Calibration:
+    """Score ``items``, then persist and return the collection's new calibration.
+
+    Raises:
+        CollectionEmpty: nothing to calibrate against.
+        ValueError: no items.
+    """
+    if not items:
+        raise ValueError("no usable calibration questions")
+    info = store.get_collection(collection)
+    if info.chunks == 0:
+        raise CollectionEmpty(f"collection {collection!r} is empty: ingest documents first")
+    previous = load_calibration(store, collection)
+    scores = score_items(store, embedder, collection, items)
+    calibration = Calibration(
+        collection=collection,
+        embedder=embedder.spec.model,
+        scores=sorted(s.score for s in scores),
+        source=source,
+        version=(previous.version + 1) if previous else 1,
+        changes_at=collection_changes(store, collection),
+        chunks_at=info.chunks,
+        misses=sum(s.missed for s in scores),
+        skipped=skipped,
+        default_alpha=default_alpha,
+    )
+    store.update_metadata(collection, {CALIBRATION_KEY: calibration.to_json()})
+    return calibration

@@ -81,10 +81,15 @@ class Calibration:
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     misses: int = 0
     skipped: int = 0
+    default_alpha: float = 0.1
 
     @property
     def n(self) -> int:
         return len(self.scores)
+
+    @property
+    def min_alpha(self) -> float:
+        return min_alpha(self.n)
 
     def qhat(self, alpha: float) -> float:
         return conformal_quantile(self.scores, alpha)

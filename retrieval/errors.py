@@ -35,3 +35,17 @@ class EmbedderUnavailable(RetrievalError):
 
 class DocumentNotFound(RetrievalError):
     """No chunk of that document id is in the collection."""
+
+
+class CollectionEmpty(RetrievalError):
+    """The operation needs chunks and the collection has none (e.g. calibration)."""
+
+
+class NotCalibrated(RetrievalError):
+    """A conformal request on a collection without a calibration."""
+
+
+class AlphaOutOfRange(RetrievalError):
+    """An α the collection's calibration cannot support."""
+
+    param = "alpha"

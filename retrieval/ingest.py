@@ -19,7 +19,6 @@ from retrieval.errors import CollectionNotFound, DocumentNotFound, EmbedderMisma
 from retrieval.store.base import VectorStore
 from retrieval.types import Chunk, CollectionInfo, Document, Point
 
-
 #: Metadata key of a collection's change counter: chunks written or deleted since creation.
 CHANGES_KEY = "changes"
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.config import Settings
+from app.jobs import JobRegistry
 from app.pipeline import Pipeline
 from retrieval.ingest import Ingestor
 
@@ -26,6 +27,11 @@ def _ingestor(request: Request) -> Ingestor:
     return ingestor
 
 
+def _jobs(request: Request) -> JobRegistry:
+    jobs: JobRegistry = request.app.state.jobs
+    return jobs
+
+
 def _request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
@@ -35,3 +41,4 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
 IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
+JobsDep = Annotated[JobRegistry, Depends(_jobs)]

@@ -15,7 +15,7 @@ def make_embedder(
     url: str = "",
     model: str = MINILM.model,
     threads: int = 2,
-    batch_size: int = 64,
+    batch_size: int = 8,
     timeout_s: float = 30.0,
 ) -> Embedder:
     """The one place that picks an embedder backend; heavy imports happen only for the one used."""

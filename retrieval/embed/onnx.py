@@ -31,7 +31,7 @@ class OnnxEmbedder:
 
     spec = MINILM
 
-    def __init__(self, threads: int = 2, batch_size: int = 64) -> None:
+    def __init__(self, threads: int = 2, batch_size: int = 8) -> None:
         import onnxruntime as ort
 
         tokenizer = Tokenizer.from_file(

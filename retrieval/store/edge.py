@@ -187,7 +187,9 @@ class EdgeStore:
             shard = self._open(name)
             while True:
                 records, offset = shard.scroll(
-                    qe.ScrollRequest(offset=offset, limit=1000, with_payload=False, with_vector=False)
+                    qe.ScrollRequest(
+                        offset=offset, limit=1000, with_payload=False, with_vector=False
+                    )
                 )
                 ids += [str(r.id) for r in records]
                 if offset is None:

@@ -46,7 +46,7 @@ def test_query_answers_with_real_citations(live: TestClient, wiki_sample: list[D
     assert body["model"] == "SmolLM2-135M-Instruct"
     assert body["request_id"] == r.headers["X-Request-ID"]
     assert body["rounds"] == [] and body["coverage_guaranteed"] is False
-    assert set(body["timings_ms"]) == {"embed", "search", "generate", "total"}
+    assert set(body["timings_ms"]) == {"filter", "embed", "search", "generate", "total"}
     assert body["timings_ms"]["total"] >= body["timings_ms"]["generate"] > 0
     texts = {d.id: d.text for d in wiki_sample}
     cites = body["citations"]

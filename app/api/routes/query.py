@@ -5,25 +5,29 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import PipelineDep, RequestIdDep, SettingsDep
+from app.config import Settings
 from app.pipeline import QueryParams
 from app.schemas import ErrorOut, QueryRequest, QueryResponse, to_query_response
 
 router = APIRouter(tags=["query"])
 
-_ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422, 502, 503, 504)}
+ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422, 502, 503, 504)}
 
 
-@router.post("/v1/query", response_model=QueryResponse, responses=_ERRORS)  # type: ignore[arg-type]
-async def query(
-    body: QueryRequest, pipeline: PipelineDep, settings: SettingsDep, request_id: RequestIdDep
-) -> QueryResponse:
-    params = QueryParams(
+def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
+    return QueryParams(
         question=body.question,
         collection=body.collection or settings.default_collection,
-        top_k=body.top_k or settings.default_top_k,
+        top_k=body.top_k,
         filters=body.filters,
         alpha=body.alpha,
         max_rounds=body.max_rounds,
     )
-    outcome = await pipeline.query(params, request_id)
+
+
+@router.post("/v1/query", response_model=QueryResponse, responses=ERRORS)  # type: ignore[arg-type]
+async def query(
+    body: QueryRequest, pipeline: PipelineDep, settings: SettingsDep, request_id: RequestIdDep
+) -> QueryResponse:
+    outcome = await pipeline.query(to_params(body, settings), request_id)
     return to_query_response(outcome, request_id)

@@ -1,0 +1,19 @@
+"""``POST /v1/retrieve``: the conformal filter alone, for clients that bring their own LLM."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import PipelineDep, RequestIdDep, SettingsDep
+from app.api.routes.query import ERRORS, to_params
+from app.schemas import QueryRequest, RetrieveResponse, to_retrieve_response
+
+router = APIRouter(tags=["query"])
+
+
+@router.post("/v1/retrieve", response_model=RetrieveResponse, responses=ERRORS)  # type: ignore[arg-type]
+async def retrieve(
+    body: QueryRequest, pipeline: PipelineDep, settings: SettingsDep, request_id: RequestIdDep
+) -> RetrieveResponse:
+    retrieval = await pipeline.retrieve(to_params(body, settings))
+    return to_retrieve_response(retrieval, request_id)

@@ -1,0 +1,187 @@
+"""Query-time retrieval through the conformal filter (CONFLARE step 4).
+
+With a calibrated collection, α becomes a similarity threshold (``retrieval.conformal``) and the
+engine does the filtering: one Qdrant search with ``score_threshold`` and ``limit`` = the
+context budget + 1, so the budget cutting off chunks that cleared the threshold is detected
+(then ``coverage_guaranteed`` is false). Without a calibration it is plain top-k search.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from retrieval.calibration import load_calibration
+from retrieval.conformal import Calibration, score_threshold
+from retrieval.embed.base import Embedder
+from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
+from retrieval.ingest import collection_changes
+from retrieval.store.base import VectorStore
+from retrieval.types import FilterValue, ScoredChunk
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationRef:
+    """What a response says about the calibration behind its threshold."""
+
+    n: int
+    version: int
+    stale: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    """The passages for one question and what the filter guarantees about them."""
+
+    hits: list[ScoredChunk]
+    alpha: float | None = None
+    threshold: float | None = None
+    coverage_guaranteed: bool = False
+    calibration: CalibrationRef | None = None
+    budget: int = 0
+    budget_cut: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def coverage_target(self) -> float | None:
+        return None if self.alpha is None else 1.0 - self.alpha
+
+    @property
+    def none_cleared(self) -> bool:
+        """Nothing cleared a finite threshold: the abstain signal the critic builds on."""
+        return self.threshold is not None and not self.hits
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The context budget: at most ``chunks`` passages and ``chars`` characters of text."""
+
+    chunks: int
+    chars: int
+
+
+class Retriever:
+    """Embeds a question and searches, through the conformal filter when calibrated.
+
+    Args:
+        stale_fraction: a calibration is stale once the collection changed by more than this
+            fraction of its chunks since; stale calibrations still filter but guarantee nothing.
+        unreachable: when q̂ is infinite for the asked α (too many calibration misses),
+            ``"budget"`` passes the top chunks up to the budget with no guarantee and
+            ``"error"`` refuses the request.
+    """
+
+    def __init__(
+        self,
+        store: VectorStore,
+        embedder: Embedder,
+        *,
+        stale_fraction: float = 0.1,
+        unreachable: Literal["budget", "error"] = "budget",
+    ) -> None:
+        self.store = store
+        self.embedder = embedder
+        self._stale_fraction = stale_fraction
+        self._unreachable = unreachable
+
+    def calibration(self, collection: str) -> tuple[Calibration | None, bool]:
+        """The collection's calibration and whether it is stale."""
+        calibration = load_calibration(self.store, collection)
+        if calibration is None:
+            return None, False
+        changes = collection_changes(self.store, collection)
+        return calibration, calibration.is_stale(changes, self._stale_fraction)
+
+    def retrieve(
+        self,
+        collection: str,
+        question: str,
+        *,
+        alpha: float | None,
+        budget: Budget,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> Retrieval:
+        """Blocking (embedding, search): callers on an event loop run it in a thread."""
+        info = self.store.get_collection(collection)  # 404 before any model work
+        if info.embedder != self.embedder.spec:
+            raise EmbedderMismatch(
+                f"collection {collection!r} was built with {info.embedder.model}; "
+                f"this server embeds queries with {self.embedder.spec.model}"
+            )
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        calibration, stale = self.calibration(collection)
+        threshold, alpha = self._threshold(collection, calibration, alpha)
+        timings["filter"] = _ms(start)
+        start = time.perf_counter()
+        vector = self.embedder.embed([question])[0].tolist()
+        timings["embed"] = _ms(start)
+        start = time.perf_counter()
+        # One more than the budget when filtering: seeing it tells that the budget cut.
+        hits = self.store.search(
+            collection,
+            vector,
+            limit=budget.chunks + (threshold is not None),
+            score_threshold=threshold,
+            filters=filters or None,
+        )
+        timings["search"] = _ms(start)
+        kept = _fit(hits, budget)
+        return Retrieval(
+            hits=kept,
+            alpha=alpha,
+            threshold=threshold,
+            coverage_guaranteed=threshold is not None and len(kept) == len(hits) and not stale,
+            calibration=None
+            if calibration is None
+            else CalibrationRef(n=calibration.n, version=calibration.version, stale=stale),
+            budget=budget.chunks,
+            budget_cut=len(kept) < len(hits),
+            timings_ms=timings,
+        )
+
+    def _threshold(
+        self, collection: str, calibration: Calibration | None, alpha: float | None
+    ) -> tuple[float | None, float | None]:
+        """(similarity threshold or None, α applied) — where α becomes a score threshold."""
+        if calibration is None:
+            if alpha is not None:
+                raise NotCalibrated(
+                    f"collection {collection!r} has no calibration, so alpha cannot apply; "
+                    f"calibrate it first: `covrag calibrate --collection {collection} --from-qa "
+                    f"FILE` or POST /v1/collections/{collection}/calibration"
+                )
+            return None, None
+        alpha = calibration.default_alpha if alpha is None else alpha
+        if not calibration.min_alpha <= alpha < 1:
+            raise AlphaOutOfRange(
+                f"alpha={alpha:g} is outside the range this calibration supports "
+                f"[{calibration.min_alpha:.4g}, 1) (n={calibration.n}: alpha must be ≥ 1/(n+1))"
+            )
+        qhat = calibration.qhat(alpha)
+        if math.isinf(qhat) and self._unreachable == "error":
+            raise AlphaOutOfRange(
+                f"alpha={alpha:g}: too many calibration questions missed their answer chunk "
+                f"({calibration.misses} of {calibration.n}) for a finite threshold; "
+                "use a larger alpha"
+            )
+        return score_threshold(qhat), alpha
+
+
+def _fit(hits: list[ScoredChunk], budget: Budget) -> list[ScoredChunk]:
+    """The best hits within the chunk and character budget (always at least the best one)."""
+    kept: list[ScoredChunk] = []
+    used = 0
+    for hit in hits[: budget.chunks]:
+        used += len(hit.text) + len(hit.title) + 8
+        if kept and used > budget.chars:
+            break
+        kept.append(hit)
+    return kept
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)

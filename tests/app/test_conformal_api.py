@@ -1,0 +1,164 @@
+"""The conformal filter over HTTP: calibration jobs, /v1/retrieve, α validation, staleness.
+
+Real embedder, real Edge store; no generator is needed (QA calibration and retrieval only).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from retrieval.types import Document
+
+DEV_QA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qa" / "dev.jsonl"
+
+
+def _dev_rows() -> list[dict]:
+    return [json.loads(line) for line in DEV_QA.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def dev_docs(wiki_docs: list[Document]) -> list[Document]:
+    """The gold summaries of 60 single-hop dev questions, plus 60 other summaries."""
+    gold = {r["gold_titles"][0] for r in _dev_rows() if r["type"] == "single"}
+    picked = [d for d in wiki_docs if d.id in gold][:60]
+    return picked + [d for d in wiki_docs[::97] if d.id not in gold][:60]
+
+
+def _qa(dev_docs: list[Document]) -> list[dict]:
+    present = {d.id for d in dev_docs}
+    return [
+        {k: r[k] for k in ("id", "question", "answers", "gold_titles", "type")}
+        for r in _dev_rows()
+        if r["type"] == "single" and r["gold_titles"][0] in present
+    ]
+
+
+@pytest.fixture
+def client(settings: Settings, dev_docs: list[Document]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as c:
+        docs = [{"id": d.id, "title": d.title, "text": d.text} for d in dev_docs]
+        assert c.post("/v1/collections/wiki/documents", json={"documents": docs}).status_code == 200
+        yield c
+
+
+def _calibrate(client: TestClient, body: dict) -> dict:
+    r = client.post("/v1/collections/wiki/calibration", json=body)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["Location"] == f"/v1/jobs/{job['id']}"
+    deadline = time.monotonic() + 120
+    while job["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "calibration job did not finish"
+        time.sleep(0.2)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    return job
+
+
+def test_calibrate_then_retrieve_through_the_threshold(
+    client: TestClient, dev_docs: list[Document]
+) -> None:
+    qa = _qa(dev_docs)
+    assert len(qa) >= 40
+    r = client.post(
+        "/v1/retrieve", json={"question": "What is the capital of Somaliland?", "alpha": 0.1}
+    )
+    assert r.status_code == 409 and r.json()["error"]["type"] == "not_calibrated"
+    assert "covrag calibrate" in r.json()["error"]["message"]
+
+    job = _calibrate(client, {"qa": qa, "default_alpha": 0.2})
+    assert job["status"] == "succeeded", job
+    assert job["result"]["n"] == len(qa) and job["result"]["version"] == 1
+    status = client.get("/v1/collections/wiki/calibration").json()
+    cal = status["calibration"]
+    assert (cal["n"], cal["version"], cal["stale"], cal["default_alpha"]) == (
+        len(qa),
+        1,
+        False,
+        0.2,
+    )
+    assert cal["min_alpha"] == pytest.approx(1 / (len(qa) + 1))
+    assert status["job"]["id"] == job["id"]
+
+    question = qa[0]["question"]
+    default = client.post("/v1/retrieve", json={"question": question}).json()
+    assert default["alpha"] == 0.2 and default["coverage_target"] == pytest.approx(0.8)
+    strict = client.post("/v1/retrieve", json={"question": question, "alpha": 0.05}).json()
+    loose = client.post("/v1/retrieve", json={"question": question, "alpha": 0.3}).json()
+    # smaller α ⇒ larger q̂ ⇒ lower similarity threshold ⇒ at least as many chunks
+    assert strict["threshold"] <= default["threshold"] <= loose["threshold"]
+    assert strict["evidence"]["passed"] >= loose["evidence"]["passed"]
+    for body in (strict, default, loose):
+        assert body["calibration"] == {"n": len(qa), "version": 1, "stale": False}
+        assert all(c["score"] >= body["threshold"] for c in body["citations"])
+        assert body["evidence"]["none_cleared"] == (body["evidence"]["passed"] == 0)
+        assert body["coverage_guaranteed"] == (not body["evidence"]["budget_cut"])
+        assert set(body["timings_ms"]) == {"filter", "embed", "search", "total"}
+
+
+def test_budget_cut_drops_the_guarantee(client: TestClient, dev_docs: list[Document]) -> None:
+    assert _calibrate(client, {"qa": _qa(dev_docs)})["status"] == "succeeded"
+    body = client.post(
+        "/v1/retrieve", json={"question": _qa(dev_docs)[0]["question"], "alpha": 0.05, "top_k": 1}
+    ).json()
+    assert body["evidence"]["budget"] == 1
+    if body["evidence"]["budget_cut"]:
+        assert body["coverage_guaranteed"] is False and len(body["citations"]) == 1
+    else:  # only one chunk cleared the threshold: nothing was cut
+        assert body["coverage_guaranteed"] is True
+
+
+def test_alpha_validation(client: TestClient, dev_docs: list[Document]) -> None:
+    qa = _qa(dev_docs)[:19]
+    assert _calibrate(client, {"qa": qa})["status"] == "succeeded"
+    r = client.post("/v1/retrieve", json={"question": "Where?", "alpha": 0.04})  # < 1/20
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["param"] == "alpha" and "[0.05, 1)" in err["message"]
+    assert (
+        client.post("/v1/retrieve", json={"question": "Where?", "alpha": 0.05}).status_code == 200
+    )
+    for bad in (0, 1, -0.1, 1.5):
+        r = client.post("/v1/retrieve", json={"question": "Where?", "alpha": bad})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "alpha"
+
+
+def test_calibration_request_validation(client: TestClient) -> None:
+    assert client.post("/v1/collections/wiki/calibration", json={}).status_code == 422
+    both = {"qa": [{"id": "a", "question": "q?", "answers": ["x"]}], "generate": 3}
+    assert client.post("/v1/collections/wiki/calibration", json=both).status_code == 422
+    no_gold = {"qa": [{"id": "a", "question": "q?"}]}
+    assert client.post("/v1/collections/wiki/calibration", json=no_gold).status_code == 422
+    r = client.post("/v1/collections/nope/calibration", json={"generate": 3})
+    assert r.status_code == 404
+    client.post("/v1/collections/empty/documents", json={"documents": [{"id": "x", "text": "t"}]})
+    client.delete("/v1/collections/empty/documents/x")
+    r = client.post("/v1/collections/empty/calibration", json={"generate": 3})
+    assert r.status_code == 409 and r.json()["error"]["type"] == "collection_empty"
+    assert client.get("/v1/jobs/unknown").status_code == 404
+    assert client.get("/v1/collections/wiki/calibration").json()["calibration"] is None
+
+
+def test_stale_after_changes_and_persisted_across_restart(
+    settings: Settings, client: TestClient, dev_docs: list[Document], wiki_docs: list[Document]
+) -> None:
+    assert _calibrate(client, {"qa": _qa(dev_docs)})["status"] == "succeeded"
+    assert _calibrate(client, {"qa": _qa(dev_docs)})["result"]["version"] == 2
+    present = {d.id for d in dev_docs}
+    extra = [d for d in wiki_docs[5::89] if d.id not in present][:20]  # > 10 % of the chunks
+    docs = [{"id": d.id, "title": d.title, "text": d.text} for d in extra]
+    client.post("/v1/collections/wiki/documents", json={"documents": docs})
+    assert client.get("/v1/collections/wiki/calibration").json()["calibration"]["stale"] is True
+    body = client.post("/v1/retrieve", json={"question": _qa(dev_docs)[0]["question"]}).json()
+    assert body["calibration"]["stale"] is True and body["coverage_guaranteed"] is False
+    client.__exit__(None, None, None)
+    with TestClient(create_app(settings)) as again:
+        cal = again.get("/v1/collections/wiki/calibration").json()["calibration"]
+        assert (cal["version"], cal["stale"]) == (2, True)
