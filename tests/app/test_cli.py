@@ -1,0 +1,76 @@
+"""The ``covrag`` CLI in process: ingest files, calibrate from a QA file, evaluate coverage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.config import get_settings
+from retrieval.types import Document
+
+DEV_QA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qa" / "dev.jsonl"
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("COVRAG_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_ingest_calibrate_and_eval_coverage(
+    runner: CliRunner, tmp_path: Path, wiki_docs: list[Document]
+) -> None:
+    rows = [json.loads(line) for line in DEV_QA.read_text().splitlines()]
+    singles = [r for r in rows if r["type"] == "single"][:40]
+    wanted = {r["gold_titles"][0] for r in singles}
+    docs = [d for d in wiki_docs if d.id in wanted] + wiki_docs[::500]
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    )
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in singles) + "{broken\n")
+
+    result = runner.invoke(cli, ["ingest", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["added"] == len(docs)
+
+    result = runner.invoke(cli, ["calibrate", "--from-qa", str(qa)])
+    assert result.exit_code == 0, result.output
+    assert "qa.jsonl:41" in result.stderr  # the broken line, by number; the rest was used
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (summary["n"], summary["version"], summary["misses"]) == (40, 1, 0)
+    assert set(summary["thresholds"]) == {"0.05", "0.1", "0.2"}
+
+    out = tmp_path / "cov"
+    result = runner.invoke(
+        cli,
+        [
+            "eval",
+            "coverage",
+            "--qa",
+            str(qa),
+            "--splits",
+            "20",
+            "--cal-sizes",
+            "19",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert {"coverage.json", "coverage.md"} <= {p.name for p in out.iterdir()}
+    assert list(out.glob("*.png"))
+    assert "| 0.1 |" in (out / "coverage.md").read_text()
+
+
+def test_calibrate_needs_exactly_one_source(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["calibrate"])
+    assert result.exit_code != 0
+    assert "exactly one of --from-qa or --generate" in result.output
