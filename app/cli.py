@@ -14,6 +14,8 @@ from tqdm import tqdm
 
 from app.calibration import calibrate_generated
 from app.cli_eval import eval_cli
+from app.cli_qa import qa as qa_eval
+from app.cli_qa import selfpractice
 from app.config import Settings, get_settings
 from app.generator import GeneratorError
 from app.pipeline import QueryParams
@@ -35,6 +37,8 @@ cli = typer.Typer(
 worker_cli = typer.Typer(no_args_is_help=True, help="Local vLLM CPU workers.")
 cli.add_typer(worker_cli, name="worker")
 cli.add_typer(eval_cli, name="eval")
+cli.command("selfpractice")(selfpractice)
+eval_cli.command("qa")(qa_eval)
 
 
 def _example_curl(settings: Settings) -> str:

@@ -100,6 +100,37 @@ class Settings(BaseSettings):
         description="Passage text per prompt; keeps it inside the model's 2,048 tokens.",
     )
 
+    # --- sufficiency critic and rounds (SIM-RAG) --------------------------------------
+    critic: Literal["features", "cross-encoder", "llm-judge", "off"] = Field(
+        "off",
+        description="Who judges sufficiency; off = single-round RAG (the default until trained "
+        "features weights ship).",
+    )
+    critic_weights: Path | None = Field(
+        None, description="Weights of the features critic; default: the packaged file."
+    )
+    critic_worker_url: str = Field(
+        "http://127.0.0.1:8102", description="The critic worker (critic=cross-encoder)."
+    )
+    critic_timeout_s: float = Field(10.0, gt=0, description="Critic worker / judge timeout.")
+    critic_fallback: Literal["features", "error"] = Field(
+        "features", description="Critic worker down: fall back to features (with a warning) or 503."
+    )
+    critic_tau: float | None = Field(
+        None, ge=0, le=1, description="Accept threshold on P(sufficient); default: the critic's."
+    )
+    max_rounds: int = Field(3, ge=1, le=5, description="Retrieval rounds per question.")
+    abstain_answer: str = Field(
+        "I don't have enough evidence to answer that.", description="The answer when abstaining."
+    )
+    critic_cost_wrong_accept: float = Field(
+        1.0, ge=0, description="Training: cost of accepting a wrong answer (picks tau)."
+    )
+    critic_cost_false_reject: float = Field(
+        0.5, ge=0, description="Training: cost of rejecting a right answer."
+    )
+    critic_cost_round: float = Field(0.1, ge=0, description="Training: cost of one more round.")
+
     # --- HTTP ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Bind address of `covrag serve`.")
     port: int = Field(8080, ge=1, le=65535, description="Port of `covrag serve`.")

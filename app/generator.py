@@ -43,6 +43,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str | None
+    mean_logprob: float | None = None
 
 
 class Generator(Protocol):
@@ -58,8 +59,10 @@ class Generator(Protocol):
         temperature: float,
         request_id: str | None = None,
         json_schema: dict[str, Any] | None = None,
+        logprobs: bool = False,
     ) -> Completion:
-        """One chat completion; with ``json_schema`` the reply is constrained to that JSON."""
+        """One chat completion; with ``json_schema`` the reply is constrained to that JSON,
+        with ``logprobs`` its mean token log-probability is reported."""
         ...
 
     async def ping(self) -> None:
@@ -105,6 +108,7 @@ class VLLMGenerator:
         temperature: float,
         request_id: str | None = None,
         json_schema: dict[str, Any] | None = None,
+        logprobs: bool = False,
     ) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
@@ -117,15 +121,19 @@ class VLLMGenerator:
                 "type": "json_schema",
                 "json_schema": {"name": "reply", "schema": json_schema},
             }
+        if logprobs:
+            body["logprobs"] = True
         data = await self._post("/chat/completions", body, request_id)
         choice = data["choices"][0]
         usage = data.get("usage") or {}
+        tokens = (choice.get("logprobs") or {}).get("content") or []
         return Completion(
             text=(choice["message"].get("content") or "").strip(),
             model=str(data.get("model", self.model)),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason=choice.get("finish_reason"),
+            mean_logprob=sum(t["logprob"] for t in tokens) / len(tokens) if tokens else None,
         )
 
     async def ping(self) -> None:

@@ -80,7 +80,31 @@ class TimingsOut(BaseModel):
 
 
 class QueryTimingsOut(TimingsOut):
+    """Summed over rounds; ``generate`` is every LLM call (answers and query rewrites)."""
+
     generate: float
+    critic: float
+
+
+class RoundOut(BaseModel):
+    """One retrieval round of the SIM-RAG loop."""
+
+    index: int
+    query: str = Field(description="What was searched: the question, then rewritten queries.")
+    chunks_added: list[str] = Field(description="Ids of chunks this round added to the context.")
+    answer: str = Field(description="The reasoner's answer from the context so far.")
+    unsure: bool
+    critic_score: float | None = Field(description="P(sufficient); null without a critic.")
+    decision: str = Field(description="accept, search_again, abstain (or continue: self-practice)")
+    timings_ms: dict[str, float]
+
+
+class CandidateOut(BaseModel):
+    """The best answer of an abstained query, with its critic score."""
+
+    answer: str
+    critic_score: float | None
+    round: int
 
 
 class CalibrationRefOut(BaseModel):
@@ -122,8 +146,15 @@ class QueryResponse(RetrievalFields):
     """``POST /v1/query`` answer."""
 
     answer: str
-    sufficient: bool = Field(description="Passages were found and the model did not refuse.")
-    rounds: list[dict[str, Any]]
+    sufficient: bool = Field(
+        description="The critic accepted (or, without one, passages were found and the model "
+        "did not refuse)."
+    )
+    abstained: bool = Field(description="No round's evidence sufficed: the answer is a refusal.")
+    candidate: CandidateOut | None = Field(description="Best rejected answer when abstaining.")
+    rounds: list[RoundOut]
+    llm_calls: int
+    warnings: list[str]
     model: str
     timings_ms: QueryTimingsOut
 
@@ -171,11 +202,34 @@ def to_retrieve_response(retrieval: Retrieval, request_id: str) -> RetrieveRespo
 
 
 def to_query_response(outcome: QueryOutcome, request_id: str) -> QueryResponse:
+    candidate = outcome.candidate
     return QueryResponse(
         **_retrieval_fields(outcome.retrieval, outcome.citations, outcome.timings_ms, request_id),
         answer=outcome.answer,
         sufficient=outcome.sufficient,
-        rounds=[],
+        abstained=outcome.abstained,
+        candidate=None
+        if candidate is None
+        else CandidateOut(
+            answer=candidate.reasoning.answer,
+            critic_score=candidate.critic_score,
+            round=candidate.index,
+        ),
+        rounds=[
+            RoundOut(
+                index=r.index,
+                query=r.query,
+                chunks_added=r.added,
+                answer=r.reasoning.answer,
+                unsure=r.reasoning.unsure,
+                critic_score=r.critic_score,
+                decision=r.decision,
+                timings_ms=r.timings_ms,
+            )
+            for r in outcome.rounds
+        ],
+        llm_calls=outcome.llm_calls,
+        warnings=outcome.warnings,
         model=outcome.model,
     )
 

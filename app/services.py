@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.generator import VLLMGenerator
+from app.generator import Generator, VLLMGenerator
 from app.pipeline import Pipeline, PipelineLimits
+from app.reasoner import Reasoner
+from critic import Critic, make_critic
 from retrieval.embed import Embedder, make_embedder
 from retrieval.ingest import Ingestor
 from retrieval.retriever import Retriever
@@ -47,20 +49,49 @@ def build_ingestor(settings: Settings, store: VectorStore, embedder: Embedder) -
     )
 
 
+def build_critics(settings: Settings) -> tuple[Critic | None, Critic | None]:
+    """The configured critic and, for a remote one, the features critic to fall back on.
+
+    Raises ``CriticWeightsError`` for missing or corrupt weights: the server must not start.
+    """
+    if settings.critic == "off":
+        return None, None
+    common = {
+        "weights_path": settings.critic_weights,
+        "worker_url": settings.critic_worker_url,
+        "generator_urls": settings.generator_urls,
+        "generator_model": settings.generator_model,
+        "api_key": settings.generator_api_key,
+        "timeout_s": settings.critic_timeout_s,
+    }
+    critic = make_critic(settings.critic, **common)
+    remote = settings.critic != "features" and settings.critic_fallback == "features"
+    return critic, make_critic("features", **common) if remote else None
+
+
+def _tau(critic: Critic | None) -> float:
+    return critic.tau if critic is not None else 0.5
+
+
 @dataclass
 class Services:
     """The long-lived parts of one server (or CLI) process."""
 
     pipeline: Pipeline
     ingestor: Ingestor
+    generator: Generator
 
     async def aclose(self) -> None:
-        await self.pipeline.generator.aclose()
+        await self.generator.aclose()
+        for critic in {id(c): c for c in (self.pipeline.critic, self.pipeline.fallback)}.values():
+            if critic is not None:
+                await critic.aclose()
         self.pipeline.embedder.close()
         self.pipeline.store.close()
 
 
 def build_services(settings: Settings) -> Services:
+    critic, fallback = build_critics(settings)  # first: bad weights must stop start-up early
     store = build_store(settings)
     embedder = build_embedder(settings)
     generator = VLLMGenerator(
@@ -75,8 +106,9 @@ def build_services(settings: Settings) -> Services:
         max_context_chars=settings.max_context_chars,
         default_top_k=settings.default_top_k,
         max_chunks=settings.max_chunks,
-        max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
+        max_rounds=settings.max_rounds,
+        tau=settings.critic_tau if settings.critic_tau is not None else _tau(critic),
+        abstain_answer=settings.abstain_answer,
     )
     retriever = Retriever(
         store,
@@ -84,7 +116,17 @@ def build_services(settings: Settings) -> Services:
         stale_fraction=settings.stale_fraction,
         unreachable=settings.conformal_unreachable,
     )
+    reasoner = Reasoner(generator, max_tokens=settings.max_tokens, temperature=settings.temperature)
+    pipeline = Pipeline(
+        retriever,
+        reasoner,
+        limits,
+        critic=critic,
+        fallback_critic=fallback,
+        model=settings.generator_model,
+    )
     return Services(
-        pipeline=Pipeline(retriever, generator, limits),
+        pipeline=pipeline,
         ingestor=build_ingestor(settings, store, embedder),
+        generator=generator,
     )

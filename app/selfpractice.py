@@ -1,0 +1,118 @@
+"""Self-practice (SIM-RAG): run the loop with the critic off and label every round.
+
+Each round of each training question becomes one row: (question, passages, answer, rationale,
+signals) with label 1 when the answer matches a gold answer (normalized exact match or
+containment; ``match`` records which), else 0. Unanswerable questions label every round 0: their
+evidence never suffices. No human labels. Resumable: questions already in the output are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.generator import GeneratorError
+from app.pipeline import LoopPolicy, Pipeline, QueryParams, Round
+from app.scoring import match
+from retrieval.errors import RetrievalError
+
+log = logging.getLogger("covrag.selfpractice")
+
+
+@dataclass(frozen=True, slots=True)
+class PracticeReport:
+    questions: int
+    skipped_done: int
+    failed: int
+    rows: int
+    positives: int
+
+
+def round_row(qa: dict[str, Any], r: Round) -> dict[str, Any]:
+    """The training row of one round (the format ``train-critic`` reads)."""
+    golds = [str(a) for a in qa.get("answers") or []]
+    how = match(r.reasoning.answer, golds) if golds else "none"
+    return {
+        "qid": qa["id"],
+        "type": qa.get("type", ""),
+        "round": r.index,
+        "question": qa["question"],
+        "query": r.query,
+        "passages": [
+            {
+                "chunk_id": c.id,
+                "doc_id": c.doc_id,
+                "title": c.title,
+                "text": c.text,
+                "score": c.score,
+            }
+            for c in r.context
+        ],
+        "answer": r.reasoning.answer,
+        "rationale": r.reasoning.rationale,
+        "unsure": r.reasoning.unsure,
+        "signals": r.signals.to_json(),
+        "label": int(how != "none"),
+        "match": how,
+        "gold": golds,
+    }
+
+
+def done_ids(out: Path) -> set[str]:
+    if not out.exists():
+        return set()
+    return {json.loads(line)["qid"] for line in out.read_text().splitlines() if line.strip()}
+
+
+async def practice(
+    pipeline: Pipeline,
+    questions: list[dict[str, Any]],
+    out: Path,
+    *,
+    collection: str,
+    rounds: int,
+    concurrency: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> PracticeReport:
+    """Run every question not yet in ``out`` for ``rounds`` rounds; append its rows."""
+    done = done_ids(out)
+    todo = [q for q in questions if q["id"] not in done]
+    policy = LoopPolicy(max_rounds=rounds, critic=None, tau=1.0, always_continue=True)
+    gate = asyncio.Semaphore(concurrency)
+    lock = asyncio.Lock()
+    counts = {"failed": 0, "rows": 0, "positives": 0}
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    async def one(qa: dict[str, Any]) -> None:
+        async with gate:
+            try:
+                outcome = await pipeline.run(
+                    QueryParams(question=qa["question"], collection=collection), policy
+                )
+            except (GeneratorError, RetrievalError) as exc:
+                log.warning("question %s failed: %s", qa["id"], exc)
+                counts["failed"] += 1
+                return
+            finally:
+                if progress is not None:
+                    progress(1)
+        rows = [round_row(qa, r) for r in outcome.rounds]
+        async with lock:  # one question's rows land together, so a resume never splits one
+            with out.open("a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps(row) + "\n" for row in rows))
+        counts["rows"] += len(rows)
+        counts["positives"] += sum(row["label"] for row in rows)
+
+    await asyncio.gather(*(one(q) for q in todo))
+    return PracticeReport(
+        questions=len(todo),
+        skipped_done=len(questions) - len(todo),
+        failed=counts["failed"],
+        rows=counts["rows"],
+        positives=counts["positives"],
+    )

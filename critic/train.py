@@ -1,0 +1,350 @@
+"""Training and held-out metrics for the critics, from self-practice rows (``covrag selfpractice``).
+
+A row is one round of one training question, labelled 1 when its answer matched a gold answer.
+Rows are split by question id (rounds of one question are not independent, so a question never
+sits on both sides), classes are balanced, and everything random is seeded. The held-out part
+gives AUROC, expected calibration error, and the accept threshold τ that minimizes the expected
+cost of the decision the pipeline makes with it (accept wrong / reject right / one more round).
+scikit-learn (the ``train`` extra) is imported only by ``train_features``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from critic.features import FEATURE_NAMES, WEIGHTS_VERSION, LogisticModel, feature_matrix
+from critic.types import CriticInput, Signals
+
+Row = dict[str, Any]
+
+#: Share of question ids held out for the metrics.
+TEST_FRACTION = 0.25
+#: Folds of the out-of-fold logits that Platt scaling is fitted on.
+PLATT_FOLDS = 5
+_REQUIRED = ("qid", "question", "passages", "answer", "label")
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """What each outcome of the accept/search-again decision costs (settings ``critic_cost_*``).
+
+    Attributes:
+        wrong_accept: accepting an answer that is wrong.
+        false_reject: rejecting an answer that is right.
+        round: one more retrieval round (paid by every rejection).
+    """
+
+    wrong_accept: float
+    false_reject: float
+    round: float
+
+
+@dataclass(frozen=True, slots=True)
+class Metrics:
+    """A critic's quality on the held-out questions.
+
+    Attributes:
+        tau: the accept threshold with the least expected cost on the held-out rows.
+        accuracy: share of rows where "score ≥ τ" equals the label.
+        ece: expected calibration error over 10 equal-width bins.
+        expected_cost: mean cost per round when deciding at τ.
+        cost_accept_all: mean cost per round with no critic (every answer accepted).
+    """
+
+    n_train: int
+    n_test: int
+    test_questions: int
+    positive_rate: float
+    auroc: float
+    tau: float
+    accuracy: float
+    ece: float
+    expected_cost: float
+    cost_accept_all: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows
+
+
+def load_rows(path: Path) -> list[Row]:
+    """Self-practice rows of a JSONL file.
+
+    Raises:
+        ValueError: a line is not JSON or lacks a required key (named with its line number).
+    """
+    rows: list[Row] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
+        missing = [k for k in _REQUIRED if not isinstance(row, dict) or k not in row]
+        if missing or row["label"] not in (0, 1):
+            raise ValueError(f"{path}:{number}: needs {', '.join(_REQUIRED)} with label 0 or 1")
+        rows.append(row)
+    return rows
+
+
+def row_input(row: Row) -> CriticInput:
+    """The critic's view of a row: passages as "title: text", like the pipeline builds them."""
+    return CriticInput(
+        question=str(row["question"]),
+        passages=[f"{p.get('title', '')}: {p.get('text', '')}" for p in row["passages"]],
+        answer=str(row["answer"]),
+        rationale=str(row.get("rationale", "")),
+        signals=Signals.from_json(row.get("signals") or {}),
+    )
+
+
+def split_by_question(
+    rows: Sequence[Row], seed: int, test_fraction: float = TEST_FRACTION
+) -> tuple[list[Row], list[Row]]:
+    """(train, test): a seeded shuffle of the question ids, ``test_fraction`` of them held out."""
+    qids = sorted({str(r["qid"]) for r in rows})
+    if len(qids) < 2:
+        raise ValueError("need rows from at least two questions to hold some out")
+    random.Random(seed).shuffle(qids)
+    held = set(qids[: min(len(qids) - 1, max(1, round(len(qids) * test_fraction)))])
+    test = [r for r in rows if str(r["qid"]) in held]
+    return [r for r in rows if str(r["qid"]) not in held], test
+
+
+def downsample(rows: Sequence[Row], seed: int) -> list[Row]:
+    """Both classes at the minority's size, the majority sampled without replacement (SIM-RAG)."""
+    by_label = [[r for r in rows if r["label"] == y] for y in (0, 1)]
+    n = min(len(group) for group in by_label)
+    rng = random.Random(seed)
+    kept = [r for group in by_label for r in rng.sample(group, n)]
+    rng.shuffle(kept)
+    return kept
+
+
+def _labels(rows: Sequence[Row]) -> np.ndarray:
+    return np.array([int(r["label"]) for r in rows], dtype=np.int64)
+
+
+def _check_classes(labels: np.ndarray, part: str) -> None:
+    if len(set(labels.tolist())) < 2:
+        raise ValueError(f"the {part} part has only one class: more self-practice rows are needed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def auroc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve: P(a positive outscores a negative), ties counting half."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    n_pos, n_neg = int(y.sum()), int(len(y) - y.sum())
+    if not n_pos or not n_neg:
+        raise ValueError("AUROC needs both classes")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    ranks[order] = np.arange(1, len(s) + 1)
+    for value in np.unique(s):  # average ranks over ties
+        tied = s == value
+        ranks[tied] = ranks[tied].mean()
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def expected_calibration_error(
+    scores: Sequence[float], labels: Sequence[int], bins: int = 10
+) -> float:
+    """Σ_bins (share of rows) · |mean score − positive rate|, equal-width bins on [0, 1]."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    which = np.minimum((s * bins).astype(np.int64), bins - 1)
+    return float(
+        sum(
+            abs(s[which == b].mean() - y[which == b].mean()) * (which == b).mean()
+            for b in range(bins)
+            if (which == b).any()
+        )
+    )
+
+
+def expected_cost(
+    scores: Sequence[float], labels: Sequence[int], tau: float, costs: Costs
+) -> float:
+    """Mean cost per round of accepting when score ≥ τ, else searching again."""
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    accept = s >= tau
+    per_row = np.where(accept, (1 - y) * costs.wrong_accept, y * costs.false_reject + costs.round)
+    return float(per_row.mean())
+
+
+def best_tau(scores: Sequence[float], labels: Sequence[int], costs: Costs) -> float:
+    """The threshold of least expected cost: 0, 1, or a midpoint between adjacent scores.
+
+    Midpoints rather than the scores themselves, so a new score equal to a seen one falls on
+    the same side; ties in cost go to the lower τ.
+    """
+    values = np.unique(np.asarray(scores, dtype=np.float64))
+    candidates = [0.0, *((values[1:] + values[:-1]) / 2).tolist(), 1.0]
+    return min(candidates, key=lambda tau: expected_cost(scores, labels, tau, costs))
+
+
+def evaluate(
+    scores: Sequence[float], labels: Sequence[int], costs: Costs, *, n_train: int, questions: int
+) -> Metrics:
+    """Held-out metrics of ``scores`` (P(sufficient)) against ``labels``."""
+    y = np.asarray(labels, dtype=np.int64)
+    tau = best_tau(scores, labels, costs)
+    return Metrics(
+        n_train=n_train,
+        n_test=len(y),
+        test_questions=questions,
+        positive_rate=float(y.mean()),
+        auroc=auroc(scores, labels),
+        tau=tau,
+        accuracy=float(((np.asarray(scores) >= tau) == (y == 1)).mean()),
+        ece=expected_calibration_error(scores, labels),
+        expected_cost=expected_cost(scores, labels, tau, costs),
+        cost_accept_all=expected_cost(scores, labels, 0.0, costs),
+    )
+
+
+def _held_out_metrics(
+    train: Sequence[Row], test: Sequence[Row], scores: Sequence[float], costs: Costs
+) -> Metrics:
+    return evaluate(
+        scores,
+        _labels(test).tolist(),
+        costs,
+        n_train=len(train),
+        questions=len({str(r["qid"]) for r in test}),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scale = x.std(axis=0)
+    return x.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)  # constant features: leave as is
+
+
+def _fit_logit(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Any]:
+    """Class-balanced L2 logistic regression on standardized ``x``: the weights' linear part."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = _standardize(x)
+    model = LogisticRegression(class_weight="balanced", max_iter=1000, random_state=seed)
+    model.fit((x - mean) / scale, y)
+    return {
+        "mean": mean.tolist(),
+        "scale": scale.tolist(),
+        "coef": model.coef_[0].tolist(),
+        "intercept": float(model.intercept_[0]),
+    }
+
+
+def _weights(linear: dict[str, Any], platt: dict[str, float] | None, tau: float) -> dict[str, Any]:
+    return {
+        "version": WEIGHTS_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        **linear,
+        "platt": platt,
+        "tau": tau,
+        "trained_on": "",
+        "command": "",
+        "metrics": {},
+    }
+
+
+def _platt(x: np.ndarray, y: np.ndarray, groups: list[str], seed: int) -> dict[str, float]:
+    """Platt scaling fitted on out-of-fold logits (grouped by question).
+
+    Class balancing shifts the logits towards 0.5; the unweighted fit on logits the model did
+    not train on maps them back to the rows' real positive rate.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    folds = GroupKFold(n_splits=min(PLATT_FOLDS, len(set(groups))))
+    oof = np.zeros(len(y))
+    for fit_idx, val_idx in folds.split(x, y, groups):
+        model = LogisticModel.from_weights(
+            _weights(_fit_logit(x[fit_idx], y[fit_idx], seed), None, 0.5), "out-of-fold"
+        )
+        oof[val_idx] = model.logits(x[val_idx])
+    calibrator = LogisticRegression(C=1e4, max_iter=1000).fit(oof[:, None], y)
+    return {"a": float(calibrator.coef_[0][0]), "b": float(calibrator.intercept_[0])}
+
+
+def train_features(
+    rows: Sequence[Row], *, seed: int, costs: Costs, trained_on: str = "", command: str = ""
+) -> tuple[dict[str, Any], Metrics]:
+    """Fit the features critic; returns (its weights file as a dict, held-out metrics).
+
+    The held-out probabilities come from the same numpy code that serves the weights, so the
+    metrics describe exactly what the server will do. The weights' ``tau`` is the metrics' τ.
+    """
+    train, test = split_by_question(rows, seed)
+    x_train, y_train = feature_matrix([row_input(r) for r in train]), _labels(train)
+    y_test = _labels(test)
+    _check_classes(y_train, "training")
+    _check_classes(y_test, "held-out")
+    platt = _platt(x_train, y_train, [str(r["qid"]) for r in train], seed)
+    weights = _weights(_fit_logit(x_train, y_train, seed), platt, 0.5)
+    model = LogisticModel.from_weights(weights, "training")
+    scores = model.probabilities(feature_matrix([row_input(r) for r in test])).tolist()
+    metrics = _held_out_metrics(train, test, scores, costs)
+    weights.update(
+        tau=metrics.tau, trained_on=trained_on, command=command, metrics=metrics.to_json()
+    )
+    return weights, metrics
+
+
+def train_cross_encoder(
+    rows: Sequence[Row],
+    *,
+    seed: int,
+    out_dir: Path,
+    epochs: int,
+    costs: Costs,
+    trained_on: str = "",
+    command: str = "",
+) -> Metrics:
+    """Fine-tune the cross-encoder on the down-sampled training part into ``out_dir``.
+
+    Writes ``critic.json`` (τ, metrics, provenance) beside the model; returns held-out metrics.
+    """
+    from critic.cross_encoder import CrossEncoderModel, fine_tune, write_info
+
+    train, test = split_by_question(rows, seed)
+    _check_classes(_labels(train), "training")
+    _check_classes(_labels(test), "held-out")
+    balanced = downsample(train, seed)
+    fine_tune(
+        [row_input(r) for r in balanced],
+        _labels(balanced).tolist(),
+        out_dir,
+        seed=seed,
+        epochs=epochs,
+    )
+    scores = CrossEncoderModel.load(out_dir).predict([row_input(r) for r in test])
+    metrics = _held_out_metrics(balanced, test, scores, costs)
+    write_info(
+        out_dir,
+        {
+            "tau": metrics.tau,
+            "metrics": metrics.to_json(),
+            "trained_on": trained_on,
+            "command": command,
+        },
+    )
+    return metrics

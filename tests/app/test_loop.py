@@ -1,0 +1,138 @@
+"""The SIM-RAG loop's control flow against the real vLLM CPU worker and real retrieval.
+
+The critic here is scripted (a fake, allowed for control flow): a real critic cannot be steered
+into "reject, then accept". Everything else — retrieval, the reasoner, query rewriting — is real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from itertools import pairwise
+
+import pytest
+
+from app.config import Settings
+from app.pipeline import LoopPolicy, Pipeline, QueryParams
+from app.services import build_services
+from critic.errors import CriticUnavailable
+from critic.types import CriticInput
+from retrieval.types import Document
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+class ScriptedCritic:
+    """Fake critic: returns the scripted scores in order (control-flow tests only)."""
+
+    name = "scripted"
+    tau = 0.5
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = list(scores)
+        self.seen: list[CriticInput] = []
+
+    async def score(self, item: CriticInput) -> float:
+        self.seen.append(item)
+        return self.scores.pop(0)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class DownCritic(ScriptedCritic):
+    """Fake critic for failure injection: the critic worker is down."""
+
+    name = "cross-encoder"
+
+    async def score(self, item: CriticInput) -> float:
+        raise CriticUnavailable("connection refused (injected)")
+
+
+@pytest.fixture(scope="module")
+def settings_live(generator_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("loop"),
+        generator_urls=[generator_url],
+        critic="off",
+        max_tokens=64,
+    )
+
+
+@pytest.fixture
+async def pipeline(settings_live: Settings, wiki_sample: list[Document]) -> AsyncIterator[Pipeline]:
+    services = build_services(settings_live)
+    services.ingestor.ingest("wiki", wiki_sample)
+    yield services.pipeline
+    await services.aclose()
+
+
+QUESTION = "Which NASA center controls the Hubble Space Telescope?"
+
+
+def _params(**kw: object) -> QueryParams:
+    return QueryParams(question=QUESTION, collection="wiki", top_k=2, **kw)  # type: ignore[arg-type]
+
+
+async def test_accept_at_round_zero(pipeline: Pipeline) -> None:
+    critic = ScriptedCritic([0.9])
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=critic, tau=0.5))
+    assert [r.decision for r in out.rounds] == ["accept"]
+    assert out.llm_calls == 1 and not out.abstained and out.candidate is None
+    assert out.answer == out.rounds[0].reasoning.answer and out.answer
+    assert critic.seen[0].question == QUESTION and critic.seen[0].passages
+
+
+async def test_reject_then_accept_searches_again(pipeline: Pipeline) -> None:
+    critic = ScriptedCritic([0.1, 0.8])
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=critic, tau=0.5))
+    assert [r.decision for r in out.rounds] == ["search_again", "accept"]
+    assert out.llm_calls == 3  # answer, rewrite, answer
+    assert out.rounds[0].query == QUESTION and out.rounds[1].query.strip()
+    assert out.rounds[1].signals.round_index == 1
+    assert not out.abstained
+
+
+async def test_exhaustion_abstains_with_the_best_candidate(pipeline: Pipeline) -> None:
+    critic = ScriptedCritic([0.2, 0.4, 0.3])
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=critic, tau=0.5))
+    assert [r.decision for r in out.rounds] == ["search_again", "search_again", "abstain"]
+    assert out.abstained and not out.sufficient
+    assert out.answer == "I don't have enough evidence to answer that."
+    assert out.candidate is out.rounds[1] and out.candidate.critic_score == 0.4
+    assert out.llm_calls == 5
+
+
+async def test_max_rounds_bounds_the_loop(pipeline: Pipeline) -> None:
+    critic = ScriptedCritic([0.1])
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=1, critic=critic, tau=0.5))
+    assert [r.decision for r in out.rounds] == ["abstain"] and out.llm_calls == 1
+    params = QueryParams(question=QUESTION, collection="wiki", max_rounds=2)
+    policy = pipeline.default_policy(params)
+    assert policy.max_rounds == 2
+
+
+async def test_rounds_add_only_unseen_chunks(pipeline: Pipeline) -> None:
+    critic = ScriptedCritic([0.0, 0.0, 0.0])
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=critic, tau=0.5))
+    added = [cid for r in out.rounds for cid in r.added]
+    assert len(added) == len(set(added))
+    final = [c.id for c in out.rounds[-1].context]
+    assert final == added and len(set(final)) == len(final)
+    for before, after in pairwise(out.rounds):  # each round's context extends the previous one
+        assert [c.id for c in after.context] == [c.id for c in before.context] + after.added
+
+
+async def test_without_a_critic_the_first_answer_stands(pipeline: Pipeline) -> None:
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=None, tau=0.5))
+    assert [r.decision for r in out.rounds] == ["accept"] and out.rounds[0].critic_score is None
+
+
+async def test_critic_down_falls_back_or_fails(pipeline: Pipeline) -> None:
+    fallback = ScriptedCritic([0.9])
+    pipeline.fallback = fallback
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=2, critic=DownCritic([]), tau=0.5))
+    assert out.warnings and "unavailable" in out.warnings[0]
+    assert out.rounds[0].critic_score == 0.9
+    pipeline.fallback = None
+    with pytest.raises(CriticUnavailable):
+        await pipeline.run(_params(), LoopPolicy(max_rounds=2, critic=DownCritic([]), tau=0.5))

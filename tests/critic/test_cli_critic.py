@@ -1,0 +1,65 @@
+"""``covrag train-critic`` (features) in process: metrics table, weights file, its command."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from app.cli_critic import train_critic
+from app.config import get_settings
+from critic.features import FeaturesCritic
+
+# Registered as app.cli registers it (`cli.command("train-critic")(train_critic)`).
+cli = typer.Typer()
+cli.command("train-critic")(train_critic)
+
+
+@cli.callback()
+def _group() -> None:
+    """Keeps ``train-critic`` a subcommand."""
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    monkeypatch.setenv("COVRAG_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    yield CliRunner()
+    get_settings.cache_clear()
+
+
+def test_train_features_writes_loadable_weights_with_their_command(
+    runner: CliRunner, tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    data = tmp_path / "practice.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "weights.json"
+    args = ["train-critic", "--backend", "features", "--data", str(data), "--seed", "0"]
+    args += ["--out", str(out)]
+
+    result = runner.invoke(cli, args)
+
+    assert result.exit_code == 0, result.output
+    table = dict(line.split() for line in result.stdout.splitlines()[:-1])
+    assert float(table["auroc"]) > 0.75
+    assert {"accuracy", "ece", "tau", "expected_cost"} <= set(table)
+    weights = json.loads(out.read_text())
+    assert weights["command"] == shlex.join(["covrag", *args])
+    assert weights["trained_on"].startswith(f"practice.jsonl: {len(rows)} rows, sha256 ")
+    assert FeaturesCritic(out).tau == pytest.approx(float(table["tau"]), abs=1e-4)
+
+
+def test_bad_rows_fail_cleanly(runner: CliRunner, tmp_path: Path) -> None:
+    data = tmp_path / "practice.jsonl"
+    data.write_text('{"qid": "a"}\n')
+    out = tmp_path / "weights.json"
+    result = runner.invoke(cli, ["train-critic", "--data", str(data), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "practice.jsonl:1" in result.stderr
+    assert not out.exists()

@@ -1,0 +1,67 @@
+"""The critic worker over real HTTP, and remote critics whose server is down."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.worker.critic_server import launch_critic_worker
+from app.worker.vllm import WorkerError
+from critic import Critic, CriticInput, CriticUnavailable, make_critic
+from critic.cross_encoder import CrossEncoderModel, read_info
+from critic.train import row_input
+from tests.conftest import free_port
+
+
+def test_worker_scores_like_the_model_in_process(
+    critic_worker_url: str, cross_encoder_dir: Path, rows: list[dict[str, Any]]
+) -> None:
+    items = [row_input(r) for r in rows[:3]]
+    health = httpx.get(f"{critic_worker_url}/health", timeout=10).json()
+    assert health["status"] == "ok"
+    assert health["device"] == "cpu"
+    assert health["tau"] == read_info(cross_encoder_dir)["tau"]
+
+    response = httpx.post(
+        f"{critic_worker_url}/score", json={"items": [i.to_json() for i in items]}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    local = CrossEncoderModel.load(cross_encoder_dir, device="cpu").predict(items)
+    assert response.json()["scores"] == pytest.approx(local, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "body", [{"items": []}, {"items": [{"passages": []}]}, {"nothing": 1}, {"items": "x"}]
+)
+def test_worker_rejects_malformed_requests(critic_worker_url: str, body: dict[str, Any]) -> None:
+    assert httpx.post(f"{critic_worker_url}/score", json=body, timeout=10).status_code == 422
+
+
+def test_worker_refuses_to_start_without_a_model(tmp_path: Path) -> None:
+    with pytest.raises(WorkerError, match="holds no cross-encoder critic"):
+        launch_critic_worker(tmp_path / "no-model", free_port(), tmp_path / "logs", timeout_s=120)
+
+
+ITEM = CriticInput(question="Who?", passages=["Ada Lovelace: a mathematician."], answer="Ada")
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "llm-judge"])
+def test_remote_critic_down_is_unavailable(kind: str) -> None:
+    """Fake for failure injection: a closed port stands in for a worker that is down."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    critic: Critic = make_critic(
+        kind, worker_url=dead, generator_urls=[f"{dead}/v1"], generator_model="m", timeout_s=5
+    )
+
+    async def run() -> None:
+        try:
+            with pytest.raises(CriticUnavailable):
+                await critic.score(ITEM)
+        finally:
+            await critic.aclose()
+
+    asyncio.run(run())
