@@ -31,6 +31,7 @@ from retrieval.coverage_eval import (
     to_markdown,
 )
 from retrieval.errors import RetrievalError
+from retrieval.jsonl import question_of, read_jsonl
 
 eval_cli = typer.Typer(
     add_completion=False,
@@ -83,20 +84,14 @@ def _floats(text: str) -> list[float]:
 
 def _load_unanswerable(path: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
     """``(id, question, kind)`` per usable line, and the malformed lines with their numbers."""
-    rows: list[tuple[str, str, str]] = []
-    errors: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            question = str(row["question"]).strip()
-            if not question:
-                raise ValueError("empty question")
-            rows.append((str(row.get("id", f"line-{lineno}")), question, str(row.get("kind", ""))))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            errors.append(f"{path.name}:{lineno}: {exc}")
-    return rows, errors
+    return read_jsonl(
+        path,
+        lambda row, lineno: (
+            str(row.get("id", f"line-{lineno}")),
+            question_of(row),
+            str(row.get("kind", "")),
+        ),
+    )
 
 
 def _echo_err(message: str) -> None:

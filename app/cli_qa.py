@@ -16,20 +16,20 @@ from app.config import get_settings
 from app.eval_qa import MODES, Mode, QaResult, results_json, run_modes, summarize, to_markdown
 from app.selfpractice import practice
 from app.services import build_services
+from retrieval.jsonl import question_of, read_jsonl
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not str(row["question"]).strip() or "id" not in row:
-                raise ValueError("needs id and question")
-            rows.append(row)
-        except (ValueError, KeyError, TypeError) as exc:
-            typer.echo(f"skipped malformed line {path.name}:{lineno}: {exc}", err=True)
+    """QA rows with an id and a question; malformed lines are reported and skipped."""
+
+    def parse(row: dict[str, Any], _: int) -> dict[str, Any]:
+        question_of(row)
+        str(row["id"])
+        return row
+
+    rows, errors = read_jsonl(path, parse)
+    for error in errors:
+        typer.echo(f"skipped malformed line {error}", err=True)
     return rows
 
 

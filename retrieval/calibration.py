@@ -14,18 +14,19 @@ dropped: dropping them biases the set, which is what the original code did.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from retrieval.conformal import Calibration
 from retrieval.embed.base import Embedder
 from retrieval.errors import CollectionEmpty
 from retrieval.ingest import collection_changes
+from retrieval.jsonl import question_of, read_jsonl
 from retrieval.store.base import VectorStore
 from retrieval.types import ScoredChunk
 
@@ -82,32 +83,22 @@ def load_qa(path: Path) -> QaFile:
 
     Malformed lines are reported with their line numbers; the rest are used.
     """
-    items: list[CalibrationItem] = []
-    errors: list[str] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            question = str(row["question"]).strip()
-            if not question:
-                raise ValueError("empty question")
-            answers = tuple(str(a) for a in row.get("answers") or ())
-            gold = tuple(str(g) for g in (row.get("gold_doc_ids") or row.get("gold_titles") or ()))
-            kind = str(row.get("type", ""))
-            if not answers and not gold:
-                raise ValueError("needs answers or gold documents")
-            items.append(
-                CalibrationItem(
-                    id=str(row.get("id", f"line-{lineno}")),
-                    question=question,
-                    answers=answers,
-                    gold_doc_ids=answer_docs(gold, kind),
-                    kind=kind,
-                )
-            )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            errors.append(f"{path.name}:{lineno}: {exc}")
+
+    def parse(row: dict[str, Any], lineno: int) -> CalibrationItem:
+        answers = tuple(str(a) for a in row.get("answers") or ())
+        gold = tuple(str(g) for g in (row.get("gold_doc_ids") or row.get("gold_titles") or ()))
+        if not answers and not gold:
+            raise ValueError("needs answers or gold documents")
+        kind = str(row.get("type", ""))
+        return CalibrationItem(
+            id=str(row.get("id", f"line-{lineno}")),
+            question=question_of(row),
+            answers=answers,
+            gold_doc_ids=answer_docs(gold, kind),
+            kind=kind,
+        )
+
+    items, errors = read_jsonl(path, parse)
     return QaFile(items=items, errors=errors)
 
 
