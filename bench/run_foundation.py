@@ -1,6 +1,6 @@
 """Foundation benchmark: embedder choice, demo-corpus ingest, /v1/query overhead outside the LLM.
 
-    .venv/bin/python bench/run_foundation.py [--generator-url URL] [--queries 200]
+    .venv/bin/python bench/run_foundation.py [--generator-url URL] [--retrieves 300] [--queries 50]
 
 Writes ``bench/results/foundation.json`` and prints a markdown table for the README. The
 overhead of a query is the client-measured latency minus the server's own ``generate``
@@ -19,6 +19,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -27,9 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.worker.vllm import launch_worker, prepare_generator_model, stop_worker  # noqa: E402
+from retrieval.calibration import calibrate, load_qa  # noqa: E402
 from retrieval.corpus import fetch_wiki, load_wiki  # noqa: E402
 from retrieval.embed import make_embedder  # noqa: E402
 from retrieval.ingest import Ingestor  # noqa: E402
+from retrieval.retriever import Budget, Retriever  # noqa: E402
 from retrieval.store import EdgeStore  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
@@ -84,8 +87,43 @@ def bench_ingest(data_dir: Path) -> dict[str, object]:
     }
 
 
-def bench_queries(data_dir: Path, generator_url: str, n: int) -> dict[str, object]:
-    questions = [json.loads(line)["question"] for line in DEV_QA.read_text().splitlines()][:n]
+def bench_filter(data_dir: Path, n: int = 300) -> dict[str, object]:
+    """The conformal filter's cost beyond the search: threshold search vs plain top-k search.
+
+    Calibrates the collection on the calibration part of the dev set, then runs the same
+    questions both ways, interleaved, through ``Retriever`` (embedding excluded from the figure).
+    """
+    store = EdgeStore(data_dir / "edge")
+    embedder = make_embedder("onnx")
+    qa = load_qa(DEV_QA)
+    calibrate(store, embedder, "wiki", qa.items[::4], source="bench", default_alpha=0.1)
+    retriever = Retriever(store, embedder)
+    budget = Budget(chunks=10, chars=6000)
+    plain, filtered = [], []
+    for i in range(n):
+        question = qa.items[i % len(qa.items)].question
+        for conformal, sink in ((False, plain), (True, filtered)):
+            r = retriever.retrieve("wiki", question, alpha=None, budget=budget, conformal=conformal)
+            sink.append(r.timings_ms["filter"] + r.timings_ms["search"])
+    store.update_metadata("wiki", {"calibration": None})  # the query bench runs uncalibrated
+    store.close()
+    return {
+        "n": n,
+        "plain_search_ms_p50": pct(plain, 50),
+        "filter_plus_threshold_search_ms_p50": pct(filtered, 50),
+        "added_ms_p50": round(pct(filtered, 50) - pct(plain, 50), 3),
+    }
+
+
+def bench_queries(
+    data_dir: Path, generator_url: str, n_retrieve: int, n_query: int
+) -> dict[str, object]:
+    """Overhead outside the LLM, two ways, against one real server process.
+
+    ``/v1/retrieve``: the whole client round trip (embed + search + HTTP), no LLM at all.
+    ``/v1/query``: the client round trip minus the server's own ``generate`` timing.
+    """
+    questions = [json.loads(line)["question"] for line in DEV_QA.read_text().splitlines()]
     port = free_port()
     env = {
         **os.environ,
@@ -100,25 +138,17 @@ def bench_queries(data_dir: Path, generator_url: str, n: int) -> dict[str, objec
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=base, timeout=120) as client:
-            for _ in range(120):
-                try:
-                    if client.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.5)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
+            _wait_ready(client)
+            retrieve = [
+                _timed(client, "/v1/retrieve", questions[i % len(questions)])[0]
+                for i in range(n_retrieve)
+            ]
             overhead, embed, search = [], [], []
-            for i, q in enumerate(questions * (1 + n // max(len(questions), 1))):
-                if i >= n:
-                    break
-                start = time.perf_counter()
-                r = client.post("/v1/query", json={"question": q, "top_k": 5})
-                wall = (time.perf_counter() - start) * 1000
-                r.raise_for_status()
-                t = r.json()["timings_ms"]
+            for i in range(n_query):
+                wall, body = _timed(client, "/v1/query", questions[i % len(questions)])
+                t = body["timings_ms"]
                 overhead.append(wall - t["generate"])
                 embed.append(t["embed"])
                 search.append(t["search"])
@@ -126,17 +156,41 @@ def bench_queries(data_dir: Path, generator_url: str, n: int) -> dict[str, objec
         server.terminate()
         server.wait(30)
     return {
-        "queries": len(overhead),
-        "overhead_ms": {"p50": pct(overhead, 50), "p99": pct(overhead, 99)},
+        "retrieve_round_trip_ms": {
+            "n": n_retrieve,
+            "p50": pct(retrieve, 50),
+            "p99": pct(retrieve, 99),
+        },
+        "query_overhead_ms": {"n": n_query, "p50": pct(overhead, 50), "p99": pct(overhead, 99)},
         "embed_ms": {"p50": pct(embed, 50), "p99": pct(embed, 99)},
         "search_ms": {"p50": pct(search, 50), "p99": pct(search, 99)},
     }
 
 
+def _wait_ready(client: httpx.Client) -> None:
+    for _ in range(600):
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("server never became ready")
+
+
+def _timed(client: httpx.Client, path: str, question: str) -> tuple[float, dict[str, Any]]:
+    start = time.perf_counter()
+    response = client.post(path, json={"question": question, "top_k": 5})
+    wall = (time.perf_counter() - start) * 1000
+    response.raise_for_status()
+    return wall, response.json()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--generator-url", help="a running vLLM server (else one is started)")
-    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--retrieves", type=int, default=300, help="/v1/retrieve calls")
+    parser.add_argument("--queries", type=int, default=50, help="/v1/query calls")
     args = parser.parse_args()
 
     docs = load_wiki(fetch_wiki(CACHE / "corpus"))
@@ -152,6 +206,8 @@ def main() -> None:
         data_dir = Path(tmp)
         result["ingest"] = bench_ingest(data_dir)
         print(json.dumps(result["ingest"]), flush=True)
+        result["filter"] = bench_filter(data_dir)
+        print(json.dumps(result["filter"]), flush=True)
         handle = None
         url = args.generator_url
         if url is None:
@@ -165,7 +221,7 @@ def main() -> None:
             )
             url = handle.url
         try:
-            result["query"] = bench_queries(data_dir, url, args.queries)
+            result["query"] = bench_queries(data_dir, url, args.retrieves, args.queries)
         finally:
             if handle is not None:
                 stop_worker(handle)
