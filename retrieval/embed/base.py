@@ -16,6 +16,9 @@ MINILM = EmbedderSpec(model="all-MiniLM-L6-v2", dim=384)
 
 Matrix = npt.NDArray[np.float32]
 
+#: Tokens MiniLM reads (sentence-transformers' max_seq_length); longer texts are truncated.
+MAX_TOKENS = 256
+
 
 class Embedder(Protocol):
     """Texts to L2-normalised float32 rows, so the store's cosine equals a dot product.

@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from retrieval.embed.base import MINILM, Matrix, normalize
-
-MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+from retrieval.embed.base import MAX_TOKENS, MINILM, Matrix, normalize
 
 
 def _package_dir(name: str) -> Path:

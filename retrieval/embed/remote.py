@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import httpx
 import numpy as np
 
-from retrieval.embed.base import MINILM, Matrix, normalize
+from retrieval.embed.base import MAX_TOKENS, MINILM, Matrix, normalize
 from retrieval.errors import EmbedderUnavailable
 from retrieval.types import EmbedderSpec
 
@@ -43,8 +43,14 @@ class RemoteEmbedder:
         for start in range(0, len(texts), self._batch_size):
             batch = list(texts[start : start + self._batch_size])
             try:
+                # vLLM refuses (400) inputs over the model length; truncate like the local ones
                 response = self._client.post(
-                    "/embeddings", json={"model": self._model, "input": batch}
+                    "/embeddings",
+                    json={
+                        "model": self._model,
+                        "input": batch,
+                        "truncate_prompt_tokens": MAX_TOKENS,
+                    },
                 )
                 response.raise_for_status()
             except httpx.HTTPError as exc:

@@ -1,0 +1,131 @@
+{{/* Names ------------------------------------------------------------------------------- */}}
+
+{{- define "covrag.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "covrag.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "covrag.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Object name of one component: <fullname>-<component>, within 63 characters. */}}
+{{- define "covrag.componentName" -}}
+{{- printf "%s-%s" (include "covrag.fullname" .ctx) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "covrag.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "covrag.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "covrag.secretName" -}}
+{{- default (include "covrag.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{/* Labels: call with (dict "ctx" $ "component" "api") ------------------------------------ */}}
+
+{{- define "covrag.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "covrag.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "covrag.labels" -}}
+helm.sh/chart: {{ include "covrag.chart" .ctx }}
+{{ include "covrag.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: covrag
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Endpoints the API is pointed at -------------------------------------------------------- */}}
+
+{{- define "covrag.qdrantUrl" -}}
+{{- if .Values.qdrant.enabled -}}
+http://{{ include "covrag.componentName" (dict "ctx" . "component" "qdrant") }}:6333
+{{- else -}}
+{{ .Values.qdrant.externalUrl }}
+{{- end -}}
+{{- end }}
+
+{{- define "covrag.generatorUrls" -}}
+{{- if .Values.vllm.generator.enabled -}}
+http://{{ include "covrag.componentName" (dict "ctx" . "component" "vllm-generator") }}:{{ .Values.vllm.generator.port }}/v1
+{{- else -}}
+{{ join "," .Values.vllm.external.generatorUrls }}
+{{- end -}}
+{{- end }}
+
+{{- define "covrag.embedderUrl" -}}
+{{- if .Values.vllm.embedder.enabled -}}
+http://{{ include "covrag.componentName" (dict "ctx" . "component" "vllm-embedder") }}:{{ .Values.vllm.embedder.port }}/v1
+{{- else -}}
+{{ .Values.vllm.external.embedderUrl }}
+{{- end -}}
+{{- end }}
+
+{{- define "covrag.redisHost" -}}
+{{ include "covrag.componentName" (dict "ctx" . "component" "redis") }}
+{{- end }}
+
+{{/* Settings that cannot work together fail the render with a message that says why. ------ */}}
+
+{{- define "covrag.validate" -}}
+{{- $v := .Values -}}
+{{- if eq $v.api.store "edge" }}
+{{- if or (gt (int $v.api.replicas) 1) $v.api.autoscaling.enabled }}
+{{- fail "api.store=edge keeps the vectors inside one API process: set api.replicas=1 and api.autoscaling.enabled=false, or use api.store=qdrant to scale the API out" }}
+{{- end }}
+{{- else }}
+{{- if and (not $v.qdrant.enabled) (not $v.qdrant.externalUrl) }}
+{{- fail "api.store=qdrant needs the in-chart Qdrant (qdrant.enabled=true) or qdrant.externalUrl" }}
+{{- end }}
+{{- end }}
+{{- if and $v.qdrant.enabled (gt (int $v.qdrant.replicas) 1) (not $v.qdrant.cluster.enabled) }}
+{{- fail "qdrant.replicas > 1 needs qdrant.cluster.enabled=true (separate nodes would each hold different data)" }}
+{{- end }}
+{{- if and $v.qdrant.enabled (gt (int $v.qdrant.collection.replicationFactor) (int $v.qdrant.replicas)) }}
+{{- fail "qdrant.collection.replicationFactor cannot exceed qdrant.replicas" }}
+{{- end }}
+{{- if gt (int $v.qdrant.collection.writeConsistencyFactor) (int $v.qdrant.collection.replicationFactor) }}
+{{- fail "qdrant.collection.writeConsistencyFactor cannot exceed qdrant.collection.replicationFactor" }}
+{{- end }}
+{{- if and (not $v.vllm.generator.enabled) (not $v.vllm.external.generatorUrls) }}
+{{- fail "the API needs a generator: vllm.generator.enabled=true or vllm.external.generatorUrls" }}
+{{- end }}
+{{- if and (eq $v.api.embedder "remote") (not $v.vllm.embedder.enabled) (not $v.vllm.external.embedderUrl) }}
+{{- fail "api.embedder=remote needs vllm.embedder.enabled=true or vllm.external.embedderUrl (or set api.embedder=onnx)" }}
+{{- end }}
+{{- if and $v.secrets.existingSecret (not $v.redis.enabled) $v.redis.externalUrl }}
+{{- fail "with secrets.existingSecret, put the external Redis URL into that Secret (key redis-url) and leave redis.externalUrl empty" }}
+{{- end }}
+{{- end }}
+
+{{/* A vLLM worker's extra environment: HF token from the Secret when there is one. */}}
+{{- define "covrag.hfTokenEnv" -}}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "covrag.secretName" . }}
+      key: hf-token
+      optional: true
+{{- end }}

