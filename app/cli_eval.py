@@ -419,7 +419,7 @@ def coverage(
         f"- {splits} seeded splits (seed {seed}) per calibration size; the same splits serve every "
         "α and both rules",
         "- coverage: the held-out question's best gold chunk has similarity ≥ 1−q̂ "
-        "(for bridge/comparison any gold document's chunk counts); conformal = "
+        "(a bridge question's second hop only; either document of a comparison); conformal = "
         "⌈(n+1)(1−α)⌉-th smallest score, naive = CONFLARE's linear percentile (misses dropped)",
         "- chunks: hits with similarity ≥ 1−q̂ per test question, pooled over splits, capped at "
         "the budget; fixed top-k = smallest k whose mean test coverage reaches the conformal "
