@@ -13,6 +13,7 @@ import typer
 from tqdm import tqdm
 
 from app.calibration import calibrate_generated
+from app.cli_critic import train_critic, worker_critic
 from app.cli_eval import eval_cli
 from app.cli_qa import qa as qa_eval
 from app.cli_qa import selfpractice
@@ -38,6 +39,8 @@ worker_cli = typer.Typer(no_args_is_help=True, help="Local vLLM CPU workers.")
 cli.add_typer(worker_cli, name="worker")
 cli.add_typer(eval_cli, name="eval")
 cli.command("selfpractice")(selfpractice)
+cli.command("train-critic")(train_critic)
+worker_cli.command("critic")(worker_critic)
 eval_cli.command("qa")(qa_eval)
 
 

@@ -87,7 +87,9 @@ def train_critic(
     if backend is Backend.cross_encoder:
         argv += ["--epochs", str(epochs)]
     try:
-        rows = load_rows(data)
+        rows, errors = load_rows(data)
+        for error in errors:
+            typer.echo(f"skipped malformed line {error}", err=True)
         common = {"seed": seed, "costs": costs, "trained_on": _provenance(data, len(rows))}
         if backend is Backend.features:
             target = out or DEFAULT_WEIGHTS

@@ -4,7 +4,7 @@ Three backends behind the ``Critic`` protocol (``critic.base``), chosen once by 
 ``features`` (default; a calibrated logistic model over gold-free signals, numpy only),
 ``cross-encoder`` (fine-tuned MiniLM served by the critic worker, reached over HTTP) and
 ``llm-judge`` (the generator's own P(yes), the baseline). ``critic.train`` fits the first two
-from self-practice rows. Nothing here imports the app or an HTTP framework.
+from self-practice rows. Nothing here imports the app or a web framework (a test checks).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The default critic: a calibrated logistic model over gold-free features, evaluated with numpy.
 
 Features are what the pipeline already knows when a round ends (``Signals``) plus how well the
-passages support the answer (token overlap, exact containment), so scoring costs microseconds
-and needs neither a GPU nor scikit-learn (that is only needed to train, ``critic.train``).
+passages support the answer (token overlap, exact containment), so scoring takes a fraction of a
+millisecond and needs neither a GPU nor scikit-learn (only training does, ``critic.train``).
 The weights are a small JSON file; loading validates it strictly, because a critic that
 silently scores with bad weights is worse than a server that refuses to start.
 """

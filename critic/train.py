@@ -10,7 +10,6 @@ scikit-learn (the ``train`` extra) is imported only by ``train_features``.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ import numpy as np
 
 from critic.features import FEATURE_NAMES, WEIGHTS_VERSION, LogisticModel, feature_matrix
 from critic.types import CriticInput, Signals
+from retrieval.jsonl import question_of, read_jsonl
 
 Row = dict[str, Any]
 
@@ -51,7 +51,8 @@ class Metrics:
     """A critic's quality on the held-out questions.
 
     Attributes:
-        tau: the accept threshold with the least expected cost on the held-out rows.
+        tau: the accept threshold with the least expected cost on the held-out rows (chosen on
+            them, so accuracy and cost at τ are slightly optimistic; AUROC and ECE are not).
         accuracy: share of rows where "score ≥ τ" equals the label.
         ece: expected calibration error over 10 equal-width bins.
         expected_cost: mean cost per round when deciding at τ.
@@ -77,25 +78,19 @@ class Metrics:
 # Rows
 
 
-def load_rows(path: Path) -> list[Row]:
-    """Self-practice rows of a JSONL file.
+def _row(row: dict[str, Any], _lineno: int) -> Row:
+    missing = [k for k in _REQUIRED if k not in row]
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    question_of(row)
+    if row["label"] not in (0, 1):
+        raise ValueError(f"label must be 0 or 1, not {row['label']!r}")
+    return row
 
-    Raises:
-        ValueError: a line is not JSON or lacks a required key (named with its line number).
-    """
-    rows: list[Row] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{number}: not JSON ({exc})") from exc
-        missing = [k for k in _REQUIRED if not isinstance(row, dict) or k not in row]
-        if missing or row["label"] not in (0, 1):
-            raise ValueError(f"{path}:{number}: needs {', '.join(_REQUIRED)} with label 0 or 1")
-        rows.append(row)
-    return rows
+
+def load_rows(path: Path) -> tuple[list[Row], list[str]]:
+    """Self-practice rows of a JSONL file, and ``file:line: why`` for each line skipped."""
+    return read_jsonl(path, _row)
 
 
 def row_input(row: Row) -> CriticInput:
@@ -136,9 +131,13 @@ def _labels(rows: Sequence[Row]) -> np.ndarray:
     return np.array([int(r["label"]) for r in rows], dtype=np.int64)
 
 
-def _check_classes(labels: np.ndarray, part: str) -> None:
-    if len(set(labels.tolist())) < 2:
-        raise ValueError(f"the {part} part has only one class: more self-practice rows are needed")
+def _split(rows: Sequence[Row], seed: int) -> tuple[list[Row], list[Row]]:
+    """``split_by_question``, refusing a part that lacks a class (no AUROC, nothing to learn)."""
+    train, test = split_by_question(rows, seed)
+    for part, name in ((train, "training"), (test, "held-out")):
+        if len({r["label"] for r in part}) < 2:
+            raise ValueError(f"the {name} part has one class only: more self-practice rows needed")
+    return train, test
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,8 +267,8 @@ def _weights(linear: dict[str, Any], platt: dict[str, float] | None, tau: float)
 def _platt(x: np.ndarray, y: np.ndarray, groups: list[str], seed: int) -> dict[str, float]:
     """Platt scaling fitted on out-of-fold logits (grouped by question).
 
-    Class balancing shifts the logits towards 0.5; the unweighted fit on logits the model did
-    not train on maps them back to the rows' real positive rate.
+    Balanced class weights make the model score as if both classes were equally common; an
+    unweighted fit on logits the model did not train on maps them back to the real rates.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
@@ -293,11 +292,8 @@ def train_features(
     The held-out probabilities come from the same numpy code that serves the weights, so the
     metrics describe exactly what the server will do. The weights' ``tau`` is the metrics' τ.
     """
-    train, test = split_by_question(rows, seed)
+    train, test = _split(rows, seed)
     x_train, y_train = feature_matrix([row_input(r) for r in train]), _labels(train)
-    y_test = _labels(test)
-    _check_classes(y_train, "training")
-    _check_classes(y_test, "held-out")
     platt = _platt(x_train, y_train, [str(r["qid"]) for r in train], seed)
     weights = _weights(_fit_logit(x_train, y_train, seed), platt, 0.5)
     model = LogisticModel.from_weights(weights, "training")
@@ -325,9 +321,7 @@ def train_cross_encoder(
     """
     from critic.cross_encoder import CrossEncoderModel, fine_tune, write_info
 
-    train, test = split_by_question(rows, seed)
-    _check_classes(_labels(train), "training")
-    _check_classes(_labels(test), "held-out")
+    train, test = _split(rows, seed)
     balanced = downsample(train, seed)
     fine_tune(
         [row_input(r) for r in balanced],

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
@@ -102,8 +103,6 @@ def find_critic_worker(port: int, logs_dir: Path, host: str = "127.0.0.1") -> Wo
 
 
 def main(argv: list[str] | None = None) -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description="covrag critic worker")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")

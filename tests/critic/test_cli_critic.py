@@ -1,4 +1,4 @@
-"""``covrag train-critic`` (features) in process: metrics table, weights file, its command."""
+"""``covrag train-critic`` (features) and ``worker critic --stop`` in process."""
 
 from __future__ import annotations
 
@@ -12,18 +12,20 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from app.cli_critic import train_critic
+from app.cli_critic import train_critic, worker_critic
 from app.config import get_settings
 from critic.features import FeaturesCritic
+from tests.conftest import free_port
 
-# Registered as app.cli registers it (`cli.command("train-critic")(train_critic)`).
+# Registered as app.cli registers them (there `worker critic`, under its `worker` group).
 cli = typer.Typer()
 cli.command("train-critic")(train_critic)
+cli.command("worker-critic")(worker_critic)
 
 
 @cli.callback()
 def _group() -> None:
-    """Keeps ``train-critic`` a subcommand."""
+    """Keeps the commands subcommands."""
 
 
 @pytest.fixture
@@ -61,5 +63,12 @@ def test_bad_rows_fail_cleanly(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "weights.json"
     result = runner.invoke(cli, ["train-critic", "--data", str(data), "--out", str(out)])
     assert result.exit_code == 2
-    assert "practice.jsonl:1" in result.stderr
+    assert "skipped malformed line practice.jsonl:1: missing question" in result.stderr
+    assert "at least two questions" in result.stderr
     assert not out.exists()
+
+
+def test_stop_without_a_worker(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["worker-critic", "--stop", "--port", str(free_port())])
+    assert result.exit_code == 0, result.output
+    assert "no critic worker" in result.stdout

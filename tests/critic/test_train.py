@@ -98,16 +98,16 @@ def test_weights_file_reproduces_its_metrics(
     assert critic.tau == pytest.approx(recorded["tau"], abs=1e-4)
 
 
-def test_load_rows_names_the_bad_line(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
+def test_load_rows_skips_and_names_bad_lines(tmp_path: Path, rows: list[dict[str, Any]]) -> None:
     path = tmp_path / "rows.jsonl"
-    path.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps({"qid": "x"}) + "\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl:3"):
-        load_rows(path)
-    path.write_text(json.dumps(rows[0]) + "\n{oops\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl:2: not JSON"):
-        load_rows(path)
-    path.write_text(json.dumps(rows[0]) + "\n")
-    assert load_rows(path) == rows[:1]
+    bad = [{"qid": "x"}, rows[1] | {"label": 2}, rows[2] | {"question": " "}]
+    lines = [json.dumps(rows[0]), "", "{oops", *map(json.dumps, bad), json.dumps(rows[3])]
+    path.write_text("\n".join(lines) + "\n")
+    loaded, errors = load_rows(path)
+    assert loaded == [rows[0], rows[3]]
+    assert [e.split(": ")[0] for e in errors] == [f"rows.jsonl:{n}" for n in (3, 4, 5, 6)]
+    assert "missing question" in errors[1]
+    assert "label must be 0 or 1" in errors[2]
 
 
 def test_cross_encoder_training_is_seeded(

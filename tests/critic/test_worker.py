@@ -9,9 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.worker.critic_server import launch_critic_worker
-from app.worker.vllm import WorkerError
-from critic import Critic, CriticInput, CriticUnavailable, make_critic
+from app.worker.critic_server import create_critic_app
+from critic import Critic, CriticInput, CriticUnavailable, CriticWeightsError, make_critic
 from critic.cross_encoder import CrossEncoderModel, read_info
 from critic.train import row_input
 from tests.conftest import free_port
@@ -42,8 +41,8 @@ def test_worker_rejects_malformed_requests(critic_worker_url: str, body: dict[st
 
 
 def test_worker_refuses_to_start_without_a_model(tmp_path: Path) -> None:
-    with pytest.raises(WorkerError, match="holds no cross-encoder critic"):
-        launch_critic_worker(tmp_path / "no-model", free_port(), tmp_path / "logs", timeout_s=120)
+    with pytest.raises(CriticWeightsError, match="holds no cross-encoder critic"):
+        create_critic_app(tmp_path / "no-model")
 
 
 ITEM = CriticInput(question="Who?", passages=["Ada Lovelace: a mathematician."], answer="Ada")
