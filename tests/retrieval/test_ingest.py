@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from retrieval.chunking import chunk_id
 from retrieval.embed import Embedder
 from retrieval.errors import DocumentNotFound, EmbedderMismatch, InvalidDocument
 from retrieval.ingest import Ingestor
-from retrieval.store import EdgeStore, QdrantStore, VectorStore
+from retrieval.store import VectorStore
 from retrieval.types import Document, EmbedderSpec
-
-
-@pytest.fixture(params=["edge", "qdrant"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    s: VectorStore = (
-        EdgeStore(tmp_path / "edge")
-        if request.param == "edge"
-        else QdrantStore(location=":memory:")
-    )
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,21 +13,10 @@ from retrieval.errors import (
     EmbedderMismatch,
     InvalidCollectionName,
 )
-from retrieval.store import EdgeStore, QdrantStore, VectorStore
+from retrieval.store import EdgeStore, VectorStore
 from retrieval.types import EmbedderSpec, Point
 
 SPEC = EmbedderSpec(model="test-model", dim=8)
-
-
-@pytest.fixture(params=["edge", "qdrant"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
-    s: VectorStore = (
-        EdgeStore(tmp_path / "edge")
-        if request.param == "edge"
-        else QdrantStore(location=":memory:")
-    )
-    yield s
-    s.close()
 
 
 def _unit(rng: np.random.Generator) -> list[float]:
