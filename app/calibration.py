@@ -16,7 +16,7 @@ import anyio
 from app.generator import Generator, GeneratorError
 from app.jobs import Job, JobBody
 from retrieval.calibration import CalibrationItem, calibrate, normalize_answer
-from retrieval.conformal import Calibration
+from retrieval.conformal import Calibration, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import CollectionEmpty
 from retrieval.store.base import VectorStore
@@ -124,13 +124,22 @@ async def calibrate_generated(
     )
 
 
-def _summary(calibration: Calibration) -> dict[str, Any]:
+def calibration_summary(calibration: Calibration) -> dict[str, Any]:
+    """What a calibration run reports (job result and CLI), with thresholds at common α."""
     return {
+        "collection": calibration.collection,
         "n": calibration.n,
         "version": calibration.version,
         "misses": calibration.misses,
         "skipped": calibration.skipped,
         "source": calibration.source,
+        "min_alpha": round(calibration.min_alpha, 5),
+        "default_alpha": calibration.default_alpha,
+        "thresholds": {
+            str(a): score_threshold(calibration.qhat(a))
+            for a in (0.05, 0.1, 0.2)
+            if a >= calibration.min_alpha
+        },
     }
 
 
@@ -155,7 +164,7 @@ def qa_job(
                 default_alpha=default_alpha,
             )
         )
-        return _summary(calibration)
+        return calibration_summary(calibration)
 
     return run
 
@@ -190,6 +199,6 @@ def generated_job(
             default_alpha=default_alpha,
             progress=advance,
         )
-        return _summary(calibration)
+        return calibration_summary(calibration)
 
     return run

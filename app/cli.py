@@ -12,7 +12,7 @@ import httpx
 import typer
 from tqdm import tqdm
 
-from app.calibration import calibrate_generated
+from app.calibration import calibrate_generated, calibration_summary
 from app.cli_critic import train_critic, worker_critic
 from app.cli_eval import eval_cli
 from app.cli_qa import qa as qa_eval
@@ -24,7 +24,6 @@ from app.schemas import to_query_response
 from app.services import build_embedder, build_ingestor, build_services, build_store
 from retrieval.calibration import CalibrationItem, load_qa
 from retrieval.calibration import calibrate as run_calibration
-from retrieval.conformal import Calibration, score_threshold
 from retrieval.corpus import fetch_wiki, load_files, load_wiki
 from retrieval.embed import Embedder
 from retrieval.errors import RetrievalError
@@ -193,7 +192,7 @@ def _calibrate_qa(
     except (RetrievalError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    return _calibration_summary(calibration)
+    return calibration_summary(calibration)
 
 
 async def _calibrate_generated(
@@ -218,24 +217,7 @@ async def _calibrate_generated(
         raise typer.Exit(2) from exc
     finally:
         await services.aclose()
-    return _calibration_summary(calibration)
-
-
-def _calibration_summary(calibration: Calibration) -> dict[str, object]:
-    return {
-        "collection": calibration.collection,
-        "n": calibration.n,
-        "version": calibration.version,
-        "misses": calibration.misses,
-        "skipped": calibration.skipped,
-        "min_alpha": round(calibration.min_alpha, 5),
-        "default_alpha": calibration.default_alpha,
-        "thresholds": {
-            str(a): score_threshold(calibration.qhat(a))
-            for a in (0.05, 0.1, 0.2)
-            if a >= calibration.min_alpha
-        },
-    }
+    return calibration_summary(calibration)
 
 
 @worker_cli.command("vllm")
