@@ -21,7 +21,14 @@ from app.config import Settings, get_settings
 from app.generator import GeneratorError
 from app.pipeline import QueryParams
 from app.schemas import to_query_response
-from app.services import build_embedder, build_ingestor, build_services, build_store
+from app.services import (
+    build_embedder,
+    build_ingestor,
+    build_services,
+    build_store,
+    check_critic,
+)
+from critic.errors import CriticWeightsError
 from retrieval.calibration import CalibrationItem, load_qa
 from retrieval.calibration import calibrate as run_calibration
 from retrieval.corpus import fetch_wiki, load_files, load_wiki
@@ -63,6 +70,11 @@ def serve(
 
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings().model_copy(update=updates)
+    try:
+        check_critic(settings)
+    except CriticWeightsError as exc:
+        typer.echo(f"covrag: refusing to start: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"covrag API on http://{settings.host}:{settings.port}  (docs: /docs)")
     typer.echo(f"try:\n  {_example_curl(settings)}\n")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")

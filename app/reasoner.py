@@ -20,16 +20,16 @@ from retrieval.types import ScoredChunk
 ANSWER_SCHEMA = {
     "type": "object",
     "properties": {
-        "answer": {"type": "string", "maxLength": 100},
+        "answer": {"type": "string", "minLength": 1, "maxLength": 100},
         "unsure": {"type": "boolean"},
-        "rationale": {"type": "string", "maxLength": 200},
+        "rationale": {"type": "string", "maxLength": 160},
     },
     "required": ["answer", "unsure", "rationale"],
 }
 _FIELD = re.compile(r'"answer"\s*:\s*"((?:[^"\\]|\\.)*)"')
 QUERY_SCHEMA = {
     "type": "object",
-    "properties": {"query": {"type": "string"}},
+    "properties": {"query": {"type": "string", "minLength": 2, "maxLength": 80}},
     "required": ["query"],
 }
 
@@ -39,11 +39,17 @@ _ANSWER_SYSTEM = (
     'numbers you used, like [1]) and "unsure" (true if the passages do not clearly contain the '
     f'answer). If they do not contain it, answer "{REFUSAL}"'
 )
+# A 135M model cannot plan a search, but it can copy a name: multi-hop questions hide their
+# second-hop entity ("the author of X") and the first passages usually name it.
 _QUERY_SYSTEM = (
-    "The passages found so far do not answer the question. Write one new search query that "
-    "would find the missing information, for example the name of an entity the passages "
-    'mention. Reply as JSON with "query".'
+    "The passages do not answer the question yet. The question asks about someone or something "
+    'it does not name, like "the author of X". Find that name in the passages and reply as '
+    'JSON with "query" set to it, or to a short search query for the missing fact.\n'
+    'Example: question "When did the founder of Acme die?", passage "Acme was founded by John '
+    'Smith." -> {"query": "John Smith"}'
 )
+#: Characters of each passage the rewrite sees: the naming sentence is near the start.
+_REWRITE_PASSAGE_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +63,11 @@ class Reasoning:
     tokens: int
 
 
-def context_text(passages: Sequence[ScoredChunk]) -> str:
-    return "\n".join(f"[{i}] {p.title}: {p.text}" for i, p in enumerate(passages, 1)) or NO_EVIDENCE
+def context_text(passages: Sequence[ScoredChunk], chars: int | None = None) -> str:
+    return (
+        "\n".join(f"[{i}] {p.title}: {p.text[:chars]}" for i, p in enumerate(passages, 1))
+        or NO_EVIDENCE
+    )
 
 
 class Reasoner:
@@ -115,11 +124,12 @@ class Reasoner:
                 {"role": "system", "content": _QUERY_SYSTEM},
                 {
                     "role": "user",
-                    "content": f"Question: {question}\n\nPassages:\n{context_text(passages)}\n\n"
-                    f"Queries already tried: {'; '.join(tried)}",
+                    "content": "Passages:\n"
+                    f"{context_text(passages, _REWRITE_PASSAGE_CHARS)}\n\n"
+                    f"Queries already tried: {'; '.join(tried)}\n\nQuestion: {question}",
                 },
             ],
-            max_tokens=48,
+            max_tokens=40,
             temperature=self._temperature,
             request_id=request_id,
             json_schema=QUERY_SCHEMA,

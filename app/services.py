@@ -69,6 +69,15 @@ def build_critics(settings: Settings) -> tuple[Critic | None, Critic | None]:
     return critic, make_critic("features", **common) if remote else None
 
 
+def check_critic(settings: Settings) -> None:
+    """Load the features weights the server would use, so ``covrag serve`` can refuse to start
+    with one clear line instead of a lifespan traceback. Raises ``CriticWeightsError``."""
+    if settings.critic == "features" or (
+        settings.critic != "off" and settings.critic_fallback == "features"
+    ):
+        make_critic("features", weights_path=settings.critic_weights)
+
+
 def _tau(critic: Critic | None) -> float:
     return critic.tau if critic is not None else 0.5
 

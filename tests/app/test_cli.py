@@ -74,3 +74,21 @@ def test_calibrate_needs_exactly_one_source(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["calibrate"])
     assert result.exit_code != 0
     assert "exactly one of --from-qa or --generate" in result.output
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"version": 1}'])
+def test_serve_refuses_to_start_with_missing_or_corrupt_critic_weights(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str | None
+) -> None:
+    weights = tmp_path / "features.json"
+    if content is not None:
+        weights.write_text(content)
+    monkeypatch.setenv("COVRAG_CRITIC", "features")
+    monkeypatch.setenv("COVRAG_CRITIC_WEIGHTS", str(weights))
+    get_settings.cache_clear()
+
+    result = runner.invoke(cli, ["serve", "--port", "1"])
+
+    assert result.exit_code == 2
+    assert "refusing to start" in result.output
+    assert str(weights.name) in result.output
