@@ -42,6 +42,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "contained",
     "refusal",
     "log_answer_words",
+    "question_overlap",
 )
 
 #: Normalized phrases by which a reply declines to answer (the 135M model paraphrases).
@@ -78,6 +79,7 @@ def features(item: CriticInput) -> np.ndarray:
     passages = [normalize_answer(p) for p in item.passages]
     tokens = [set(p.split()) for p in passages]
     everywhere = set().union(*tokens)
+    asked = set(normalize_answer(item.question).split())
     denominator = max(len(unique), 1)
     s = item.signals
     return np.array(
@@ -95,6 +97,7 @@ def features(item: CriticInput) -> np.ndarray:
             float(bool(answer) and any(f" {answer} " in f" {p} " for p in passages)),
             float(is_refusal(item.answer)),
             math.log1p(len(words)),
+            len(unique & asked) / denominator,  # echoing the question is rarely the answer
         ],
         dtype=np.float64,
     )

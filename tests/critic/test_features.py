@@ -34,6 +34,13 @@ def test_answer_support_in_the_passages() -> None:
     assert _named(CriticInput("Where?", [], "Paris"))["support_max"] == 0.0
 
 
+def test_answer_echoing_the_question() -> None:
+    question = "Who designed the Eiffel Tower in Paris?"
+    assert _named(CriticInput(question, PASSAGES, "Eiffel Tower"))["question_overlap"] == 1.0
+    assert _named(CriticInput(question, PASSAGES, "Gustave Eiffel"))["question_overlap"] == 0.5
+    assert _named(CriticInput(question, PASSAGES, "Sauvestre"))["question_overlap"] == 0.0
+
+
 def test_signals_enter_as_given() -> None:
     signals = Signals(top_similarity=0.7, margin=0.2, unsure=True, round_index=2)
     named = _named(CriticInput("q", PASSAGES, "Paris", signals=signals))
