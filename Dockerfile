@@ -15,8 +15,15 @@
 # Behind a TLS-intercepting proxy, hand pip its CA bundle as a build secret (never stored in a
 # layer):  docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt .
 #
-# The critic worker (torch, GPU when present) gets its own target here once the critic lands
-# (issue 4); it does not exist yet.
+# Target `critic-worker`: the cross-encoder critic worker (torch + transformers; CUDA when built
+# from a CUDA wheel index and given a GPU). It serves a model folder that is mounted, not baked in:
+#
+#   docker build --target critic-worker -t covrag-critic-worker:local .
+#   docker run -p 8102:8102 \
+#     -v "$PWD/.covrag/models/critic-cross-encoder:/models/critic-cross-encoder:ro" \
+#     covrag-critic-worker:local
+#
+# `api` is the last stage, so a build without --target still gives the (torch-free) API image.
 
 ARG BASE_IMAGE=python:3.11-slim
 
@@ -62,25 +69,87 @@ RUN --mount=type=secret,id=pip_ca \
     /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist .
 
 # ---------------------------------------------------------------------------------------------
-FROM ${BASE_IMAGE} AS api
+# critic-deps: the deps stage (reused: same cache, onnxruntime comes along unused) plus torch and
+# transformers for the critic worker: only what serving imports, so no sentence-transformers, no
+# scikit-learn and no base MiniLM weights (training happens outside the image).
+# torch comes from TORCH_INDEX_URL; the default is the PyTorch CPU wheel index: CPU-only torch,
+# without the gigabytes of CUDA libraries. For GPU nodes set the CUDA index matching the node's
+# driver, e.g. --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (PyPI's own
+# Linux torch wheels are CUDA builds too: TORCH_INDEX_URL=https://pypi.org/simple).
+FROM deps AS critic-deps
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_VERSION=2.13.0
+ARG TRANSFORMERS_VERSION=5.24.0
+
+RUN --mount=type=secret,id=pip_ca \
+    if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
+    /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
+    /opt/venv/bin/pip install "transformers==${TRANSFORMERS_VERSION}"
+
+# ---------------------------------------------------------------------------------------------
+# runtime: what both images share: Python, the environment and the non-root user (uid 10001).
+FROM ${BASE_IMAGE} AS runtime
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HF_HUB_OFFLINE=1
+
+SHELL ["/bin/sh", "-eu", "-c"]
+RUN groupadd --system --gid 10001 covrag \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
+       --shell /usr/sbin/nologin covrag
+
+# ---------------------------------------------------------------------------------------------
+# critic-worker: `python -m app.worker.critic_server` on 0.0.0.0:8102 (GET /health once the model
+# is loaded, POST /score). It exits at start when CRITIC_MODEL_DIR holds no trained model
+# (`covrag train-critic --backend cross-encoder`); mount that folder there, read-only is enough.
+FROM runtime AS critic-worker
+
+LABEL org.opencontainers.image.title="covrag critic worker" \
+      org.opencontainers.image.description="covrag's cross-encoder sufficiency critic (SIM-RAG)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# HOME under /tmp: torch and transformers may write caches there (the root filesystem can be
+# read-only; Kubernetes mounts an emptyDir on /tmp).
+ENV TRANSFORMERS_OFFLINE=1 \
+    HOME=/tmp \
+    CRITIC_MODEL_DIR=/models/critic-cross-encoder \
+    CRITIC_PORT=8102
+
+COPY --from=critic-deps /opt/venv /opt/venv
+COPY --from=wheel /dist /tmp/dist
+RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl \
+    && rm -rf /tmp/dist \
+    && /opt/venv/bin/python -P -c "import app.worker.critic_server, torch, transformers; \
+from transformers import AutoModelForSequenceClassification, AutoTokenizer"
+
+WORKDIR /opt/covrag
+USER 10001:10001
+VOLUME ["/models"]
+EXPOSE 8102
+
+# Loading torch and the ~90 MB model takes seconds on a CPU, longer on a first CUDA start.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/health' % os.environ.get('CRITIC_PORT', '8102'), timeout=4)"]
+
+CMD ["sh", "-c", "exec python -m app.worker.critic_server --model-dir \"$CRITIC_MODEL_DIR\" --host 0.0.0.0 --port \"$CRITIC_PORT\""]
+
+# ---------------------------------------------------------------------------------------------
+# api: the default target (last stage). No torch: the check below fails the build if any
+# dependency pulled it in.
+FROM runtime AS api
 
 LABEL org.opencontainers.image.title="covrag API" \
       org.opencontainers.image.description="RAG serving with a measured evidence guarantee" \
       org.opencontainers.image.licenses="Apache-2.0"
 
-ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    HF_HUB_OFFLINE=1 \
-    COVRAG_HOST=0.0.0.0 \
+ENV COVRAG_HOST=0.0.0.0 \
     COVRAG_PORT=8080 \
     COVRAG_DATA_DIR=/data
 
-SHELL ["/bin/sh", "-eu", "-c"]
-RUN groupadd --system --gid 10001 covrag \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /data --no-create-home \
-       --shell /usr/sbin/nologin covrag \
-    && mkdir -p /data \
+RUN mkdir -p /data \
     && chown 10001:10001 /data
 
 COPY --from=deps /opt/venv /opt/venv

