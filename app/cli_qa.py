@@ -13,7 +13,16 @@ import typer
 from tqdm import tqdm
 
 from app.config import get_settings
-from app.eval_qa import MODES, Mode, QaResult, results_json, run_modes, summarize, to_markdown
+from app.eval_qa import (
+    MODES,
+    Mode,
+    QaResult,
+    critic_auroc,
+    results_json,
+    run_modes,
+    summarize,
+    to_markdown,
+)
 from app.selfpractice import practice
 from app.services import build_services
 from retrieval.jsonl import question_of, read_jsonl
@@ -72,6 +81,10 @@ def qa(
     collection: Annotated[str | None, typer.Option()] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100, help="k of the single mode.")] = 5,
     concurrency: Annotated[int, typer.Option(min=1, max=16)] = 2,
+    per_type: Annotated[
+        int | None,
+        typer.Option(help="At most this many questions of each type per file (file order)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/qa"),
 ) -> None:
     """Answer every question in each mode, side by side; EM, F1, containment, abstention."""
@@ -81,7 +94,7 @@ def qa(
             raise typer.BadParameter(f"unknown mode {m!r}; use {', '.join(MODES)}")
         chosen.append(m)  # type: ignore[arg-type]
     settings = get_settings()
-    questions = [row for path in qa for row in _read_jsonl(path)]
+    questions = [row for path in qa for row in _first_per_type(_read_jsonl(path), per_type)]
 
     async def go() -> list[QaResult]:
         services = build_services(settings)
@@ -101,22 +114,52 @@ def qa(
 
     results = asyncio.run(go())
     summary = summarize(results)
+    held_out = critic_auroc(results)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "qa": [str(p) for p in qa],
         "modes": chosen,
+        "per_type": per_type,
+        "questions": len(questions),
         "critic": settings.critic,
         "max_rounds": settings.max_rounds,
         "generator": settings.generator_model,
     }
     (out / "qa.json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "results": results_json(results)}, indent=1)
+        json.dumps(
+            {
+                "meta": meta,
+                "summary": summary,
+                "critic_auroc": held_out,
+                "results": results_json(results),
+            },
+            indent=1,
+        )
     )
     table = to_markdown(summary)
+    if held_out is not None:
+        table += (
+            f"\n\nCritic AUROC (round 0, right vs wrong answer): {held_out['auroc']:.3f} "
+            f"over {held_out['n']} questions ({held_out['right']} right)"
+        )
     (out / "qa.md").write_text(f"# QA evaluation\n\n```\n{json.dumps(meta)}\n```\n\n{table}\n")
     _plot(summary, out / "qa.png")
     typer.echo(table)
+
+
+def _first_per_type(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of each question type (all when None), in file order."""
+    if limit is None:
+        return rows
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        kind = str(row.get("type", ""))
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] <= limit:
+            kept.append(row)
+    return kept
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:

@@ -18,6 +18,7 @@ from app.generator import GeneratorRejected, GeneratorTimeout, GeneratorUnavaila
 from app.jobs import JobNotFound
 from app.pipeline import InvalidQuery
 from app.schemas import ErrorBody, ErrorOut
+from critic.errors import CriticUnavailable
 from retrieval.errors import (
     AlphaOutOfRange,
     CollectionEmpty,
@@ -52,6 +53,7 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (GeneratorUnavailable, 503, "generator_unavailable"),
     (GeneratorTimeout, 504, "generator_timeout"),
     (GeneratorRejected, 502, "generator_rejected"),
+    (CriticUnavailable, 503, "critic_unavailable"),
 ]
 
 
@@ -69,12 +71,20 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-async def _domain(request: Request, exc: Exception) -> JSONResponse:
+def classify(exc: Exception) -> tuple[int, ErrorBody]:
+    """The status and error body of a domain exception (500 for anything unexpected, logged)."""
     for cls, status, type_ in STATUS_TABLE:
         if isinstance(exc, cls):
-            return error_response(request, status, type_, str(exc), getattr(exc, "param", None))
+            return status, ErrorBody(
+                type=type_, message=str(exc), param=getattr(exc, "param", None)
+            )
     log.exception("unhandled error", exc_info=exc)
-    return error_response(request, 500, "internal_error", "internal error; see the server log")
+    return 500, ErrorBody(type="internal_error", message="internal error; see the server log")
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    status, body = classify(exc)
+    return error_response(request, status, body.type, body.message, body.param)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from app.pipeline import LoopPolicy, Pipeline, QueryParams
 from app.scoring import contains, exact_match, f1
+from critic.train import auroc
 
 Mode = Literal["single", "conformal", "full"]
 MODES: tuple[Mode, ...] = ("single", "conformal", "full")
@@ -107,6 +108,28 @@ def _pct(values: list[float], q: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def critic_auroc(results: Sequence[QaResult]) -> dict[str, Any] | None:
+    """How well the critic's round-0 score predicts a right round-0 answer, on these questions.
+
+    ``full`` round 0 runs the same prompt as ``conformal`` (temperature 0), so the conformal
+    mode's correctness labels the full mode's first critic score; unanswerable questions count
+    as wrong. None without both modes or without both outcomes.
+    """
+    right = {r.qid: r.contains for r in results if r.mode == "conformal"}
+    pairs = [
+        (r.critic_scores[0], int(right[r.qid]))
+        for r in results
+        if r.mode == "full"
+        and r.qid in right
+        and r.critic_scores
+        and r.critic_scores[0] is not None
+    ]
+    labels = [y for _, y in pairs]
+    if not pairs or len(set(labels)) < 2:
+        return None
+    return {"auroc": auroc([s for s, _ in pairs], labels), "n": len(pairs), "right": sum(labels)}
 
 
 def summarize(results: Sequence[QaResult]) -> dict[str, Any]:

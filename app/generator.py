@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
+
+#: Receives each piece of a streamed reply as it arrives.
+TextSink = Callable[[str], Awaitable[None]]
 
 #: Errors that say "this replica is not there": try the next one.
 _FAILOVER = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
@@ -85,10 +90,12 @@ class Generator(Protocol):
         request_id: str | None = None,
         json_schema: dict[str, Any] | None = None,
         logprobs: bool = False,
+        on_text: TextSink | None = None,
     ) -> Completion:
         """One chat completion; with ``json_schema`` (flat: strings, booleans, integers) the
         reply is one compact JSON object of it, with ``logprobs`` its mean token
-        log-probability is reported."""
+        log-probability is reported, with ``on_text`` it is streamed and each piece of text is
+        handed over as it arrives."""
         ...
 
     async def ping(self) -> None:
@@ -135,6 +142,7 @@ class VLLMGenerator:
         request_id: str | None = None,
         json_schema: dict[str, Any] | None = None,
         logprobs: bool = False,
+        on_text: TextSink | None = None,
     ) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
@@ -146,13 +154,23 @@ class VLLMGenerator:
             body["structured_outputs"] = {"regex": compact_json_pattern(json_schema)}
         if logprobs:
             body["logprobs"] = True
-        data = await self._post("/chat/completions", body, request_id)
+        if on_text is not None:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        data = await self._request(
+            "POST",
+            "/chat/completions",
+            body,
+            request_id,
+            deadline_s=self._deadline_s,
+            on_text=on_text,
+        )
         choice = data["choices"][0]
         usage = data.get("usage") or {}
         tokens = (choice.get("logprobs") or {}).get("content") or []
         return Completion(
             text=(choice["message"].get("content") or "").strip(),
-            model=str(data.get("model", self.model)),
+            model=str(data.get("model") or self.model),
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason=choice.get("finish_reason"),
@@ -165,11 +183,6 @@ class VLLMGenerator:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _post(
-        self, path: str, body: dict[str, Any], request_id: str | None
-    ) -> dict[str, Any]:
-        return await self._request("POST", path, body, request_id, deadline_s=self._deadline_s)
-
     async def _request(
         self,
         method: str,
@@ -178,29 +191,73 @@ class VLLMGenerator:
         request_id: str | None,
         *,
         deadline_s: float,
+        on_text: TextSink | None = None,
     ) -> dict[str, Any]:
+        """One request, failing over between replicas until one answers.
+
+        A streamed reply fails over only before its first piece of text: once text went out,
+        a broken stream is the caller's error (``GeneratorUnavailable``), not a silent retry.
+        """
         headers = {"X-Request-ID": request_id} if request_id else {}
         failures: list[str] = []
+        reader = _StreamReader(on_text) if on_text is not None else None
         try:
             async with asyncio.timeout(deadline_s):
                 for _ in range(len(self._urls)):
                     url = self._urls[next(self._next)] + path
                     try:
-                        response = await self._client.request(
+                        async with self._client.stream(
                             method, url, json=body, headers=headers
-                        )
+                        ) as response:
+                            if response.status_code >= 400:
+                                await response.aread()
+                                if response.status_code < 500:
+                                    raise GeneratorRejected(
+                                        f"generator refused the request: {response.text[:300]}"
+                                    )
+                                failures.append(f"{url}: HTTP {response.status_code}")
+                                continue
+                            if reader is not None:
+                                return await reader.read(response)
+                            result: dict[str, Any] = json.loads(await response.aread())
+                            return result
                     except _FAILOVER as exc:
+                        if reader is not None and reader.started:
+                            raise GeneratorUnavailable(
+                                f"{url}: the stream broke ({type(exc).__name__})"
+                            ) from exc
                         failures.append(f"{url}: {type(exc).__name__}")
                         continue
-                    if response.status_code >= 500:
-                        failures.append(f"{url}: HTTP {response.status_code}")
-                        continue
-                    if response.status_code >= 400:
-                        raise GeneratorRejected(
-                            f"generator refused the request: {response.text[:300]}"
-                        )
-                    result: dict[str, Any] = response.json()
-                    return result
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise GeneratorTimeout(f"generator did not answer within {deadline_s:g} s") from exc
         raise GeneratorUnavailable("no generator replica answered: " + "; ".join(failures))
+
+
+@dataclass
+class _StreamReader:
+    """Reads vLLM's SSE chunks, passing text on as it comes, into the non-streamed reply shape."""
+
+    on_text: TextSink
+    started: bool = False
+    parts: list[str] = field(default_factory=list)
+
+    async def read(self, response: httpx.Response) -> dict[str, Any]:
+        model, usage, finish = None, {}, None
+        logprobs: list[dict[str, Any]] = []
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[len("data: ") :])
+            model = chunk.get("model", model)
+            usage = chunk.get("usage") or usage
+            for choice in chunk.get("choices") or []:
+                logprobs += (choice.get("logprobs") or {}).get("content") or []
+                finish = choice.get("finish_reason") or finish
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    self.started = True
+                    self.parts.append(text)
+                    await self.on_text(text)
+        message = {"content": "".join(self.parts)}
+        choice = {"message": message, "finish_reason": finish, "logprobs": {"content": logprobs}}
+        return {"model": model, "choices": [choice], "usage": usage}

@@ -10,13 +10,15 @@ Without a critic the first answer stands: plain single-round RAG.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 
+from app.generator import TextSink
 from app.prompt import cited_numbers, is_refusal
-from app.reasoner import Reasoner, Reasoning
+from app.reasoner import Reasoner, Reasoning, TokenUsage
 from critic.base import Critic
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput, Signals
@@ -34,6 +36,10 @@ class InvalidQuery(ValueError):
         self.param = param
 
 
+#: Unseen chunks a rewritten query may bring in, displacing the weakest earlier ones.
+LATER_ROUND_CHUNKS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class QueryParams:
     """One question, as the pipeline sees it. ``None`` fields take the defaults."""
@@ -45,6 +51,8 @@ class QueryParams:
     alpha: float | None = None
     max_rounds: int | None = None
     conformal: bool = True
+    #: Earlier (role, text) turns of a chat: the question is first made self-contained.
+    history: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +60,13 @@ class LoopPolicy:
     """How many rounds, who judges them, and when to stop.
 
     ``critic=None`` accepts the first answer (single-round RAG). ``always_continue`` runs every
-    round whatever the critic says (self-practice records each round's outcome).
+    round whatever the critic says (self-practice records each round's outcome). ``tau=None``
+    uses the τ of whichever critic scored the round (its trained one; a fallback brings its own).
     """
 
     max_rounds: int
     critic: Critic | None
-    tau: float
+    tau: float | None = None
     always_continue: bool = False
 
 
@@ -78,12 +87,26 @@ class Round:
     query: str
     retrieval: Retrieval
     added: list[str]
+    evicted: list[str]
     context: list[ScoredChunk]
     reasoning: Reasoning
     signals: Signals
     critic_score: float | None
     decision: Decision
     timings_ms: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerText:
+    """A piece of round ``round``'s answer as vLLM decodes it (streaming)."""
+
+    round: int
+    text: str
+
+
+#: What a streaming caller hears: answer text as it is decoded, then each round once judged.
+PipelineEvent = AnswerText | Round
+EventSink = Callable[[PipelineEvent], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +123,10 @@ class QueryOutcome:
     timings_ms: dict[str, float]
     model: str
     llm_calls: int
+    usage: TokenUsage
     warnings: list[str]
+    critic: str | None = None
+    tau: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +138,7 @@ class PipelineLimits:
     default_top_k: int
     max_chunks: int
     max_rounds: int
-    tau: float
+    tau: float | None  # None: each critic's own
     abstain_answer: str
 
 
@@ -182,73 +208,89 @@ class Pipeline:
         result.timings_ms["total"] = _ms(start)
         return result
 
-    async def query(self, params: QueryParams, request_id: str | None = None) -> QueryOutcome:
+    async def query(
+        self,
+        params: QueryParams,
+        request_id: str | None = None,
+        on_event: EventSink | None = None,
+    ) -> QueryOutcome:
         """Answer with the server's policy: the critic decides, up to ``max_rounds`` rounds."""
-        return await self.run(params, self.default_policy(params), request_id)
+        return await self.run(params, self.default_policy(params), request_id, on_event)
 
     async def run(
-        self, params: QueryParams, policy: LoopPolicy, request_id: str | None = None
+        self,
+        params: QueryParams,
+        policy: LoopPolicy,
+        request_id: str | None = None,
+        on_event: EventSink | None = None,
     ) -> QueryOutcome:
-        """The loop itself, under an explicit policy (evaluation and self-practice use this)."""
+        """The loop itself, under an explicit policy (evaluation and self-practice use this).
+
+        With ``on_event`` every round's answer streams as it is decoded, so a client sees text
+        before the critic has judged it; the round event that follows says whether it stands.
+        """
         start = time.perf_counter()
         question = self._question(params)
         rounds: list[Round] = []
         context: list[ScoredChunk] = []
+        dropped: set[str] = set()
         tried: list[str] = []
         warnings: list[str] = []
         llm_calls = 0
+        usage = TokenUsage()
+        tau: float | None = None  # the last τ a round was held against
+        if params.history:
+            rewrite = await self.reasoner.standalone_question(params.history, question, request_id)
+            question, usage, llm_calls = rewrite.query, rewrite.usage, 1
         query = question
         for index in range(policy.max_rounds):
             round_start = time.perf_counter()
             retrieval = await anyio.to_thread.run_sync(self._retrieve_sync, query, params)
             tried.append(query)
-            added = self._extend(context, retrieval.hits)
+            added, evicted = extend_context(
+                context, retrieval.hits, index > 0, self._limits.max_context_chars, dropped
+            )
             t = time.perf_counter()
-            reasoning = await self.reasoner.answer(question, context, request_id)
+            reasoning = await self.reasoner.answer(
+                question, context, request_id, _answer_sink(on_event, index)
+            )
             llm_calls += 1
+            usage += reasoning.usage
             timings = {**retrieval.timings_ms, "reason": _ms(t)}
             signals = _signals(retrieval, context, reasoning, index)
             t = time.perf_counter()
-            score = await self._score(policy, question, context, reasoning, signals, warnings)
+            scored = await self._score(policy, question, context, reasoning, signals, warnings)
             timings["critic"] = _ms(t)
             last = index == policy.max_rounds - 1
-            decision = _decide(policy, score, last)
+            decision = _decide(policy, scored, last)
+            if scored is not None:
+                tau = scored[1]
             rounds.append(
                 Round(
                     index=index,
                     query=query,
                     retrieval=retrieval,
                     added=added,
+                    evicted=evicted,
                     context=list(context),
                     reasoning=reasoning,
                     signals=signals,
-                    critic_score=score,
+                    critic_score=None if scored is None else scored[0],
                     decision=decision,
                     timings_ms={**timings, "round": _ms(round_start)},
                 )
             )
+            if on_event is not None:
+                await on_event(rounds[-1])
             if decision in ("accept", "abstain") or last:
                 break
             t = time.perf_counter()
-            query = await self.reasoner.next_query(question, context, tried, request_id)
+            rewrite = await self.reasoner.next_query(question, context, tried, request_id)
+            query = rewrite.query
+            usage += rewrite.usage
             llm_calls += 1
             rounds[-1].timings_ms["rewrite"] = _ms(t)
-        return self._outcome(rounds, start, llm_calls, warnings)
-
-    def _extend(self, context: list[ScoredChunk], hits: list[ScoredChunk]) -> list[str]:
-        """Add unseen chunks while the prompt budget allows; returns the ids added."""
-        seen = {c.id for c in context}
-        used = sum(len(c.text) + len(c.title) + 8 for c in context)
-        added: list[str] = []
-        for hit in hits:
-            cost = len(hit.text) + len(hit.title) + 8
-            if hit.id in seen or (context and used + cost > self._limits.max_context_chars):
-                continue
-            context.append(hit)
-            seen.add(hit.id)
-            added.append(hit.id)
-            used += cost
-        return added
+        return self._outcome(rounds, start, llm_calls, usage, warnings, policy, tau)
 
     async def _score(
         self,
@@ -258,7 +300,8 @@ class Pipeline:
         reasoning: Reasoning,
         signals: Signals,
         warnings: list[str],
-    ) -> float | None:
+    ) -> tuple[float, float] | None:
+        """(P(sufficient), the τ to hold it against), or None without a critic."""
         if policy.critic is None:
             return None
         item = CriticInput(
@@ -268,16 +311,26 @@ class Pipeline:
             rationale=reasoning.rationale,
             signals=signals,
         )
+        critic = policy.critic
         try:
-            return await policy.critic.score(item)
+            score = await critic.score(item)
         except CriticUnavailable as exc:
             if self.fallback is None:
                 raise
-            warnings.append(f"critic {policy.critic.name} unavailable ({exc}); used features")
-            return await self.fallback.score(item)
+            warnings.append(f"critic {critic.name} unavailable ({exc}); used features")
+            critic = self.fallback
+            score = await critic.score(item)
+        return score, policy.tau if policy.tau is not None else critic.tau
 
     def _outcome(
-        self, rounds: list[Round], start: float, llm_calls: int, warnings: list[str]
+        self,
+        rounds: list[Round],
+        start: float,
+        llm_calls: int,
+        usage: TokenUsage,
+        warnings: list[str],
+        policy: LoopPolicy,
+        tau: float | None,
     ) -> QueryOutcome:
         final = rounds[-1]
         abstained = final.decision == "abstain"
@@ -308,8 +361,51 @@ class Pipeline:
             timings_ms=timings,
             model=self.model,
             llm_calls=llm_calls,
+            usage=usage,
             warnings=warnings,
+            critic=None if policy.critic is None else policy.critic.name,
+            tau=tau,
         )
+
+
+def extend_context(
+    context: list[ScoredChunk],
+    hits: list[ScoredChunk],
+    later: bool,
+    max_chars: int,
+    dropped: set[str],
+) -> tuple[list[str], list[str]]:
+    """Add unseen chunks while the prompt budget allows; returns (added, evicted) ids.
+
+    Round 0 fills the budget in score order. A later round exists to bring in what round 0
+    lacked, so its best ``LATER_ROUND_CHUNKS`` unseen hits displace the weakest earlier
+    chunks (never the question's own best one) instead of finding the budget spent. Evicted
+    ids join ``dropped`` and never come back.
+    """
+
+    def cost(chunk: ScoredChunk) -> int:
+        return len(chunk.text) + len(chunk.title) + 8
+
+    seen = {c.id for c in context} | dropped
+    fresh = [h for h in {h.id: h for h in hits}.values() if h.id not in seen]
+    evicted: list[str] = []
+    if later:
+        fresh = fresh[:LATER_ROUND_CHUNKS]
+        need = sum(cost(h) for h in fresh)
+        while len(context) > 1 and sum(map(cost, context)) + need > max_chars:
+            weakest = min(context[1:], key=lambda c: c.score)
+            context.remove(weakest)
+            evicted.append(weakest.id)
+            dropped.add(weakest.id)
+    used = sum(map(cost, context))
+    added: list[str] = []
+    for hit in fresh:
+        if context and used + cost(hit) > max_chars:
+            continue
+        context.append(hit)
+        added.append(hit.id)
+        used += cost(hit)
+    return added, evicted
 
 
 def _signals(
@@ -328,12 +424,23 @@ def _signals(
     )
 
 
-def _decide(policy: LoopPolicy, score: float | None, last: bool) -> Decision:
-    if score is None:
+def _answer_sink(on_event: EventSink | None, index: int) -> TextSink | None:
+    if on_event is None:
+        return None
+
+    async def sink(text: str) -> None:
+        await on_event(AnswerText(index, text))
+
+    return sink
+
+
+def _decide(policy: LoopPolicy, scored: tuple[float, float] | None, last: bool) -> Decision:
+    if scored is None:
         return "continue" if policy.always_continue and not last else "accept"
     if policy.always_continue:
         return "continue"
-    if score >= policy.tau:
+    score, tau = scored
+    if score >= tau:
         return "accept"
     return "abstain" if last else "search_again"
 

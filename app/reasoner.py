@@ -10,8 +10,9 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from app.generator import Generator
+from app.generator import Completion, Generator, TextSink
 from app.prompt import NO_EVIDENCE, REFUSAL
 from retrieval.types import ScoredChunk
 
@@ -48,8 +49,66 @@ _QUERY_SYSTEM = (
     'Example: question "When did the founder of Acme die?", passage "Acme was founded by John '
     'Smith." -> {"query": "John Smith"}'
 )
+STANDALONE_SCHEMA = {
+    "type": "object",
+    "properties": {"question": {"type": "string", "minLength": 3, "maxLength": 300}},
+    "required": ["question"],
+}
+_STANDALONE_SYSTEM = (
+    "Rewrite the user's last question so it can be understood without the conversation: "
+    "replace words like he, she, it, they or that with the names they stand for. Reply as "
+    'JSON with "question".'
+)
+#: Turns of history the standalone rewrite sees (the newest ones), each cut to this many chars.
+_HISTORY_TURNS, _HISTORY_CHARS = 6, 400
+
 #: Characters of each passage the rewrite sees: the naming sentence is near the start.
 _REWRITE_PASSAGE_CHARS = 300
+
+
+class _AnswerField:
+    """Passes on the characters of the reply's "answer" value as the JSON streams in.
+
+    The compact-JSON constraint fixes the reply's opening and forbids escapes, so the value is
+    everything after ``{"answer": "`` up to the next quote.
+    """
+
+    OPENING = '{"answer": "'
+
+    def __init__(self, sink: TextSink) -> None:
+        self._sink = sink
+        self._reply = ""
+        self._sent = 0
+        self._closed = False
+
+    async def feed(self, text: str) -> None:
+        if self._closed:
+            return
+        self._reply += text
+        if not self._reply.startswith(self.OPENING):
+            return
+        value = self._reply[len(self.OPENING) :]
+        end = value.find('"')
+        if end >= 0:
+            value, self._closed = value[:end], True
+        if len(value) > self._sent:
+            await self._sink(value[self._sent :])
+            self._sent = len(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Tokens the generator read and wrote (reported as OpenAI-style usage)."""
+
+    prompt: int = 0
+    completion: int = 0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(self.prompt + other.prompt, self.completion + other.completion)
+
+
+def _usage(completion: Completion) -> TokenUsage:
+    return TokenUsage(completion.prompt_tokens, completion.completion_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +120,15 @@ class Reasoning:
     unsure: bool
     mean_logprob: float
     tokens: int
+    usage: TokenUsage
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """The next round's search query."""
+
+    query: str
+    usage: TokenUsage
 
 
 def context_text(passages: Sequence[ScoredChunk], chars: int | None = None) -> str:
@@ -79,8 +147,13 @@ class Reasoner:
         self._temperature = temperature
 
     async def answer(
-        self, question: str, passages: Sequence[ScoredChunk], request_id: str | None = None
+        self,
+        question: str,
+        passages: Sequence[ScoredChunk],
+        request_id: str | None = None,
+        on_answer: TextSink | None = None,
     ) -> Reasoning:
+        """This round's answer; with ``on_answer`` the answer's text is streamed as decoded."""
         completion = await self.generator.complete(
             [
                 {"role": "system", "content": _ANSWER_SYSTEM},
@@ -94,6 +167,7 @@ class Reasoner:
             request_id=request_id,
             json_schema=ANSWER_SCHEMA,
             logprobs=True,
+            on_text=None if on_answer is None else _AnswerField(on_answer).feed,
         )
         try:
             reply = json.loads(completion.text)
@@ -109,6 +183,7 @@ class Reasoner:
             unsure=unsure,
             mean_logprob=completion.mean_logprob or 0.0,
             tokens=completion.completion_tokens,
+            usage=_usage(completion),
         )
 
     async def next_query(
@@ -117,25 +192,46 @@ class Reasoner:
         passages: Sequence[ScoredChunk],
         tried: Sequence[str],
         request_id: str | None = None,
-    ) -> str:
+    ) -> Rewrite:
         """A new search query; the question itself when the model gives nothing usable."""
+        user = (
+            f"Passages:\n{context_text(passages, _REWRITE_PASSAGE_CHARS)}\n\n"
+            f"Queries already tried: {'; '.join(tried)}\n\nQuestion: {question}"
+        )
+        return await self._rewrite(_QUERY_SYSTEM, user, QUERY_SCHEMA, 40, question, request_id)
+
+    async def standalone_question(
+        self, history: Sequence[tuple[str, str]], question: str, request_id: str | None = None
+    ) -> Rewrite:
+        """``question`` made self-contained using earlier (role, text) turns of a chat."""
+        turns = "\n".join(
+            f"{role}: {text[:_HISTORY_CHARS]}" for role, text in history[-_HISTORY_TURNS:]
+        )
+        user = f"Conversation:\n{turns}\n\nLast question: {question}"
+        schema = STANDALONE_SCHEMA
+        return await self._rewrite(_STANDALONE_SYSTEM, user, schema, 96, question, request_id)
+
+    async def _rewrite(
+        self,
+        system: str,
+        user: str,
+        schema: dict[str, Any],
+        max_tokens: int,
+        fallback: str,
+        request_id: str | None,
+    ) -> Rewrite:
+        """One structured call whose schema has a single string field; ``fallback`` when the
+        model gives nothing usable."""
+        (key,) = schema["properties"]
         completion = await self.generator.complete(
-            [
-                {"role": "system", "content": _QUERY_SYSTEM},
-                {
-                    "role": "user",
-                    "content": "Passages:\n"
-                    f"{context_text(passages, _REWRITE_PASSAGE_CHARS)}\n\n"
-                    f"Queries already tried: {'; '.join(tried)}\n\nQuestion: {question}",
-                },
-            ],
-            max_tokens=40,
+            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            max_tokens=max_tokens,
             temperature=self._temperature,
             request_id=request_id,
-            json_schema=QUERY_SCHEMA,
+            json_schema=schema,
         )
         try:
-            query = str(json.loads(completion.text)["query"]).strip()
+            text = str(json.loads(completion.text)[key]).strip()
         except (ValueError, KeyError, TypeError):
-            query = ""
-        return query or question
+            text = ""
+        return Rewrite(text or fallback, _usage(completion))

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.jobs import Job
-from app.pipeline import Citation, QueryOutcome
+from app.pipeline import Citation, QueryOutcome, Round
 from retrieval.calibration import CalibrationItem, answer_docs
 from retrieval.conformal import Calibration
 from retrieval.ingest import IngestReport
@@ -54,7 +54,9 @@ class QueryRequest(_Strict):
         None, ge=1, le=5, description="Retrieval rounds; accepted, applied once the critic lands."
     )
     stream: bool = Field(
-        False, description="Server-sent events; accepted, applied once streaming lands."
+        False,
+        description="Answer as server-sent events (also chosen by `Accept: text/event-stream`): "
+        "`token`, `round`, `citations`, `done` (this same response), `error`.",
     )
 
 
@@ -86,12 +88,22 @@ class QueryTimingsOut(TimingsOut):
     critic: float
 
 
+class UsageOut(BaseModel):
+    """Generator tokens over every LLM call of the query."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
 class RoundOut(BaseModel):
     """One retrieval round of the SIM-RAG loop."""
 
     index: int
     query: str = Field(description="What was searched: the question, then rewritten queries.")
     chunks_added: list[str] = Field(description="Ids of chunks this round added to the context.")
+    chunks_evicted: list[str] = Field(
+        description="Ids of earlier chunks a later round's hits displaced (prompt budget)."
+    )
     answer: str = Field(description="The reasoner's answer from the context so far.")
     unsure: bool
     critic_score: float | None = Field(description="P(sufficient); null without a critic.")
@@ -153,7 +165,10 @@ class QueryResponse(RetrievalFields):
     abstained: bool = Field(description="No round's evidence sufficed: the answer is a refusal.")
     candidate: CandidateOut | None = Field(description="Best rejected answer when abstaining.")
     rounds: list[RoundOut]
+    critic: str | None = Field(description="The critic that judged the rounds; null = none.")
+    tau: float | None = Field(description="A round is accepted when its critic score >= tau.")
     llm_calls: int
+    usage: UsageOut
     warnings: list[str]
     model: str
     timings_ms: QueryTimingsOut
@@ -201,6 +216,28 @@ def to_retrieve_response(retrieval: Retrieval, request_id: str) -> RetrieveRespo
     )
 
 
+class TokenEvent(BaseModel):
+    """SSE ``token``: a piece of round ``round``'s answer as vLLM decodes it. A later round
+    event says whether that round's answer stands; ``done`` carries the final one."""
+
+    round: int
+    text: str
+
+
+def to_round_out(r: Round) -> RoundOut:
+    return RoundOut(
+        index=r.index,
+        query=r.query,
+        chunks_added=r.added,
+        chunks_evicted=r.evicted,
+        answer=r.reasoning.answer,
+        unsure=r.reasoning.unsure,
+        critic_score=r.critic_score,
+        decision=r.decision,
+        timings_ms=r.timings_ms,
+    )
+
+
 def to_query_response(outcome: QueryOutcome, request_id: str) -> QueryResponse:
     candidate = outcome.candidate
     return QueryResponse(
@@ -215,20 +252,13 @@ def to_query_response(outcome: QueryOutcome, request_id: str) -> QueryResponse:
             critic_score=candidate.critic_score,
             round=candidate.index,
         ),
-        rounds=[
-            RoundOut(
-                index=r.index,
-                query=r.query,
-                chunks_added=r.added,
-                answer=r.reasoning.answer,
-                unsure=r.reasoning.unsure,
-                critic_score=r.critic_score,
-                decision=r.decision,
-                timings_ms=r.timings_ms,
-            )
-            for r in outcome.rounds
-        ],
+        rounds=[to_round_out(r) for r in outcome.rounds],
+        critic=outcome.critic,
+        tau=outcome.tau,
         llm_calls=outcome.llm_calls,
+        usage=UsageOut(
+            prompt_tokens=outcome.usage.prompt, completion_tokens=outcome.usage.completion
+        ),
         warnings=outcome.warnings,
         model=outcome.model,
     )

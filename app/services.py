@@ -78,10 +78,6 @@ def check_critic(settings: Settings) -> None:
         make_critic("features", weights_path=settings.critic_weights)
 
 
-def _tau(critic: Critic | None) -> float:
-    return critic.tau if critic is not None else 0.5
-
-
 @dataclass
 class Services:
     """The long-lived parts of one server (or CLI) process."""
@@ -116,7 +112,7 @@ def build_services(settings: Settings) -> Services:
         default_top_k=settings.default_top_k,
         max_chunks=settings.max_chunks,
         max_rounds=settings.max_rounds,
-        tau=settings.critic_tau if settings.critic_tau is not None else _tau(critic),
+        tau=settings.critic_tau,
         abstain_answer=settings.abstain_answer,
     )
     retriever = Retriever(

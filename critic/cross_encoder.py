@@ -219,7 +219,8 @@ class RemoteCrossEncoderCritic:
     """The API's side of the critic worker: ``POST {url}/score`` with one round.
 
     Raises ``CriticUnavailable`` when the worker is down, slow or answers nonsense, so the
-    pipeline can fall back to the features critic or answer 503.
+    pipeline can fall back to the features critic or answer 503. ``tau`` is the worker's
+    trained threshold once it has answered (0.5 until then; ``COVRAG_CRITIC_TAU`` overrides).
     """
 
     name = "cross-encoder"
@@ -235,12 +236,16 @@ class RemoteCrossEncoderCritic:
             async with asyncio.timeout(self._timeout_s):
                 response = await self._client.post(self._url, json={"items": [item.to_json()]})
             response.raise_for_status()
-            score = response.json()["scores"][0]
+            body = response.json()
+            score = body["scores"][0]
         except (TimeoutError, httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
             why = f"{type(exc).__name__} {exc}".strip()
             raise CriticUnavailable(f"critic worker {self._url}: {why}") from exc
         if not isinstance(score, int | float) or not 0.0 <= score <= 1.0:
             raise CriticUnavailable(f"critic worker {self._url} answered {score!r}")
+        tau = body.get("tau")
+        if isinstance(tau, int | float) and 0.0 <= tau <= 1.0:
+            self.tau = float(tau)
         return float(score)
 
     async def aclose(self) -> None:

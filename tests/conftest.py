@@ -98,7 +98,10 @@ def embedder_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    """Settings on a fresh data dir, generator pointed nowhere (tests that need it override)."""
+    """Settings on a fresh data dir, generator pointed nowhere (tests that need it override),
+    no critic: one round per query (tests/app/test_critic_api.py covers the critic)."""
     return Settings(
-        data_dir=tmp_path / "data", generator_urls=[f"http://127.0.0.1:{free_port()}/v1"]
+        data_dir=tmp_path / "data",
+        generator_urls=[f"http://127.0.0.1:{free_port()}/v1"],
+        critic="off",
     )

@@ -46,6 +46,7 @@ class ScoreRequest(BaseModel):
 
 class ScoreResponse(BaseModel):
     scores: list[float] = Field(description="P(sufficient) per item, in request order.")
+    tau: float = Field(description="The model's trained accept threshold.")
 
 
 class Health(BaseModel):
@@ -69,7 +70,7 @@ def create_critic_app(model_dir: Path) -> FastAPI:
     def score(request: ScoreRequest) -> ScoreResponse:  # sync: FastAPI runs it in a thread
         items = [CriticInput.from_json(item.model_dump()) for item in request.items]
         with lock:
-            return ScoreResponse(scores=model.predict(items))
+            return ScoreResponse(scores=model.predict(items), tau=model.tau)
 
     return app
 

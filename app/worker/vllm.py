@@ -44,11 +44,9 @@ _WORKER_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
 }
 # --enforce-eager: torch.compile would add ~60 s to start-up for no gain at this model size.
+# The generator's dtype is chosen per CPU (cpu_dtype); the embedder is small enough for fp32.
 _KIND_ARGS: dict[str, tuple[str, list[str]]] = {
-    "generate": (
-        GENERATOR_NAME,
-        ["--dtype", "bfloat16", "--max-model-len", "2048", "--enforce-eager"],
-    ),
+    "generate": (GENERATOR_NAME, ["--max-model-len", "2048", "--enforce-eager"]),
     "embed": (EMBEDDER_NAME, ["--runner", "pooling", "--enforce-eager", "--dtype", "float32"]),
 }
 
@@ -194,6 +192,19 @@ def prepare_embedding_model(models_dir: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Worker processes
+
+
+def cpu_dtype(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX), else float32.
+
+    Without those units vLLM emulates bf16: on an AVX2-only EPYC, side by side, a 1,426-token
+    prompt took 39 s in bf16 and 9.4 s in fp32 (same weights; fp32 is also the exact one).
+    """
+    try:
+        flags = set(cpuinfo.read_text().split())
+    except OSError:
+        return "float32"
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 def _spec(kind: str) -> WorkerSpec:
@@ -383,6 +394,8 @@ def launch_worker(
     cmd = [str(vllm_python), "-m", "vllm.entrypoints.openai.api_server"]
     cmd += ["--model", str(model_dir.resolve()), "--served-model-name", served]
     cmd += ["--host", host, "--port", str(port), *extra]
+    if kind == "generate":
+        cmd += ["--dtype", cpu_dtype()]
     env = {**os.environ, **_WORKER_ENV}
     env.pop("VLLM_API_KEY", None)
     if api_key:

@@ -12,7 +12,7 @@ from itertools import pairwise
 import pytest
 
 from app.config import Settings
-from app.pipeline import LoopPolicy, Pipeline, QueryParams
+from app.pipeline import LATER_ROUND_CHUNKS, LoopPolicy, Pipeline, QueryParams
 from app.services import build_services
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput
@@ -115,11 +115,15 @@ async def test_rounds_add_only_unseen_chunks(pipeline: Pipeline) -> None:
     critic = ScriptedCritic([0.0, 0.0, 0.0])
     out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=critic, tau=0.5))
     added = [cid for r in out.rounds for cid in r.added]
-    assert len(added) == len(set(added))
+    assert len(added) == len(set(added))  # no chunk enters twice
+    evicted = [cid for r in out.rounds for cid in r.evicted]
     final = [c.id for c in out.rounds[-1].context]
-    assert final == added and len(set(final)) == len(final)
-    for before, after in pairwise(out.rounds):  # each round's context extends the previous one
-        assert [c.id for c in after.context] == [c.id for c in before.context] + after.added
+    assert final == [cid for cid in added if cid not in evicted]
+    for before, after in pairwise(out.rounds):  # a round keeps the earlier context, minus what
+        kept = [c.id for c in before.context if c.id not in after.evicted]  # it displaced
+        assert [c.id for c in after.context] == kept + after.added
+        assert len(after.added) <= LATER_ROUND_CHUNKS
+        assert before.context[0].id == after.context[0].id  # the question's best chunk stays
 
 
 async def test_without_a_critic_the_first_answer_stands(pipeline: Pipeline) -> None:

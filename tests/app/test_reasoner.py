@@ -57,11 +57,12 @@ async def test_reasoner_reads_fields_from_the_real_worker(generator_url: str) ->
     )
     try:
         reasoning = await reasoner.answer("Which center controls Hubble?", [passage])
-        query = await reasoner.next_query("Which center controls Hubble?", [passage], ["Hubble"])
+        rewrite = await reasoner.next_query("Which center controls Hubble?", [passage], ["Hubble"])
     finally:
         await generator.aclose()
     assert reasoning.answer and len(reasoning.answer) <= 100
     assert len(reasoning.rationale) <= 160
     assert reasoning.mean_logprob < 0
     assert reasoning.tokens < 96  # compact JSON finished before the token budget
-    assert 2 <= len(query) <= 80
+    assert 2 <= len(rewrite.query) <= 80
+    assert reasoning.usage.prompt > 0 and rewrite.usage.completion > 0

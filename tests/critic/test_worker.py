@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -31,6 +32,23 @@ def test_worker_scores_like_the_model_in_process(
     assert response.status_code == 200, response.text
     local = CrossEncoderModel.load(cross_encoder_dir, device="cpu").predict(items)
     assert response.json()["scores"] == pytest.approx(local, abs=1e-5)
+    assert response.json()["tau"] == health["tau"]
+
+
+def test_remote_critic_takes_the_workers_tau(
+    critic_worker_url: str, cross_encoder_dir: Path, rows: list[dict[str, Any]]
+) -> None:
+    critic = make_critic("cross-encoder", worker_url=critic_worker_url, timeout_s=60)
+
+    async def run() -> float:
+        try:
+            return await critic.score(row_input(rows[0]))
+        finally:
+            await critic.aclose()
+
+    assert critic.tau == 0.5  # nothing heard yet
+    assert 0.0 <= anyio.run(run) <= 1.0
+    assert critic.tau == read_info(cross_encoder_dir)["tau"]
 
 
 @pytest.mark.parametrize(

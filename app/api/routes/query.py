@@ -1,17 +1,40 @@
-"""``POST /v1/query``: one question in, a cited answer out."""
+"""``POST /v1/query``: one question in, a cited answer out — as JSON, or streamed as SSE."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from fastapi.sse import format_sse_event
 
 from app.api.deps import PipelineDep, RequestIdDep, SettingsDep
+from app.api.streaming import Failed, QueryStream, StreamItem
 from app.config import Settings
-from app.pipeline import QueryParams
-from app.schemas import ErrorOut, QueryRequest, QueryResponse, to_query_response
+from app.errors import classify
+from app.pipeline import AnswerText, Pipeline, QueryParams, Round
+from app.schemas import (
+    ErrorOut,
+    QueryRequest,
+    QueryResponse,
+    TokenEvent,
+    to_query_response,
+    to_round_out,
+)
 
 router = APIRouter(tags=["query"])
 
 ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422, 502, 503, 504)}
+SSE_DOC = {
+    "description": "The answer; with `stream` (or `Accept: text/event-stream`) a stream of "
+    "server-sent events: `token`, `round`, `citations`, `done`, `error`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+#: Proxies must not buffer or cache an event stream.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
@@ -25,9 +48,44 @@ def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
     )
 
 
-@router.post("/v1/query", response_model=QueryResponse, responses=ERRORS)  # type: ignore[arg-type]
+@router.post(
+    "/v1/query",
+    response_model=QueryResponse,
+    responses={200: SSE_DOC, **ERRORS},  # type: ignore[dict-item]
+)
 async def query(
-    body: QueryRequest, pipeline: PipelineDep, settings: SettingsDep, request_id: RequestIdDep
-) -> QueryResponse:
-    outcome = await pipeline.query(to_params(body, settings), request_id)
+    body: QueryRequest,
+    request: Request,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+) -> Response | QueryResponse:
+    params = to_params(body, settings)
+    if body.stream or "text/event-stream" in request.headers.get("accept", ""):
+        return await stream_query(pipeline, params, request_id)
+    outcome = await pipeline.query(params, request_id)
     return to_query_response(outcome, request_id)
+
+
+async def stream_query(pipeline: Pipeline, params: QueryParams, request_id: str) -> Response:
+    """The query as covrag's SSE events: ``token``… ``round``… ``citations``, ``done``."""
+    stream = await QueryStream.start(pipeline, params, request_id)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for item in stream.events():
+            for name, payload in _sse_events(item, request_id):
+                yield format_sse_event(event=name, data_str=json.dumps(payload))
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+def _sse_events(item: StreamItem, request_id: str) -> list[tuple[str, Any]]:
+    if isinstance(item, AnswerText):
+        return [("token", TokenEvent(round=item.round, text=item.text).model_dump(mode="json"))]
+    if isinstance(item, Round):
+        return [("round", to_round_out(item).model_dump(mode="json"))]
+    if isinstance(item, Failed):
+        _, body = classify(item.error)
+        return [("error", ErrorOut(error=body, request_id=request_id).model_dump(mode="json"))]
+    citations = [c.model_dump(mode="json") for c in item.citations]
+    return [("citations", citations), ("done", item.model_dump(mode="json"))]

@@ -1,0 +1,111 @@
+"""The OpenAI-compatible façade: ``GET /v1/models`` and ``POST /v1/chat/completions``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Response
+from fastapi.responses import StreamingResponse
+
+from app.api.deps import PipelineDep, RequestIdDep, SettingsDep
+from app.api.routes.query import ERRORS, SSE_HEADERS
+from app.api.streaming import Failed, QueryStream
+from app.errors import classify
+from app.openai_compat import (
+    MODEL_PREFIX,
+    ChatCompletion,
+    ChatRequest,
+    ModelCard,
+    ModelList,
+    chunk,
+    collection_of,
+    completion_of,
+    sources_text,
+)
+from app.pipeline import AnswerText, InvalidQuery, QueryParams, Round
+from app.schemas import ErrorOut, QueryResponse, to_query_response
+from retrieval.errors import CollectionNotFound
+
+router = APIRouter(tags=["openai"])
+
+
+@router.get("/v1/models")
+async def models(pipeline: PipelineDep) -> ModelList:
+    """``covrag`` (the default collection) and ``covrag/<collection>`` for each collection."""
+    names = await anyio.to_thread.run_sync(pipeline.store.list_collections)
+    cards = [ModelCard(id=MODEL_PREFIX)]
+    cards += [ModelCard(id=f"{MODEL_PREFIX}/{c.name}") for c in names]
+    return ModelList(data=cards)
+
+
+def to_params(body: ChatRequest, default_collection: str) -> QueryParams:
+    collection = collection_of(body.model, default_collection)
+    if collection is None:
+        raise CollectionNotFound(
+            f"model {body.model!r} is not served here: use {MODEL_PREFIX!r} or "
+            f"'{MODEL_PREFIX}/<collection>' (GET /v1/models lists them)"
+        )
+    turns = [(m.role, m.text()) for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1][0] != "user":
+        raise InvalidQuery("the last message must be the user's question", "messages")
+    return QueryParams(
+        question=turns[-1][1],
+        collection=collection,
+        top_k=body.top_k,
+        alpha=body.alpha,
+        max_rounds=body.max_rounds,
+        history=tuple(turns[:-1]),
+    )
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletion,
+    responses=ERRORS,  # type: ignore[arg-type]
+)
+async def chat_completions(
+    body: ChatRequest, pipeline: PipelineDep, settings: SettingsDep, request_id: RequestIdDep
+) -> Response | ChatCompletion:
+    """The last user message is the question; earlier turns make it self-contained."""
+    params = to_params(body, settings.default_collection)
+    if not body.stream:
+        outcome = await pipeline.query(params, request_id)
+        return completion_of(to_query_response(outcome, request_id), body.model)
+    stream = await QueryStream.start(pipeline, params, request_id)
+    live = pipeline.critic is None  # nothing can overrule round 0: its text goes out as decoded
+
+    async def frames() -> AsyncIterator[bytes]:
+        def data(payload: dict[str, Any]) -> bytes:
+            return f"data: {json.dumps(payload)}\n\n".encode()
+
+        yield data(chunk(request_id, body.model, {"role": "assistant", "content": ""}))
+        pending: dict[int, list[str]] = {}  # a round's text, held until the critic accepts it
+        sent = False
+        async for item in stream.events():
+            text = ""
+            if isinstance(item, AnswerText):
+                if live:
+                    text = item.text
+                else:
+                    pending.setdefault(item.round, []).append(item.text)
+            elif isinstance(item, Round) and item.decision == "accept" and not live:
+                text = "".join(pending.get(item.index, []))
+            elif isinstance(item, QueryResponse):
+                text = ("" if sent else item.answer) + sources_text(item)
+                extra = {"covrag": item.model_dump(mode="json")}
+                if text:
+                    yield data(chunk(request_id, body.model, {"content": text}))
+                yield data(chunk(request_id, body.model, {}, "stop", extra))
+                continue
+            elif isinstance(item, Failed):
+                _, error = classify(item.error)
+                yield data(ErrorOut(error=error, request_id=request_id).model_dump(mode="json"))
+            if text:
+                sent = True
+                yield data(chunk(request_id, body.model, {"content": text}))
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)

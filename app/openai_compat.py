@@ -1,0 +1,144 @@
+"""The OpenAI chat-completions wire format over covrag's query (``/v1/chat/completions``).
+
+So the official ``openai`` client, and every tool built on it, can use covrag as a model. The
+model name picks the collection (``covrag`` = the default one, ``covrag/<collection>``); the last
+user message is the question and earlier turns help rewrite it into a standalone one. Sources
+are listed as numbered lines after the answer, and the full covrag response (citations,
+rounds, the conformal guarantee) rides along in the extra field ``covrag``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.schemas import QueryResponse
+
+#: Served model names: the default collection, and ``covrag/<collection>``.
+MODEL_PREFIX = "covrag"
+
+
+class ContentPart(BaseModel):
+    type: str
+    text: str = ""
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # name, tool_call_id …: accepted, unused
+
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    """The fields covrag reads; OpenAI sampling options it does not use are accepted and
+    ignored (the server's settings own the generator), so stock clients work unchanged."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="`covrag` (default collection) or `covrag/<collection>`.")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1, description="One choice only.")
+    # covrag's own knobs (the openai client sends them with extra_body=)
+    alpha: float | None = Field(None, gt=0, lt=1)
+    top_k: int | None = Field(None, ge=1, le=100)
+    max_rounds: int | None = Field(None, ge=1, le=5)
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "covrag"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop"] = "stop"
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    covrag: QueryResponse = Field(description="covrag's full answer: citations, rounds, α…")
+
+
+def collection_of(model: str, default: str) -> str | None:
+    """The collection a model name asks for; None when it is not one of ours."""
+    if model == MODEL_PREFIX:
+        return default
+    prefix = MODEL_PREFIX + "/"
+    return model[len(prefix) :] or None if model.startswith(prefix) else None
+
+
+def sources_text(response: QueryResponse) -> str:
+    """Numbered source lines for the passages the answer stands on."""
+    if response.abstained or not response.citations:
+        return ""
+    cited = [c for c in response.citations if c.cited] or response.citations
+    return "\n\nSources:\n" + "\n".join(f"[{c.n}] {c.title} ({c.doc_id})" for c in cited)
+
+
+def completion_of(response: QueryResponse, model: str) -> ChatCompletion:
+    usage = response.usage
+    return ChatCompletion(
+        id=f"chatcmpl-{response.request_id}",
+        created=int(time.time()),
+        model=model,
+        choices=[
+            Choice(message=AssistantMessage(content=response.answer + sources_text(response)))
+        ],
+        usage=Usage(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.prompt_tokens + usage.completion_tokens,
+        ),
+        covrag=response,
+    )
+
+
+def chunk(
+    request_id: str,
+    model: str,
+    delta: dict[str, str],
+    finish: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One ``chat.completion.chunk``."""
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **(extra or {}),
+    }

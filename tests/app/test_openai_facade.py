@@ -1,0 +1,115 @@
+"""The OpenAI-compatible façade, driven by the official ``openai`` client against the real
+vLLM CPU worker and real retrieval (the client talks through the app's TestClient)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from retrieval.types import Document
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "Which NASA center controls the Hubble Space Telescope?"
+
+
+@pytest.fixture
+def client(
+    settings: Settings, generator_url: str, wiki_sample: list[Document]
+) -> Iterator[openai.OpenAI]:
+    live = settings.model_copy(update={"generator_urls": [generator_url]})
+    with TestClient(create_app(live)) as http:
+        docs = [{"id": d.id, "title": d.title, "text": d.text} for d in wiki_sample]
+        assert http.post("/v1/collections/wiki/documents", json={"documents": docs}).is_success
+        yield openai.OpenAI(
+            base_url=f"{http.base_url}/v1", api_key="unused", http_client=http, max_retries=0
+        )
+
+
+def _covrag(obj: Any) -> dict[str, Any]:
+    extra: dict[str, Any] = obj.model_extra["covrag"]
+    return extra
+
+
+def test_models_list_the_collections(client: openai.OpenAI) -> None:
+    assert {m.id for m in client.models.list()} == {"covrag", "covrag/wiki"}
+
+
+def test_completion_with_numbered_sources(client: openai.OpenAI) -> None:
+    done = client.chat.completions.create(
+        model="covrag/wiki",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": QUESTION},
+        ],
+        extra_body={"top_k": 2},
+    )
+    covrag = _covrag(done)
+    (choice,) = done.choices
+    assert choice.finish_reason == "stop" and choice.message.role == "assistant"
+    answer, _, sources = choice.message.content.partition("\n\nSources:\n")
+    assert answer == covrag["answer"]
+    cited = [c for c in covrag["citations"] if c["cited"]] or covrag["citations"]
+    assert sources.splitlines() == [f"[{c['n']}] {c['title']} ({c['doc_id']})" for c in cited]
+    assert done.usage.completion_tokens == covrag["usage"]["completion_tokens"] > 0
+    assert done.usage.total_tokens > done.usage.prompt_tokens > 0
+    assert done.id == f"chatcmpl-{covrag['request_id']}"
+
+
+def test_streamed_completion_matches_its_final_answer(client: openai.OpenAI) -> None:
+    chunks = list(
+        client.chat.completions.create(
+            model="covrag",  # the default collection
+            messages=[{"role": "user", "content": QUESTION}],
+            stream=True,
+            extra_body={"top_k": 2},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    covrag = _covrag(chunks[-1])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert len(chunks) > 4  # the answer arrived in pieces, as vLLM decoded it
+    answer, _, sources = text.partition("\n\nSources:\n")
+    assert answer.strip() == covrag["answer"]
+    assert sources.startswith("[")
+
+
+def test_earlier_turns_make_the_question_standalone(client: openai.OpenAI) -> None:
+    done = client.chat.completions.create(
+        model="covrag/wiki",
+        messages=[
+            {"role": "user", "content": "Tell me about the Hubble Space Telescope."},
+            {"role": "assistant", "content": "It is a space telescope launched in 1990."},
+            {"role": "user", "content": "Which NASA center controls it?"},
+        ],
+        extra_body={"top_k": 2},
+    )
+    covrag = _covrag(done)
+    assert covrag["llm_calls"] == 2  # the standalone rewrite, then the answer
+    assert covrag["rounds"][0]["query"]  # what was searched: the rewritten question
+
+
+def test_bad_requests_get_openai_style_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": QUESTION}]
+        )
+    with pytest.raises(openai.UnprocessableEntityError, match="last message"):
+        client.chat.completions.create(
+            model="covrag",
+            messages=[
+                {"role": "user", "content": QUESTION},
+                {"role": "assistant", "content": "GSFC."},
+            ],
+        )
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(
+            model="covrag", messages=[{"role": "user", "content": QUESTION}], n=2
+        )
