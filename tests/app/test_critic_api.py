@@ -86,4 +86,4 @@ def test_critic_worker_down(
     else:
         assert r.status_code == 503, r.text
         assert "critic" in r.json()["error"]["message"]
-        assert r.json()["error"]["request_id"] == r.headers["X-Request-ID"]
+        assert r.json()["request_id"] == r.headers["X-Request-ID"]
