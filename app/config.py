@@ -94,6 +94,9 @@ class Settings(BaseSettings):
         "or refuse with 422.",
     )
     max_question_chars: int = Field(4000, ge=1, description="Longest accepted question.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413."
+    )
     max_context_chars: int = Field(
         6000,
         ge=200,

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
+from app.api.guard import guard_body
 from app.api.main import api_router
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
@@ -48,10 +49,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def request_id(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        """Accept or mint an ``X-Request-ID``; it reaches the response and the vLLM call."""
+        """Accept or mint an ``X-Request-ID`` (it reaches the response and the vLLM call); refuse
+        bodies no route could parse."""
         rid = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
         request.state.request_id = rid
-        response = await call_next(request)
+        response = await guard_body(request, settings.max_body_bytes) or await call_next(request)
         response.headers["X-Request-ID"] = rid
         return response
 

@@ -6,6 +6,7 @@ The generator URL points at a closed port here, so these tests also pin the 503 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -148,3 +149,29 @@ def test_documents_survive_a_restart(settings: Settings) -> None:
         info = second.get("/v1/collections/docs").json()
         assert (info["documents"], info["chunks"]) == (2, 2)
         assert second.post("/v1/collections/docs/documents", json=DOCS).json()["unchanged"] == 2
+
+
+def test_bodies_no_route_could_parse_change_nothing(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_body_bytes": 2048})
+    with TestClient(create_app(small)) as c:
+        url = "/v1/collections/docs/documents"
+        err = _error(c.post(url, content=b"{}", headers={"Content-Type": "text/plain"}), 415)
+        assert "application/json" in err["error"]["message"]
+        _error(c.post(url, content=b"{}"), 415, "unsupported_media_type")  # no content type
+        big = {"documents": [{"id": "big", "text": "x" * 4000}]}
+        err = _error(c.post(url, json=big), 413, "payload_too_large")
+        assert "2,048-byte" in err["error"]["message"]
+
+        def chunked() -> Iterator[bytes]:  # no Content-Length: counted while read
+            yield b'{"documents": [{"id": "big", "text": "'
+            yield b"x" * 4000
+            yield b'"}]}'
+
+        r = c.post(url, content=chunked(), headers={"Content-Type": "application/json"})
+        _error(r, 413, "payload_too_large")
+        latin1 = '{"documents": [{"id": "é", "text": "café"}]}'.encode("latin-1")
+        r = c.post(url, content=latin1, headers={"Content-Type": "application/json"})
+        _error(r, 400, "invalid_encoding")
+        assert c.get("/v1/collections").json()["collections"] == []  # nothing was written
+        ok = c.post(url, json=DOCS, headers={"Content-Type": "application/json; charset=utf-8"})
+        assert ok.status_code == 200, ok.text
