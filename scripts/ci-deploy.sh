@@ -358,41 +358,29 @@ done_step "helm (${#VARIANTS[@]} value sets)"
 
 # ---------------------------------------------------------------------------------------------
 step "negative checks: values that must be rejected"
-printf '# must fail: replicas is an integer\napi:\n  replicas: "three"\n' > "$OUT/values-wrong-type.yaml"
+# must_fail_render NAME VALUES PATTERN WHAT: rendering with VALUES must fail, saying PATTERN.
+must_fail_render() {
+    local values="$OUT/values-$1.yaml" log="$OUT/template-$1.log"
+    printf '%b' "$2" > "$values"
+    if "$PY" scripts/helm_sdk.py template "$CHART" -f "$values" -o "$OUT/rendered-$1.yaml" > "$log" 2>&1; then
+        fail "helm template accepted $4"
+    fi
+    grep -q -F -- "$3" "$log" || { cat "$log"; fail "render of $4 failed, but not with: $3"; }
+    echo "    $4 -> FAIL as it must: $(grep -m1 -F -- "$3" "$log" | cut -c1-160)"
+}
+must_fail_render wrong-type '# must fail: replicas is an integer\napi:\n  replicas: "three"\n' \
+    "/api/replicas': got string, want integer" 'api.replicas: "three"'
 if "$PY" scripts/helm_sdk.py lint "$CHART" -f "$OUT/values-wrong-type.yaml" --strict > "$OUT/lint-wrong-type.log" 2>&1; then
     cat "$OUT/lint-wrong-type.log"; fail "helm lint accepted api.replicas: \"three\""
 fi
 grep -q "/api/replicas" "$OUT/lint-wrong-type.log" || { cat "$OUT/lint-wrong-type.log"; fail "lint failed, but not on /api/replicas"; }
-if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-wrong-type.yaml" -o "$OUT/rendered-wrong-type.yaml" > "$OUT/template-wrong-type.log" 2>&1; then
-    fail "helm template rendered api.replicas: \"three\""
-fi
-grep -q "/api/replicas': got string, want integer" "$OUT/template-wrong-type.log" \
-    || { cat "$OUT/template-wrong-type.log"; fail "render failed, but not with the schema's type error"; }
-echo "    api.replicas: \"three\" -> lint and render FAIL as they must: $(grep -m1 -o "at '/api/replicas'.*" "$OUT/template-wrong-type.log")"
-printf 'qdrant:\n  replicaz: 3\n' > "$OUT/values-typo.yaml"
-if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-typo.yaml" -o "$OUT/rendered-typo.yaml" > "$OUT/template-typo.log" 2>&1; then
-    fail "helm template accepted an unknown key qdrant.replicaz"
-fi
-echo "    qdrant.replicaz (typo) -> FAIL: $(grep -m1 -o "additional propert.*" "$OUT/template-typo.log")"
-printf 'api:\n  store: edge\n' > "$OUT/values-edge-hpa.yaml"
-if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-edge-hpa.yaml" -o "$OUT/rendered-edge-hpa.yaml" > "$OUT/template-edge-hpa.log" 2>&1; then
-    fail "helm template accepted store=edge with the HPA on"
-fi
-echo "    api.store=edge with autoscaling -> FAIL: $(grep -m1 -o "api.store=edge keeps[^:]*" "$OUT/template-edge-hpa.log")"
-printf 'critic:\n  enabled: "yes"\n' > "$OUT/values-critic-type.yaml"
-if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-critic-type.yaml" -o "$OUT/rendered-critic-type.yaml" > "$OUT/template-critic-type.log" 2>&1; then
-    fail "helm template accepted critic.enabled: \"yes\""
-fi
-grep -q "/critic/enabled': got string, want boolean" "$OUT/template-critic-type.log" \
-    || { cat "$OUT/template-critic-type.log"; fail "render failed, but not with the schema's type error on /critic/enabled"; }
-echo "    critic.enabled: \"yes\" -> FAIL: $(grep -m1 -o "at '/critic/enabled'.*" "$OUT/template-critic-type.log")"
-printf 'critic:\n  enabled: true\napi:\n  config:\n    COVRAG_CRITIC: features\n' > "$OUT/values-critic-twice.yaml"
-if "$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-critic-twice.yaml" -o "$OUT/rendered-critic-twice.yaml" > "$OUT/template-critic-twice.log" 2>&1; then
-    fail "helm template accepted api.config.COVRAG_CRITIC beside critic.enabled"
-fi
-grep -q "critic.enabled=true sets COVRAG_CRITIC " "$OUT/template-critic-twice.log" \
-    || { cat "$OUT/template-critic-twice.log"; fail "render failed, but not on COVRAG_CRITIC in api.config"; }
-echo "    critic.enabled with api.config.COVRAG_CRITIC -> FAIL: $(grep -m1 -o "critic.enabled=true sets[^:]*" "$OUT/template-critic-twice.log")"
+must_fail_render typo 'qdrant:\n  replicaz: 3\n' "additional propert" "an unknown key qdrant.replicaz"
+must_fail_render edge-hpa 'api:\n  store: edge\n' "api.store=edge keeps" \
+    "store=edge with the HPA on"
+must_fail_render critic-type 'critic:\n  enabled: "yes"\n' \
+    "/critic/enabled': got string, want boolean" 'critic.enabled: "yes"'
+must_fail_render critic-twice 'critic:\n  enabled: true\napi:\n  config:\n    COVRAG_CRITIC: features\n' \
+    "critic.enabled=true sets COVRAG_CRITIC " "api.config.COVRAG_CRITIC beside critic.enabled"
 done_step "negative checks"
 
 # ---------------------------------------------------------------------------------------------
