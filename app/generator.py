@@ -238,8 +238,12 @@ class _StreamReader:
     """Reads vLLM's SSE chunks, passing text on as it comes, into the non-streamed reply shape."""
 
     on_text: TextSink
-    started: bool = False
     parts: list[str] = field(default_factory=list)
+
+    @property
+    def started(self) -> bool:
+        """Text has gone out to ``on_text``: too late to fail over."""
+        return bool(self.parts)
 
     async def read(self, response: httpx.Response) -> dict[str, Any]:
         model, usage, finish = None, {}, None
@@ -255,7 +259,6 @@ class _StreamReader:
                 finish = choice.get("finish_reason") or finish
                 text = (choice.get("delta") or {}).get("content")
                 if text:
-                    self.started = True
                     self.parts.append(text)
                     await self.on_text(text)
         message = {"content": "".join(self.parts)}

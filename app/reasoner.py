@@ -28,11 +28,15 @@ ANSWER_SCHEMA = {
     "required": ["answer", "unsure", "rationale"],
 }
 _FIELD = re.compile(r'"answer"\s*:\s*"((?:[^"\\]|\\.)*)"')
-QUERY_SCHEMA = {
-    "type": "object",
-    "properties": {"query": {"type": "string", "minLength": 2, "maxLength": 80}},
-    "required": ["query"],
-}
+
+
+def one_string_schema(key: str, min_length: int, max_length: int) -> dict[str, Any]:
+    """The schema of a reply that is one bounded string (what ``Reasoner._rewrite`` reads)."""
+    spec = {"type": "string", "minLength": min_length, "maxLength": max_length}
+    return {"type": "object", "properties": {key: spec}, "required": [key]}
+
+
+QUERY_SCHEMA = one_string_schema("query", 2, 80)
 
 _ANSWER_SYSTEM = (
     "You answer questions using only the numbered passages. Reply as JSON with: "
@@ -49,11 +53,7 @@ _QUERY_SYSTEM = (
     'Example: question "When did the founder of Acme die?", passage "Acme was founded by John '
     'Smith." -> {"query": "John Smith"}'
 )
-STANDALONE_SCHEMA = {
-    "type": "object",
-    "properties": {"question": {"type": "string", "minLength": 3, "maxLength": 300}},
-    "required": ["question"],
-}
+STANDALONE_SCHEMA = one_string_schema("question", 3, 300)
 _STANDALONE_SYSTEM = (
     "Rewrite the user's last question so it can be understood without the conversation: "
     "replace words like he, she, it, they or that with the names they stand for. Reply as "
@@ -119,8 +119,12 @@ class Reasoning:
     rationale: str
     unsure: bool
     mean_logprob: float
-    tokens: int
     usage: TokenUsage
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the reply (the critic's answer-length signal)."""
+        return self.usage.completion
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +186,6 @@ class Reasoner:
             rationale=rationale,
             unsure=unsure,
             mean_logprob=completion.mean_logprob or 0.0,
-            tokens=completion.completion_tokens,
             usage=_usage(completion),
         )
 
