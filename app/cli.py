@@ -12,6 +12,7 @@ import httpx
 import typer
 from tqdm import tqdm
 
+from app.auth import KeyRing
 from app.calibration import calibrate_generated, calibration_summary
 from app.cli_critic import train_critic, worker_critic
 from app.cli_eval import eval_cli
@@ -19,6 +20,7 @@ from app.cli_qa import qa as qa_eval
 from app.cli_qa import selfpractice
 from app.config import Settings, get_settings
 from app.generator import GeneratorError
+from app.logs import configure_logging
 from app.pipeline import QueryParams
 from app.schemas import to_query_response
 from app.services import (
@@ -27,6 +29,7 @@ from app.services import (
     build_services,
     build_store,
     check_critic,
+    invalidate_answers,
 )
 from critic.errors import CriticWeightsError
 from retrieval.calibration import CalibrationItem, load_qa
@@ -72,12 +75,21 @@ def serve(
     settings = get_settings().model_copy(update=updates)
     try:
         check_critic(settings)
-    except CriticWeightsError as exc:
+        KeyRing.load(settings.api_keys, settings.api_keys_file)
+    except (CriticWeightsError, OSError, ValueError) as exc:
         typer.echo(f"covrag: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"covrag API on http://{settings.host}:{settings.port}  (docs: /docs)")
     typer.echo(f"try:\n  {_example_curl(settings)}\n")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    configure_logging(settings.log_level, json=settings.log_format == "json")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # uvicorn's loggers go through configure_logging's handler too
+        access_log=False,  # the request middleware logs each request, with its id and route
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # SIGTERM drains in-flight requests
+    )
 
 
 @cli.command()
@@ -106,6 +118,7 @@ def ingest(
         raise typer.Exit(2) from exc
     finally:
         store.close()
+    asyncio.run(invalidate_answers(settings, name))
     typer.echo(json.dumps(asdict(report)))
 
 
@@ -186,6 +199,7 @@ def calibrate(
     else:
         assert generate is not None
         result = asyncio.run(_calibrate_generated(settings, name, generate, seed, alpha))
+    asyncio.run(invalidate_answers(settings, name))
     typer.echo(json.dumps(result))
 
 

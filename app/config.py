@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.auth import ApiKeySpec
+
 
 class Settings(BaseSettings):
     """Runtime configuration, read from ``COVRAG_*`` environment variables and ``.env``."""
@@ -53,6 +55,9 @@ class Settings(BaseSettings):
     )
     embed_threads: int = Field(2, ge=1, description="Intra-op threads of in-process embedders.")
     embedder_timeout_s: float = Field(30.0, gt=0, description="Remote embedder timeout.")
+    embedder_retries: int = Field(
+        2, ge=0, le=10, description="Remote embedder retries (jittered backoff) on 5xx or refusal."
+    )
 
     # --- generator (vLLM, OpenAI-compatible) ---------------------------------------------
     generator_urls: Annotated[list[str], NoDecode] = Field(
@@ -64,6 +69,18 @@ class Settings(BaseSettings):
     generator_api_key: str | None = Field(None, description="Bearer key for the vLLM servers.")
     generator_timeout_s: float = Field(60.0, gt=0, description="Whole-request generator timeout.")
     generator_connect_timeout_s: float = Field(2.0, gt=0, description="Connect timeout per try.")
+    generator_max_concurrency: int = Field(
+        8, ge=1, description="Generator calls in flight per API process."
+    )
+    generator_max_queue: int = Field(
+        64, ge=0, description="Generator calls waiting for a slot; more get 503 generator_busy."
+    )
+    generator_breaker_failures: int = Field(
+        3, ge=1, description="Consecutive failures that open a replica's circuit breaker."
+    )
+    generator_breaker_cooldown_s: float = Field(
+        10.0, gt=0, description="An open breaker lets one trial call through after this long."
+    )
     max_tokens: int = Field(128, ge=1, le=4096, description="Answer token budget.")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
 
@@ -103,6 +120,38 @@ class Settings(BaseSettings):
         description="Passage text per prompt; keeps it inside the model's 2,048 tokens.",
     )
 
+    # --- Redis, answer cache, API keys, jobs ---------------------------------------------
+    redis_url: str | None = Field(
+        None, description="Redis for cache, rate limits and jobs; unset = in-process equivalents."
+    )
+    redis_prefix: str = Field("covrag:", description="Prefix of every Redis key covrag writes.")
+    redis_timeout_s: float = Field(0.5, gt=0, description="Per-command Redis timeout.")
+    answer_cache_ttl_s: int = Field(
+        600, ge=0, description="Seconds a cached answer lives; 0 turns the answer cache off."
+    )
+    cache_max_entries: int = Field(
+        10_000, ge=1, description="In-process caches (no Redis): answers and query embeddings."
+    )
+    api_keys: list[ApiKeySpec] = Field(
+        [],
+        description='API keys, a JSON list of {"name", "key" or "sha256", "collections", '
+        '"rate_limit_per_minute", "rate_limit_burst"}; none (and no file) = open server.',
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A secret file with more keys (same JSON)."
+    )
+    rate_limit_on_error: Literal["open", "closed"] = Field(
+        "open", description="Redis down: admit requests unchecked (open) or answer 503 (closed)."
+    )
+    job_lease_s: float = Field(
+        30.0, gt=0, description="A job whose runner is silent this long is resumed elsewhere."
+    )
+    job_max_attempts: int = Field(3, ge=1, description="Interrupted runs before a job fails.")
+    ready_timeout_s: float = Field(5.0, gt=0, description="Bound on each /readyz check.")
+    require_calibration: bool = Field(
+        False, description="/readyz fails unless the default collection has a fresh calibration."
+    )
+
     # --- sufficiency critic and rounds (SIM-RAG) --------------------------------------
     critic: Literal["features", "cross-encoder", "llm-judge", "off"] = Field(
         "features",
@@ -140,6 +189,16 @@ class Settings(BaseSettings):
     # --- HTTP ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Bind address of `covrag serve`.")
     port: int = Field(8080, ge=1, le=65535, description="Port of `covrag serve`.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, in-flight requests get this long to finish."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of `covrag serve`."
+    )
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="`covrag serve` logs: one JSON object per line (with the request id), or text.",
+    )
 
     # --- local vLLM worker (`covrag worker vllm`) ---------------------------------------
     vllm_python: Path = Field(

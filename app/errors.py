@@ -8,13 +8,24 @@ request_id}``.
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+from starlette.types import Scope
 
-from app.generator import GeneratorRejected, GeneratorTimeout, GeneratorUnavailable
+from app.auth import AuthError, Forbidden, RateLimited, RateLimiterUnavailable
+from app.generator import (
+    GeneratorBusy,
+    GeneratorRejected,
+    GeneratorTimeout,
+    GeneratorUnavailable,
+)
 from app.jobs import JobNotFound
 from app.pipeline import InvalidQuery
 from app.schemas import ErrorBody, ErrorOut
@@ -51,9 +62,15 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (StoreUnavailable, 503, "store_unavailable"),
     (EmbedderUnavailable, 503, "embedder_unavailable"),
     (GeneratorUnavailable, 503, "generator_unavailable"),
+    (GeneratorBusy, 503, "generator_busy"),
     (GeneratorTimeout, 504, "generator_timeout"),
     (GeneratorRejected, 502, "generator_rejected"),
     (CriticUnavailable, 503, "critic_unavailable"),
+    (AuthError, 401, "unauthorized"),
+    (Forbidden, 403, "forbidden"),
+    (RateLimited, 429, "rate_limited"),
+    (RateLimiterUnavailable, 503, "rate_limiter_unavailable"),
+    (RedisError, 503, "redis_unavailable"),  # jobs cannot be stored or read without it
 ]
 
 
@@ -62,12 +79,21 @@ def request_id_of(request: Request) -> str | None:
 
 
 def error_response(
-    request: Request, status: int, type_: str, message: str, param: str | None = None
+    request: Request,
+    status: int,
+    type_: str,
+    message: str,
+    param: str | None = None,
+    retry_after: float | None = None,
 ) -> JSONResponse:
+    """The error envelope; ``retry_after`` (seconds) becomes a ``Retry-After`` header, so a
+    client told 429 or 503 knows when to come back."""
     body = ErrorOut(
         error=ErrorBody(type=type_, message=message, param=param), request_id=request_id_of(request)
     )
-    headers = {"X-Request-ID": body.request_id} if body.request_id else None
+    headers = {"X-Request-ID": body.request_id} if body.request_id else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
@@ -84,7 +110,11 @@ def classify(exc: Exception) -> tuple[int, ErrorBody]:
 
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     status, body = classify(exc)
-    return error_response(request, status, body.type, body.message, body.param)
+    retry_after = getattr(exc, "retry_after", None)
+    response = error_response(request, status, body.type, body.message, body.param, retry_after)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="covrag"'
+    return response
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -107,7 +137,17 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(request, exc.status_code, type_, str(exc.detail))
+    response = error_response(request, exc.status_code, type_, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # Starlette's ``Allow`` names one route's methods, not the path's
+        response.headers["Allow"] = ", ".join(sorted(_allowed(request.scope)))
+    return response
+
+
+def _allowed(scope: Scope) -> set[str]:
+    """Every method some route serves at this request's path."""
+    routes = iter_route_contexts(scope["app"].routes)
+    return {m for r in routes if r.matches(scope)[0] is not Match.NONE for m in r.methods or ()}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,35 +1,62 @@
 """The vLLM client: a ``Generator`` protocol and ``VLLMGenerator`` over OpenAI-compatible servers.
 
-Replicas are tried round-robin; a connection error or a 5xx moves on to the next one. The
-whole call, failover included, is bounded by one deadline so a dead or hung worker gives a
-clean 503/504, never a hang.
+Replicas are tried round-robin; a connection error or a 5xx moves on to the next one. Each
+replica has a circuit breaker, so a dead one is skipped instead of costing every request a
+failed connect, and the call fails fast with a Retry-After once all are open. At most
+``max_concurrency`` calls are in flight and ``max_queue`` wait for a slot: a burst beyond that
+is refused at once (``GeneratorBusy``) rather than queued past the deadline on a CPU worker.
+The whole call, waiting and failover included, is bounded by one deadline so a dead or hung
+worker gives a clean 503/504, never a hang.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import random
 import re
-from collections.abc import Awaitable, Callable
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 
 #: Receives each piece of a streamed reply as it arrives.
 TextSink = Callable[[str], Awaitable[None]]
 
+BreakerState = Literal["closed", "open", "half_open"]
+#: How a replica failed, as counted in ``ReplicaStatus.errors_total``.
+FailureKind = Literal["connect", "reset", "http_5xx", "timeout"]
+
 #: Errors that say "this replica is not there": try the next one.
 _FAILOVER = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
+#: A refused call should come back after about this long: a CPU worker frees a slot in seconds.
+_BUSY_RETRY_S = 1.0
+#: ``ping`` is idempotent, so a replica restarting is retried rather than flapping readiness.
+_PING_ATTEMPTS = 3
+_PING_DEADLINE_S = 5.0
+_PING_BACKOFF_S = 0.2
 
 
 class GeneratorError(Exception):
-    """Base of the generator's errors."""
+    """Base of the generator's errors; ``retry_after`` (seconds), when known, becomes the
+    response's Retry-After header."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class GeneratorUnavailable(GeneratorError):
-    """No replica accepted the request (refused, reset, 5xx)."""
+    """No replica accepted the request (refused, reset, 5xx, every circuit open)."""
+
+
+class GeneratorBusy(GeneratorError):
+    """Every slot is taken and the queue is full: come back after ``retry_after``."""
 
 
 class GeneratorTimeout(GeneratorError):
@@ -76,6 +103,110 @@ class Completion:
     mean_logprob: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """One replica as the metrics see it."""
+
+    url: str
+    state: BreakerState
+    consecutive_failures: int
+    errors_total: dict[str, int]
+
+
+class CircuitBreaker:
+    """One replica's breaker, so a dead replica costs one fast skip instead of a failed call.
+
+    Closed until ``failures`` calls in a row fail; then open for ``cooldown_s``; then half-open,
+    letting one trial call through: its success closes the breaker, its failure opens it again.
+    Owned by one event loop, so no locking.
+    """
+
+    def __init__(
+        self, *, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if failures < 1:
+            raise ValueError("a breaker needs failures >= 1")
+        self._failures = failures
+        self._cooldown_s = cooldown_s
+        self._clock = clock
+        self._opened_at: float | None = None
+        self._trial = False
+        self.consecutive_failures = 0
+        self.errors_total: Counter[str] = Counter()
+
+    @property
+    def state(self) -> BreakerState:
+        if self._opened_at is None:
+            return "closed"
+        return "half_open" if self._trial or self.retry_after() == 0 else "open"
+
+    @property
+    def blocked(self) -> bool:
+        """Open and cooling down, or half-open with its one trial already out."""
+        return self._opened_at is not None and (self._trial or self.retry_after() > 0)
+
+    def retry_after(self) -> float:
+        """Seconds until the breaker half-opens (0 unless it is open)."""
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self._opened_at + self._cooldown_s - self._clock())
+
+    def allow(self) -> bool:
+        """Whether a call may go to the replica now; when half-open, this call is the trial."""
+        if self.blocked:
+            return False
+        self._trial = self._opened_at is not None
+        return True
+
+    def success(self) -> None:
+        self._opened_at, self._trial, self.consecutive_failures = None, False, 0
+
+    def failure(self, kind: FailureKind) -> None:
+        self.errors_total[kind] += 1
+        self.consecutive_failures += 1
+        # A failed trial opens it again; a call sent before it opened does not prolong cool-down.
+        if self._trial or (self._opened_at is None and self.consecutive_failures >= self._failures):
+            self._opened_at, self._trial = self._clock(), False
+
+    def abandon(self) -> None:
+        """The trial ended without a verdict (the client went away): let the next call try."""
+        self._trial = False
+
+
+class _Admission:
+    """At most ``limit`` calls in flight and ``queue`` waiting; the next one is refused."""
+
+    def __init__(self, limit: int, queue: int) -> None:
+        if limit < 1 or queue < 0:
+            raise ValueError("need max_concurrency >= 1 and max_queue >= 0")
+        self._slots = asyncio.Semaphore(limit)
+        self._queue = queue
+        self._waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._slots.locked() and self._waiting >= self._queue:
+            raise GeneratorBusy(
+                f"generator busy: every slot taken and {self._waiting} calls waiting",
+                retry_after=_BUSY_RETRY_S,
+            )
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+@dataclass(frozen=True, slots=True)
+class _Replica:
+    url: str
+    breaker: CircuitBreaker
+
+
 class Generator(Protocol):
     """An OpenAI-compatible chat model behind one or more URLs."""
 
@@ -102,6 +233,10 @@ class Generator(Protocol):
         """Raise ``GeneratorError`` unless some replica answers a tiny request."""
         ...
 
+    def replicas(self) -> list[ReplicaStatus]:
+        """Each replica's circuit breaker, for metrics."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -121,12 +256,23 @@ class VLLMGenerator:
         api_key: str | None = None,
         timeout_s: float = 60.0,
         connect_timeout_s: float = 2.0,
+        max_concurrency: int = 8,
+        max_queue: int = 64,
+        breaker_failures: int = 3,
+        breaker_cooldown_s: float = 10.0,
     ) -> None:
         if not urls:
             raise ValueError("at least one generator URL is required")
         self.model = model
-        self._urls = [u.rstrip("/") for u in urls]
-        self._next = itertools.cycle(range(len(self._urls)))
+        self._replicas = [
+            _Replica(
+                u.rstrip("/"),
+                CircuitBreaker(failures=breaker_failures, cooldown_s=breaker_cooldown_s),
+            )
+            for u in urls
+        ]
+        self._next = itertools.cycle(range(len(self._replicas)))
+        self._admission = _Admission(max_concurrency, max_queue)
         self._deadline_s = timeout_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
@@ -178,7 +324,35 @@ class VLLMGenerator:
         )
 
     async def ping(self) -> None:
-        await self._request("GET", "/models", None, None, deadline_s=min(self._deadline_s, 5.0))
+        """Retried with jittered backoff (it is idempotent) within one 5 s budget; not once all
+        circuits are open, as nothing could answer before they half-open."""
+        end = time.monotonic() + min(self._deadline_s, _PING_DEADLINE_S)
+        for attempt in itertools.count(1):
+            try:
+                await self._request(
+                    "GET", "/models", None, None, deadline_s=end - time.monotonic(), admit=False
+                )
+                return
+            except GeneratorUnavailable as exc:
+                delay = _PING_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
+                if (
+                    exc.retry_after is not None
+                    or attempt == _PING_ATTEMPTS
+                    or time.monotonic() + delay >= end
+                ):
+                    raise
+                await asyncio.sleep(delay)
+
+    def replicas(self) -> list[ReplicaStatus]:
+        return [
+            ReplicaStatus(
+                url=r.url,
+                state=r.breaker.state,
+                consecutive_failures=r.breaker.consecutive_failures,
+                errors_total=dict(r.breaker.errors_total),
+            )
+            for r in self._replicas
+        ]
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -192,45 +366,116 @@ class VLLMGenerator:
         *,
         deadline_s: float,
         on_text: TextSink | None = None,
+        admit: bool = True,
     ) -> dict[str, Any]:
-        """One request, failing over between replicas until one answers.
+        """One request, failing over between replicas whose breakers let it through.
 
-        A streamed reply fails over only before its first piece of text: once text went out,
-        a broken stream is the caller's error (``GeneratorUnavailable``), not a silent retry.
+        ``admit``: take a concurrency slot first (generations do; the readiness ping must not
+        queue behind them). Waiting for the slot counts against the deadline, and a streamed
+        call keeps its slot until its stream ends or is cancelled.
         """
         headers = {"X-Request-ID": request_id} if request_id else {}
         failures: list[str] = []
         reader = _StreamReader(on_text) if on_text is not None else None
+        if all(r.breaker.blocked for r in self._replicas):
+            raise self._unavailable(failures)
+        slot = self._admission.slot() if admit else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(deadline_s):
-                for _ in range(len(self._urls)):
-                    url = self._urls[next(self._next)] + path
-                    try:
-                        async with self._client.stream(
-                            method, url, json=body, headers=headers
-                        ) as response:
-                            if response.status_code >= 400:
-                                await response.aread()
-                                if response.status_code < 500:
-                                    raise GeneratorRejected(
-                                        f"generator refused the request: {response.text[:300]}"
-                                    )
-                                failures.append(f"{url}: HTTP {response.status_code}")
-                                continue
-                            if reader is not None:
-                                return await reader.read(response)
-                            result: dict[str, Any] = json.loads(await response.aread())
-                            return result
-                    except _FAILOVER as exc:
-                        if reader is not None and reader.started:
-                            raise GeneratorUnavailable(
-                                f"{url}: the stream broke ({type(exc).__name__})"
-                            ) from exc
-                        failures.append(f"{url}: {type(exc).__name__}")
-                        continue
+            async with asyncio.timeout(deadline_s) as deadline, slot:
+                for replica in self._rotation():
+                    call = _Call(replica, deadline, reader, failures)
+                    result = await call.send(self._client, method, path, body, headers)
+                    if result is not None:
+                        return result
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise GeneratorTimeout(f"generator did not answer within {deadline_s:g} s") from exc
-        raise GeneratorUnavailable("no generator replica answered: " + "; ".join(failures))
+        raise self._unavailable(failures)
+
+    def _rotation(self) -> list[_Replica]:
+        """Every replica once, starting at the next in round-robin order."""
+        first = next(self._next)
+        return self._replicas[first:] + self._replicas[:first]
+
+    def _unavailable(self, failures: list[str]) -> GeneratorUnavailable:
+        """The error once no replica answered; with every circuit open it says when the first
+        half-opens, so the client is told when to come back instead of hammering."""
+        why = "; ".join(failures) or "every replica's circuit breaker is open"
+        retry_after = None
+        if all(r.breaker.blocked for r in self._replicas):
+            retry_after = min(r.breaker.retry_after() for r in self._replicas)
+        return GeneratorUnavailable(
+            f"no generator replica answered: {why}", retry_after=retry_after
+        )
+
+
+def _failure_kind(exc: httpx.HTTPError) -> FailureKind:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "timeout"
+    return "connect" if isinstance(exc, httpx.ConnectError) else "reset"
+
+
+@dataclass
+class _Call:
+    """One try at one replica, reporting its outcome to the replica's breaker."""
+
+    replica: _Replica
+    deadline: asyncio.Timeout
+    reader: _StreamReader | None
+    failures: list[str]
+
+    async def send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None,
+        headers: dict[str, str],
+    ) -> dict[str, Any] | None:
+        """The reply, or None to fail over (refused, reset, 5xx, or a skipped open breaker).
+
+        A streamed reply fails over only before its first piece of text: once text went out,
+        a broken stream is the caller's error (``GeneratorUnavailable``), not a silent retry.
+        """
+        breaker = self.replica.breaker
+        trial = breaker.state != "closed"
+        if not breaker.allow():
+            return None
+        url = self.replica.url + path
+        try:
+            async with client.stream(method, url, json=body, headers=headers) as response:
+                if response.status_code >= 500:
+                    await response.aread()
+                    return self._failed("http_5xx", f"HTTP {response.status_code}")
+                breaker.success()  # it answered, even if to refuse the request
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise GeneratorRejected(f"generator refused the request: {response.text[:300]}")
+                if self.reader is not None:
+                    return await self.reader.read(response)
+                result: dict[str, Any] = json.loads(await response.aread())
+                return result
+        except _FAILOVER as exc:
+            kind = _failure_kind(exc)
+            if self.reader is not None and self.reader.started:
+                breaker.failure(kind)
+                raise GeneratorUnavailable(
+                    f"{url}: the stream broke ({type(exc).__name__})"
+                ) from exc
+            return self._failed(kind, type(exc).__name__)
+        except httpx.TimeoutException:
+            breaker.failure("timeout")
+            raise
+        except BaseException as exc:  # the deadline cancels us; anything else is no verdict
+            if isinstance(exc, asyncio.CancelledError) and self.deadline.expired():
+                breaker.failure("timeout")
+            elif trial:
+                breaker.abandon()
+            raise
+
+    def _failed(self, kind: FailureKind, why: str) -> None:
+        self.replica.breaker.failure(kind)
+        self.failures.append(f"{self.replica.url}: {why}")
+        return None
 
 
 @dataclass

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
-from app.api.guard import guard_body
 from app.api.main import api_router
+from app.api.middleware import RequestMiddleware
+from app.background import job_runners
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.jobs import JobRegistry
+from app.metrics import Metrics
 from app.services import build_services
 
 log = logging.getLogger("covrag")
@@ -29,7 +30,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.pipeline = services.pipeline
         app.state.ingestor = services.ingestor
-        app.state.jobs = JobRegistry()
+        app.state.metrics.watch_generator(services.pipeline.generator)
+        app.state.answers = services.backends.answers
+        app.state.gate = services.gate
+        app.state.backends = services.backends
+        app.state.jobs = JobRegistry(
+            services.backends.job_store,
+            job_runners(services.pipeline, services.ingestor, services.backends.answers, settings),
+            lease_s=settings.job_lease_s,
+            max_attempts=settings.job_max_attempts,
+        )
+        await app.state.jobs.start(sweep=settings.redis_url is not None)
         log.info("covrag ready: store=%s embedder=%s", settings.store, settings.embedder)
         try:
             yield
@@ -44,18 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """Accept or mint an ``X-Request-ID`` (it reaches the response and the vLLM call); refuse
-        bodies no route could parse."""
-        rid = request.headers.get("x-request-id", "")[:128] or uuid.uuid4().hex
-        request.state.request_id = rid
-        response = await guard_body(request, settings.max_body_bytes) or await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+    app.state.metrics = metrics = Metrics()  # before the lifespan: the middleware records into it
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
 
     app.include_router(api_router)
     return app

@@ -14,19 +14,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import QueryResponse
+from app.schemas import JsonInt, MaxRounds, QueryResponse, TopK
 
 #: Served model names: the default collection, and ``covrag/<collection>``.
 MODEL_PREFIX = "covrag"
 
 
 class ContentPart(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     type: str
     text: str = ""
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # name, tool_call_id …: accepted, unused
+    model_config = ConfigDict(extra="ignore", strict=True)  # name, tool_call_id …: unused
 
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[ContentPart] | None = None
@@ -41,16 +43,33 @@ class ChatRequest(BaseModel):
     """The fields covrag reads; OpenAI sampling options it does not use are accepted and
     ignored (the server's settings own the generator), so stock clients work unchanged."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(
+        extra="ignore",
+        strict=True,  # typed as the schema states: `"stream": 0` is no boolean
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": MODEL_PREFIX,
+                    "messages": [
+                        {"role": "user", "content": "When was the Hubble Space Telescope launched?"}
+                    ],
+                }
+            ]
+        },
+    )
 
     model: str = Field(description="`covrag` (default collection) or `covrag/<collection>`.")
-    messages: list[ChatMessage] = Field(min_length=1, max_length=64)
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=64,
+        description="The last user or assistant message is the question: the user's, not blank.",
+    )
     stream: bool = False
-    n: int = Field(1, ge=1, le=1, description="One choice only.")
+    n: JsonInt = Field(1, ge=1, le=1, description="One choice only.")
     # covrag's own knobs (the openai client sends them with extra_body=)
     alpha: float | None = Field(None, gt=0, lt=1)
-    top_k: int | None = Field(None, ge=1, le=100)
-    max_rounds: int | None = Field(None, ge=1, le=5)
+    top_k: TopK | None = None
+    max_rounds: MaxRounds | None = None
 
 
 class ModelCard(BaseModel):

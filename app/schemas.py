@@ -8,40 +8,107 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from app.jobs import Job
 from app.pipeline import Citation, QueryOutcome, Round
 from retrieval.calibration import CalibrationItem, answer_docs
 from retrieval.conformal import Calibration
+from retrieval.errors import InvalidCollectionName
 from retrieval.ingest import IngestReport
 from retrieval.retriever import Retrieval
+from retrieval.store.base import COLLECTION_NAME, check_name
 from retrieval.types import CollectionInfo, Document
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body taken as its schema states it: no unknown fields, no coercion (``0`` is
+    not ``false``, ``"5"`` not ``5``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _collection_name(name: str) -> str:
+    try:
+        return check_name(name)
+    except InvalidCollectionName as exc:
+        raise ValueError(str(exc)) from None
+
+
+#: An integer as JSON Schema counts them: ``94.0`` too (strict ``int`` refuses any float),
+#: never ``"94"`` or ``true``. Bounds go before the validator, or the schema loses them.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+TopK = Annotated[int, Field(ge=1, le=100), BeforeValidator(_integral)]
+MaxRounds = Annotated[int, Field(ge=1, le=5), BeforeValidator(_integral)]
+#: What the stores can filter on: dotted paths of plain names; integers that JSON carries
+#: exactly (|n| < 2**53), well inside the stores' 64 bits.
+FilterKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
+FilterInt = Annotated[int, Field(ge=1 - 2**53, le=2**53 - 1), BeforeValidator(_integral)]
+
+# Checked with the core's own rule (and its message), announced in the schema as a pattern: a
+# client learns from the schema what the server refuses.
+NotBlank = Annotated[str, AfterValidator(_not_blank), Field(json_schema_extra={"pattern": r"\S"})]
+CollectionName = Annotated[
+    str,
+    AfterValidator(_collection_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": COLLECTION_NAME.pattern,
+            "description": "1-64 letters, digits, '_' or '-', starting with a letter or digit.",
+        }
+    ),
+]
 
 
 # --- query ------------------------------------------------------------------------------
 class QueryRequest(_Strict):
     """``POST /v1/query``."""
 
-    question: str = Field(description="The question; 1 to COVRAG_MAX_QUESTION_CHARS characters.")
-    collection: str | None = Field(
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"question": "When was the Hubble Space Telescope launched?"},
+                {"question": "How high is Mount Everest?", "stream": True},
+            ]
+        }
+    )
+
+    question: NotBlank = Field(
+        description="The question; 1 to COVRAG_MAX_QUESTION_CHARS characters, not all blank."
+    )
+    collection: CollectionName | None = Field(
         None, description="Collection to search; default COVRAG_DEFAULT_COLLECTION."
     )
-    top_k: int | None = Field(
+    top_k: TopK | None = Field(
         None,
-        ge=1,
-        le=100,
         description="Context budget in chunks; default COVRAG_MAX_CHUNKS for a calibrated "
         "collection, COVRAG_DEFAULT_TOP_K otherwise.",
     )
-    filters: dict[str, str | int | bool] = Field(
-        default_factory=dict, description='Exact payload matches, e.g. {"doc_id": "Paris"}.'
+    filters: dict[FilterKey, str | FilterInt | bool] = Field(
+        default_factory=dict,
+        description='Exact payload matches, e.g. {"doc_id": "Paris"}; keys may be dotted paths.',
+        json_schema_extra={"additionalProperties": False},  # keys only as ``FilterKey`` allows
     )
     alpha: float | None = Field(
         None,
@@ -50,8 +117,8 @@ class QueryRequest(_Strict):
         description="Conformal miss rate: the answer-bearing chunk is kept with probability "
         ">= 1-alpha. Default: the collection's calibration default; 409 if uncalibrated.",
     )
-    max_rounds: int | None = Field(
-        None, ge=1, le=5, description="Retrieval rounds; accepted, applied once the critic lands."
+    max_rounds: MaxRounds | None = Field(
+        None, description="Retrieval rounds; accepted, applied once the critic lands."
     )
     stream: bool = Field(
         False,
@@ -172,6 +239,11 @@ class QueryResponse(RetrievalFields):
     warnings: list[str]
     model: str
     timings_ms: QueryTimingsOut
+    cached: bool = Field(
+        False,
+        description="Served from the answer cache (same question, collection unchanged); "
+        "timings and usage are those of the original run.",
+    )
 
 
 def _retrieval_fields(
@@ -266,8 +338,8 @@ def to_query_response(outcome: QueryOutcome, request_id: str) -> QueryResponse:
 
 # --- documents and collections ----------------------------------------------------------
 class DocumentIn(_Strict):
-    id: str = Field(min_length=1, max_length=512, description="Stable document key.")
-    text: str = Field(description="Document text; must not be blank.")
+    id: NotBlank = Field(max_length=512, description="Stable document key.")
+    text: NotBlank = Field(description="Document text; must not be blank.")
     title: str | None = Field(None, max_length=1024)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -275,7 +347,7 @@ class DocumentIn(_Strict):
 class DocumentsIn(_Strict):
     """``POST /v1/collections/{name}/documents``."""
 
-    documents: list[DocumentIn] = Field(min_length=1)
+    documents: list[DocumentIn] = Field(min_length=1, description="Ids unique within a request.")
 
 
 def to_documents(body: DocumentsIn) -> list[Document]:
@@ -357,9 +429,37 @@ class ErrorOut(BaseModel):
     request_id: str | None = None
 
 
+# --- streamed bodies --------------------------------------------------------------------
+def component(model: type[BaseModel]) -> dict[str, str]:
+    """A reference to ``model``'s schema among the OpenAPI components (FastAPI names them by
+    class; the model must be some route's request or response)."""
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def sse_event(data: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The schema of one server-sent event (before OpenAPI 3.2 the ``text/event-stream``
+    schema describes each event) named ``name``, whose ``data`` is JSON matching ``data``."""
+    fields: dict[str, Any] = {
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data}
+    }
+    if name is not None:
+        fields["event"] = {"const": name}
+    return {"type": "object", "required": list(fields), "properties": fields}
+
+
 # --- calibration and jobs ---------------------------------------------------------------
 class QaItemIn(_Strict):
     """A calibration QA pair: the answer-bearing chunk is a chunk of a gold document."""
+
+    # The validator below, stated in the schema: a pair needs one non-empty evidence list.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"minItems": 1}}}
+                for name in ("answers", "gold_doc_ids", "gold_titles")
+            ]
+        }
+    )
 
     id: str = Field(min_length=1, max_length=512)
     question: str = Field(min_length=1, max_length=4000)
@@ -378,11 +478,21 @@ class QaItemIn(_Strict):
 class CalibrationRequest(_Strict):
     """``POST /v1/collections/{name}/calibration``: give ``qa`` pairs or ask to ``generate``."""
 
-    qa: list[QaItemIn] | None = Field(None, min_length=1, max_length=20_000)
-    generate: int | None = Field(
-        None, ge=1, le=5000, description="Chunks to sample for generated questions."
+    # The validator below, stated in the schema: exactly one of the two is given.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("qa", "generate")
+            ]
+        }
     )
-    seed: int = Field(0, description="Seed of the chunk sample.")
+
+    qa: list[QaItemIn] | None = Field(None, min_length=1, max_length=20_000)
+    generate: Annotated[int, Field(ge=1, le=5000), BeforeValidator(_integral)] | None = Field(
+        None, description="Chunks to sample for generated questions."
+    )
+    seed: JsonInt = Field(0, description="Seed of the chunk sample.")
     default_alpha: float | None = Field(
         None,
         gt=0,
@@ -421,10 +531,11 @@ class JobOut(BaseModel):
     error: str | None
     result: dict[str, Any] | None
     messages: list[str]
+    attempts: int = Field(description="Runs started; above 1 after an API restart resumed it.")
 
 
 def to_job_out(job: Job) -> JobOut:
-    return JobOut(**asdict(job))
+    return JobOut(**{k: v for k, v in asdict(job).items() if k != "request"})
 
 
 class CalibrationOut(BaseModel):

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from app.auth import Gate, KeyRing, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.cache import AnswerCache, MemoryAnswers, RedisAnswers
 from app.config import Settings
 from app.generator import Generator, VLLMGenerator
+from app.jobs import FileJobStore, JobStore, RedisJobStore
 from app.pipeline import Pipeline, PipelineLimits
 from app.reasoner import Reasoner
 from critic import Critic, make_critic
 from retrieval.embed import Embedder, make_embedder
+from retrieval.embed.cache import MemoryVectorCache, RedisVectorCache, VectorCache
 from retrieval.ingest import Ingestor
 from retrieval.retriever import Retriever
 from retrieval.store import VectorStore, make_store
@@ -40,6 +47,7 @@ def build_embedder(settings: Settings) -> Embedder:
         threads=settings.embed_threads,
         batch_size=settings.embed_batch_size,
         timeout_s=settings.embedder_timeout_s,
+        retries=settings.embedder_retries,
     )
 
 
@@ -79,14 +87,74 @@ def check_critic(settings: Settings) -> None:
 
 
 @dataclass
+class Backends:
+    """State that replicas share through Redis, or keep in process (and on disk, for jobs)
+    when there is no Redis: one interface each, chosen here by ``COVRAG_REDIS_URL``."""
+
+    answers: AnswerCache
+    limiter: RateLimiter
+    job_store: JobStore
+    query_cache: VectorCache
+    redis: Redis | None = None
+    sync_redis: SyncRedis | None = None
+
+    async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
+        if self.sync_redis is not None:
+            self.sync_redis.close()
+
+
+def build_backends(settings: Settings) -> Backends:
+    if settings.redis_url is None:
+        return Backends(
+            answers=AnswerCache(
+                MemoryAnswers(settings.cache_max_entries), settings.answer_cache_ttl_s
+            ),
+            limiter=MemoryRateLimiter(),
+            job_store=FileJobStore(settings.data_dir / "jobs"),
+            query_cache=MemoryVectorCache(settings.cache_max_entries),
+        )
+    timeouts = {
+        "socket_timeout": settings.redis_timeout_s,
+        "socket_connect_timeout": settings.redis_timeout_s,
+    }
+    redis = Redis.from_url(settings.redis_url, **timeouts)
+    sync_redis = SyncRedis.from_url(settings.redis_url, **timeouts)
+    prefix = settings.redis_prefix
+    return Backends(
+        answers=AnswerCache(RedisAnswers(redis, prefix), settings.answer_cache_ttl_s),
+        limiter=RedisRateLimiter(redis, prefix),
+        job_store=RedisJobStore(redis, prefix=prefix),
+        query_cache=RedisVectorCache(sync_redis, prefix),
+        redis=redis,
+        sync_redis=sync_redis,
+    )
+
+
+async def invalidate_answers(settings: Settings, collection: str) -> None:
+    """After a write outside the API (the CLI): servers sharing Redis must not serve answers
+    cached before it. Without Redis each server's cache is its own and the CLI has none."""
+    if settings.redis_url is not None:
+        backends = build_backends(settings)
+        try:
+            await backends.answers.invalidate(collection)
+        finally:
+            await backends.aclose()
+
+
+@dataclass
 class Services:
     """The long-lived parts of one server (or CLI) process."""
 
     pipeline: Pipeline
     ingestor: Ingestor
     generator: Generator
+    backends: Backends
+    gate: Gate
 
     async def aclose(self) -> None:
+        await self.backends.aclose()
         await self.generator.aclose()
         for critic in {id(c): c for c in (self.pipeline.critic, self.pipeline.fallback)}.values():
             if critic is not None:
@@ -96,7 +164,10 @@ class Services:
 
 
 def build_services(settings: Settings) -> Services:
+    """Raises ``CriticWeightsError`` or ``ValueError`` (bad API keys) before building anything."""
     critic, fallback = build_critics(settings)  # first: bad weights must stop start-up early
+    keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    backends = build_backends(settings)
     store = build_store(settings)
     embedder = build_embedder(settings)
     generator = VLLMGenerator(
@@ -105,6 +176,10 @@ def build_services(settings: Settings) -> Services:
         api_key=settings.generator_api_key,
         timeout_s=settings.generator_timeout_s,
         connect_timeout_s=settings.generator_connect_timeout_s,
+        max_concurrency=settings.generator_max_concurrency,
+        max_queue=settings.generator_max_queue,
+        breaker_failures=settings.generator_breaker_failures,
+        breaker_cooldown_s=settings.generator_breaker_cooldown_s,
     )
     limits = PipelineLimits(
         max_question_chars=settings.max_question_chars,
@@ -120,6 +195,7 @@ def build_services(settings: Settings) -> Services:
         embedder,
         stale_fraction=settings.stale_fraction,
         unreachable=settings.conformal_unreachable,
+        query_cache=backends.query_cache,
     )
     reasoner = Reasoner(generator, max_tokens=settings.max_tokens, temperature=settings.temperature)
     pipeline = Pipeline(
@@ -134,4 +210,6 @@ def build_services(settings: Settings) -> Services:
         pipeline=pipeline,
         ingestor=build_ingestor(settings, store, embedder),
         generator=generator,
+        backends=backends,
+        gate=Gate(keys, backends.limiter, settings.rate_limit_on_error),
     )

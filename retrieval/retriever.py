@@ -17,6 +17,7 @@ from typing import Literal
 from retrieval.calibration import load_calibration
 from retrieval.conformal import Calibration, score_threshold
 from retrieval.embed.base import Embedder
+from retrieval.embed.cache import VectorCache, vector_key
 from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
 from retrieval.ingest import collection_changes
 from retrieval.store.base import VectorStore
@@ -72,6 +73,8 @@ class Retriever:
         unreachable: when q̂ is infinite for the asked α (too many calibration misses),
             ``"budget"`` passes the top chunks up to the budget with no guarantee and
             ``"error"`` refuses the request.
+        query_cache: where question vectors are kept, so a repeated question is not embedded
+            again.
     """
 
     def __init__(
@@ -81,11 +84,23 @@ class Retriever:
         *,
         stale_fraction: float = 0.1,
         unreachable: Literal["budget", "error"] = "budget",
+        query_cache: VectorCache | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
+        self.query_cache = query_cache
         self._stale_fraction = stale_fraction
         self._unreachable = unreachable
+
+    def _embed_query(self, question: str) -> list[float]:
+        if self.query_cache is None:
+            return list(self.embedder.embed([question])[0].tolist())
+        key = vector_key(self.embedder.spec, question)
+        vector = self.query_cache.get(key)
+        if vector is None:
+            vector = list(self.embedder.embed([question])[0].tolist())
+            self.query_cache.set(key, vector)
+        return vector
 
     def calibration(self, collection: str) -> tuple[Calibration | None, bool]:
         """The collection's calibration and whether it is stale."""
@@ -121,7 +136,7 @@ class Retriever:
         threshold, alpha = self._threshold(collection, calibration, alpha)
         timings["filter"] = _ms(start)
         start = time.perf_counter()
-        vector = self.embedder.embed([question])[0].tolist()
+        vector = self._embed_query(question)
         timings["embed"] = _ms(start)
         start = time.perf_counter()
         # One more than the budget when filtering: seeing it tells that the budget cut.

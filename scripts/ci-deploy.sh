@@ -6,18 +6,25 @@
 #                 CLI and no cluster are needed.
 #   2. compose    `docker compose config -q` with no profile, cpu, gpu, and cpu/gpu with the
 #                 critic worker's profiles (critic, critic-gpu); the services each set starts;
-#                 healthchecks, GPU reservations, the critic wiring; refusal to run without the
-#                 keys of .env.
+#                 healthchecks, GPU reservations, the critic wiring; the API keys file (absent
+#                 by default; with API_KEYS_FILE mounted and named by COVRAG_API_KEYS_FILE);
+#                 stop_grace_period above COVRAG_SHUTDOWN_GRACE_S; Redis' eviction policy;
+#                 refusal to run without the keys of .env.
 #   3. hadolint   Dockerfile and docker/vllm-cpu.Dockerfile; `api` is the Dockerfile's last stage
 #                 (what a build without --target gives).
 #   4. helm       lint (strict) and render helm/covrag with the default values, with
 #                 values-production.yaml (critic worker on a GPU) and with three more variants
-#                 (edge store; everything external; critic worker on CPU with an existing PVC);
-#                 `kubernetes-validate --strict` on every rendered manifest (CRDs it has no schema
-#                 for are listed as skipped); cross-references between objects.
+#                 (edge store; everything external; critic worker on CPU with an existing PVC
+#                 and inline API keys); `kubernetes-validate --strict` on every rendered manifest
+#                 (CRDs it has no schema for are listed as skipped); cross-references between
+#                 objects; the API keys Secret mounted (and COVRAG_API_KEYS_FILE set) only where
+#                 keys are configured; drain timings (preStop + COVRAG_SHUTDOWN_GRACE_S <
+#                 terminationGracePeriodSeconds); Redis' maxmemory-policy.
 #   5. negatives  a values file with `replicas: "three"` must FAIL lint and render; so must
 #                 store=edge with autoscaling, `critic.enabled: "yes"`, and COVRAG_CRITIC in
-#                 api.config beside critic.enabled.
+#                 api.config beside critic.enabled; so must wrong types or values of the
+#                 serving settings (api.serving, api.apiKeys, redis.maxmemoryPolicy allkeys-lru),
+#                 a termination grace period shorter than the drain, and both kinds of keys.
 #   6. image      build the API image (--target api) with podman from a debootstrap bookworm
 #                 base (cached under .covrag/deploy/), run it in embedded mode (Edge store, ONNX embedder, a
 #                 generator URL that points nowhere) and check /healthz, the image HEALTHCHECK,
@@ -112,7 +119,7 @@ done
 "${COMPOSE[@]}" --env-file .env.example --profile gpu --profile critic-gpu config --format json > "$OUT/compose-gpu.json"
 "${COMPOSE[@]}" --env-file .env.example --profile cpu --profile critic config --format json > "$OUT/compose-cpu.json"
 "$PY" - "$OUT/compose-gpu.json" "$OUT/compose-cpu.json" <<'EOF'
-import json, sys
+import json, re, sys
 from urllib.parse import urlsplit
 for path in sys.argv[1:]:
     services = json.load(open(path))["services"]
@@ -139,9 +146,38 @@ for path in sys.argv[1:]:
     assert any(v["target"] == "/models/critic-cross-encoder" and v.get("read_only")
                for v in svc["volumes"]), f"{critic}: model folder not mounted read-only"
     assert svc["build"]["target"] == "critic-worker" and api["build"]["target"] == "api"
+    # No API keys unless .env names them: COVRAG_API_KEYS(_FILE) are not passed on at all.
+    assert env.get("COVRAG_API_KEYS_FILE") is None and env.get("COVRAG_API_KEYS") is None, env
+    assert [s["source"] for s in api.get("secrets", [])] == ["covrag-api-keys"], api.get("secrets")
+    # compose SIGKILLs after stop_grace_period: it must exceed the API's drain.
+    grace = float(env["COVRAG_SHUTDOWN_GRACE_S"])
+    stop = sum(float(n) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3}[u]
+               for n, u in re.findall(r"([0-9.]+)(ms|h|m|s)", api["stop_grace_period"]))
+    assert stop > grace, (api["stop_grace_period"], grace)
+    # covrag's version counters and unfinished jobs carry no TTL: volatile-* or noeviction only.
+    cmd = services["redis"]["command"]
+    policy = cmd[cmd.index("--maxmemory-policy") + 1]
+    assert policy in ("volatile-lru", "volatile-lfu", "volatile-random", "noeviction"), policy
     print(f"    {'+'.join(sorted({p for s in services.values() for p in s.get('profiles', [])}))}: "
           f"{len(services)} services with healthchecks; GPU reservations on {', '.join(gpu) or 'none'}; "
-          f"API -> {critic} at {url.netloc}")
+          f"API -> {critic} at {url.netloc}; no API keys file; stop_grace_period "
+          f"{api['stop_grace_period']} > drain {grace:g} s; redis {policy}")
+EOF
+# With API_KEYS_FILE in .env the file becomes the secret /run/secrets/covrag-api-keys, and
+# COVRAG_API_KEYS_FILE names it.
+printf '[{"name": "ci", "sha256": "%064d"}]\n' 0 > "$OUT/api-keys.json"
+{ cat .env.example; echo "API_KEYS_FILE=$ROOT/$OUT/api-keys.json"; } > "$OUT/env-api-keys"
+"${COMPOSE[@]}" --env-file "$OUT/env-api-keys" --profile cpu config --format json > "$OUT/compose-keys.json" \
+    || fail "docker compose config with API_KEYS_FILE"
+"$PY" - "$OUT/compose-keys.json" "$ROOT/$OUT/api-keys.json" <<'EOF'
+import json, sys
+config = json.load(open(sys.argv[1]))
+api = config["services"]["api"]
+assert api["environment"]["COVRAG_API_KEYS_FILE"] == "/run/secrets/covrag-api-keys", api["environment"]
+[mount] = [s for s in api["secrets"] if s["source"] == "covrag-api-keys"]
+assert mount.get("target", "/run/secrets/covrag-api-keys") == "/run/secrets/covrag-api-keys", mount
+assert config["secrets"]["covrag-api-keys"]["file"] == sys.argv[2], config["secrets"]
+print(f"    with API_KEYS_FILE: {sys.argv[2]} -> /run/secrets/covrag-api-keys = COVRAG_API_KEYS_FILE")
 EOF
 # Without the keys from .env, compose must refuse rather than start with empty secrets.
 if "${COMPOSE[@]}" --env-file /dev/null --profile cpu config -q >"$OUT/compose-nokeys.log" 2>&1; then
@@ -190,6 +226,16 @@ critic:
   fallback: error
   tau: 0.62
   model: {existingClaim: covrag-critic-model, path: critic-cross-encoder-v1}
+# API keys given inline (the chart makes the Secret <release>-api-keys), other serving values.
+api:
+  apiKeys:
+    keys:
+      - {name: team-a, sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", collections: [wiki], rate_limit_per_minute: 120}
+      - {name: ops, key: ci-only-key, rate_limit_per_minute: 600, rate_limit_burst: 50}
+  serving: {rateLimitOnError: closed, requireCalibration: true, readyTimeoutSeconds: 9.5, shutdownGraceSeconds: 20}
+  preStopSleepSeconds: 3
+  terminationGracePeriodSeconds: 30
+redis: {maxmemory: "", maxmemoryPolicy: noeviction}
 EOF
 VARIANTS=("default:" "production:$CHART/values-production.yaml" "edge:$OUT/values-edge.yaml" "external:$OUT/values-external.yaml" "critic-cpu:$OUT/values-critic-cpu.yaml")
 for variant in "${VARIANTS[@]}"; do
@@ -219,17 +265,19 @@ import sys, yaml
 from urllib.parse import urlsplit
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 variant = sys.argv[2]
-# PVCs the values say exist outside the chart (any existingClaim).
-def claims(node):
+# PVCs and Secrets the values say exist outside the chart (any existingClaim / existingSecret).
+def named(node, key):
     if isinstance(node, dict):
         for k, v in node.items():
-            if k == "existingClaim" and v:
+            if k == key and v:
                 yield v
-            yield from claims(v)
+            yield from named(v, key)
     elif isinstance(node, list):
         for v in node:
-            yield from claims(v)
-external_claims = set(claims(yaml.safe_load(open(sys.argv[3])) if sys.argv[3] else {}))
+            yield from named(v, key)
+user_values = yaml.safe_load(open(sys.argv[3])) if sys.argv[3] else {}
+external_claims = set(named(user_values, "existingClaim"))
+external_secrets = set(named(user_values, "existingSecret"))
 by_kind = {}
 for d in docs:
     by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
@@ -261,6 +309,9 @@ for name, w in workloads.items():
         for s in secrets - set(by_kind["Secret"]):
             errors.append(f"{name}: Secret {s} is not rendered")
     for v in spec.get("volumes", []):
+        secret = (v.get("secret") or {}).get("secretName")
+        if secret and secret not in by_kind.get("Secret", {}) and secret not in external_secrets:
+            errors.append(f"{name}: Secret {secret} (volume {v['name']}) is not rendered")
         claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
         if claim and claim not in by_kind.get("PersistentVolumeClaim", {}) and claim not in external_claims:
             errors.append(f"{name}: PVC {claim} is not rendered")
@@ -354,6 +405,69 @@ critic = f"; API -> critic worker {api_config['COVRAG_CRITIC_WORKER_URL']}" if c
 print(f"    {variant}: cross-references ok ({len(workloads)} workloads, {len(service_ports)} services{critic})")
 EOF
 done
+# The API keys Secret is mounted, and COVRAG_API_KEYS_FILE set, exactly where keys are
+# configured (production: existingSecret; critic-cpu: inline keys in a chart-made Secret, as
+# JSON; the others: an open server, nothing mounted). Drain timings and Redis' eviction policy
+# in every variant.
+"$PY" - "$OUT" "$CHART/values-production.yaml" "$OUT/values-critic-cpu.yaml" <<'EOF'
+import base64, json, math, sys, yaml
+out, production, critic_cpu = sys.argv[1:]
+assert yaml.safe_load(open(production))["api"]["apiKeys"]["existingSecret"] == "covrag-api-keys"
+want = {
+    "default": None, "edge": None, "external": None,
+    "production": ("covrag-api-keys", "api-keys.json", None),
+    "critic-cpu": ("covrag-api-keys", "api-keys.json",
+                   yaml.safe_load(open(critic_cpu))["api"]["apiKeys"]["keys"]),
+}
+for variant, expected in want.items():
+    docs = [d for d in yaml.safe_load_all(open(f"{out}/rendered-{variant}.yaml")) if d]
+    [api] = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "covrag-api"]
+    [cm] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "covrag"]
+    pod = api["spec"]["template"]["spec"]
+    [c] = pod["containers"]
+    env = {e["name"]: e for e in c.get("env", [])}
+    volumes = [v for v in pod["volumes"] if v.get("secret") and v["name"] == "api-keys"]
+    mounts = [m for m in c["volumeMounts"] if m["name"] == "api-keys"]
+    keys_secrets = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-api-keys")]
+    assert not {"COVRAG_API_KEYS", "COVRAG_API_KEYS_FILE"} & set(cm["data"]), f"{variant}: keys in the ConfigMap"
+    if expected is None:
+        assert not volumes and not mounts and "COVRAG_API_KEYS_FILE" not in env and not keys_secrets, \
+            f"{variant}: API keys mounted although none are configured"
+        keys = "none (open server, nothing mounted)"
+    else:
+        name, key, inline = expected
+        assert len(volumes) == 1 and len(mounts) == 1, f"{variant}: api-keys volume or mount missing"
+        [item] = volumes[0]["secret"]["items"]
+        assert volumes[0]["secret"]["secretName"] == name and item["key"] == key, volumes
+        assert mounts[0]["readOnly"] is True, mounts
+        path = f"{mounts[0]['mountPath']}/{item['path']}"
+        assert env["COVRAG_API_KEYS_FILE"]["value"] == path, env.get("COVRAG_API_KEYS_FILE")
+        if inline is None:
+            assert not keys_secrets, f"{variant}: a chart-made keys Secret beside existingSecret"
+        else:
+            [secret] = keys_secrets
+            assert secret["metadata"]["name"] == name, secret["metadata"]["name"]
+            assert json.loads(base64.b64decode(secret["data"][key])) == inline, "keys JSON differs"
+            assert "checksum/api-keys" in api["spec"]["template"]["metadata"]["annotations"]
+        keys = f"Secret {name}[{key}] -> {path} (read-only)"
+    # SIGTERM comes after the preStop sleep; the kubelet SIGKILLs at terminationGracePeriodSeconds.
+    sleep = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+    drain = float(cm["data"]["COVRAG_SHUTDOWN_GRACE_S"])
+    tgps = pod["terminationGracePeriodSeconds"]
+    assert tgps > sleep + drain, f"{variant}: terminationGracePeriodSeconds {tgps} <= {sleep} + {drain:g}"
+    ready = float(cm["data"]["COVRAG_READY_TIMEOUT_S"])
+    probe = c["readinessProbe"]["timeoutSeconds"]
+    assert probe >= math.ceil(ready) + 2, f"{variant}: readiness timeout {probe} s vs /readyz {ready:g} s"
+    policy = "external"
+    for redis in (d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "covrag-redis"):
+        args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
+        policy = args[args.index("--maxmemory-policy") + 1]
+        assert policy in ("volatile-lru", "volatile-lfu", "volatile-random", "noeviction"), policy
+        if "--maxmemory" in args:
+            policy = f"maxmemory {args[args.index('--maxmemory') + 1]}, {policy}"
+    print(f"    {variant}: API keys {keys}; preStop {sleep} s + drain {drain:g} s < {tgps} s; "
+          f"readiness timeout {probe} s; redis {policy}")
+EOF
 done_step "helm (${#VARIANTS[@]} value sets)"
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +495,27 @@ must_fail_render critic-type 'critic:\n  enabled: "yes"\n' \
     "/critic/enabled': got string, want boolean" 'critic.enabled: "yes"'
 must_fail_render critic-twice 'critic:\n  enabled: true\napi:\n  config:\n    COVRAG_CRITIC: features\n' \
     "critic.enabled=true sets COVRAG_CRITIC " "api.config.COVRAG_CRITIC beside critic.enabled"
+must_fail_render serving-type 'api:\n  serving:\n    requireCalibration: "true"\n' \
+    "/api/serving/requireCalibration': got string, want boolean" 'api.serving.requireCalibration: "true"'
+must_fail_render grace-type 'api:\n  serving:\n    shutdownGraceSeconds: "30"\n' \
+    "/api/serving/shutdownGraceSeconds': got string, want number" 'api.serving.shutdownGraceSeconds: "30"'
+must_fail_render ratelimit-enum 'api:\n  serving:\n    rateLimitOnError: maybe\n' \
+    "/api/serving/rateLimitOnError'" "api.serving.rateLimitOnError: maybe"
+must_fail_render keys-type 'api:\n  apiKeys:\n    keys: "[]"\n' \
+    "/api/apiKeys/keys': got string, want array" 'api.apiKeys.keys: "[]" (a JSON string)'
+must_fail_render keys-secretless 'api:\n  apiKeys:\n    keys: [{name: a, rate_limit_per_minute: 60}]\n' \
+    "/api/apiKeys/keys/0': 'oneOf' failed" "an API key with neither key nor sha256"
+must_fail_render keys-twice 'api:\n  apiKeys:\n    existingSecret: covrag-api-keys\n    keys: [{name: a, key: b}]\n' \
+    "api.apiKeys.existingSecret or api.apiKeys.keys, not both" "api.apiKeys.existingSecret beside api.apiKeys.keys"
+must_fail_render keys-in-config 'api:\n  config:\n    COVRAG_API_KEYS: "[]"\n' \
+    "COVRAG_API_KEYS in api.config would put API keys into a ConfigMap" "api.config.COVRAG_API_KEYS"
+must_fail_render serving-twice 'api:\n  config:\n    COVRAG_SHUTDOWN_GRACE_S: "5"\n' \
+    "api.serving sets COVRAG_SHUTDOWN_GRACE_S" "api.config.COVRAG_SHUTDOWN_GRACE_S beside api.serving"
+must_fail_render short-grace 'api:\n  terminationGracePeriodSeconds: 30\n' \
+    "must exceed api.preStopSleepSeconds + api.serving.shutdownGraceSeconds" \
+    "terminationGracePeriodSeconds 30 <= preStop 5 + drain 30"
+must_fail_render redis-allkeys 'redis:\n  maxmemoryPolicy: allkeys-lru\n' \
+    "/redis/maxmemoryPolicy'" "redis.maxmemoryPolicy: allkeys-lru"
 done_step "negative checks"
 
 # ---------------------------------------------------------------------------------------------
@@ -575,8 +710,15 @@ def call(method, path, body=None):
 doc = {"id": "tower", "title": "Eiffel Tower",
        "text": "The Eiffel Tower in Paris was completed in 1889 for the World's Fair."}
 status, body = call("POST", "/v1/collections/ci/documents", {"documents": [doc]})
-assert status == 200 and body["added"] == 1, (status, body)
-print(f"    ingest: 200, {body['chunks_written']} chunk(s) written")
+assert status == 202, (status, body)
+import time
+for _ in range(600):
+    status, job = call("GET", f"/v1/jobs/{body['id']}")
+    if job["status"] in ("succeeded", "failed"):
+        break
+    time.sleep(0.1)
+assert job["status"] == "succeeded" and job["result"]["added"] == 1, job
+print(f"    ingest: 202, job succeeded, {job['result']['chunks_written']} chunk(s) written")
 question = {"question": "When was the Eiffel Tower completed?", "collection": "ci"}
 status, body = call("POST", "/v1/retrieve", question)
 assert status == 200, (status, body)

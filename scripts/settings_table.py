@@ -11,7 +11,7 @@ def main() -> None:
     for name, field in Settings.model_fields.items():
         default = field.default if field.default is not None else "(none)"
         if isinstance(default, list):
-            default = ",".join(default)
+            default = ",".join(map(str, default)) or "(none)"
         print(f"| `COVRAG_{name.upper()}` | `{default}` | {field.description or ''} |")
 
 

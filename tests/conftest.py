@@ -17,6 +17,7 @@ from app.config import Settings
 from retrieval.corpus import fetch_wiki, load_wiki
 from retrieval.embed import Embedder, make_embedder
 from retrieval.types import Document
+from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]
 #: Models and the corpus download are cached here across runs (gitignored), like `make run` does.
@@ -105,3 +106,18 @@ def settings(tmp_path: Path) -> Settings:
         generator_urls=[f"http://127.0.0.1:{free_port()}/v1"],
         critic="off",
     )
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis shared by the session (``COVRAG_TEST_REDIS_URL`` reuses a running one);
+    tests keep apart by key prefix or by flushing their own database."""
+    if os.environ.get("COVRAG_TEST_REDIS_URL"):
+        yield os.environ["COVRAG_TEST_REDIS_URL"]
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()

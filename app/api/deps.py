@@ -1,40 +1,74 @@
-"""Dependencies routes declare; everything comes from ``app.state``, built in the lifespan."""
+"""Dependencies routes declare; everything comes from ``app.state``, built in the lifespan.
+
+All ``async def``: FastAPI runs a sync dependency in its thread pool, a thread hop per
+dependency per request that the cached-answer path cannot afford.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from app.auth import Gate, Principal
+from app.cache import AnswerCache
 from app.config import Settings
 from app.jobs import JobRegistry
+from app.metrics import Metrics
 from app.pipeline import Pipeline
 from retrieval.ingest import Ingestor
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _pipeline(request: Request) -> Pipeline:
+async def _pipeline(request: Request) -> Pipeline:
     pipeline: Pipeline = request.app.state.pipeline
     return pipeline
 
 
-def _ingestor(request: Request) -> Ingestor:
+async def _ingestor(request: Request) -> Ingestor:
     ingestor: Ingestor = request.app.state.ingestor
     return ingestor
 
 
-def _jobs(request: Request) -> JobRegistry:
+async def _jobs(request: Request) -> JobRegistry:
     jobs: JobRegistry = request.app.state.jobs
     return jobs
 
 
-def _request_id(request: Request) -> str:
+async def _answers(request: Request) -> AnswerCache:
+    answers: AnswerCache = request.app.state.answers
+    return answers
+
+
+#: The two ways to present a key; declared so the OpenAPI schema documents them.
+_BEARER = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
+_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="Or in X-API-Key.")
+
+
+async def authorize(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)],
+    header: Annotated[str | None, Security(_HEADER)],
+) -> Principal:
+    """The caller's key, admitted by the rate limiter; every /v1 router depends on it and
+    FastAPI resolves it once per request."""
+    gate: Gate = request.app.state.gate
+    return await gate.admit(bearer.credentials if bearer else header)
+
+
+async def _request_id(request: Request) -> str:
     request_id: str = request.state.request_id
     return request_id
+
+
+async def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -42,3 +76,6 @@ PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
 IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 JobsDep = Annotated[JobRegistry, Depends(_jobs)]
+AnswersDep = Annotated[AnswerCache, Depends(_answers)]
+PrincipalDep = Annotated[Principal, Depends(authorize)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -1,42 +1,107 @@
 """Checks every request body before any route reads it: what no route could parse gets one
-clear error here (415 wrong content type, 413 too large, 400 not UTF-8), in the usual envelope."""
+clear error here (415 wrong content type, 413 too large, 400 not UTF-8 text), in the usual
+envelope.
+
+On the path of every POST, so it reads the raw ASGI headers and messages; a ``Request`` is
+built only to answer an error.
+"""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive, Scope
 
 from app.errors import error_response
+from app.schemas import ErrorOut
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: A JSON escape: ``\uXXXX`` (the hex in group 1) or a backslash and any other character.
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+#: What the guard may answer instead of a route, for the ``responses=`` of every route that
+#: takes a body: the schema then lists each status a client can get.
+GUARD_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 413, 415)
+}
 
 
-async def guard_body(request: Request, limit: int) -> JSONResponse | None:
-    """None when the body may go on to the route (it is then buffered and replayed to it)."""
-    if request.method not in _BODY_METHODS:
-        return None
-    ctype = request.headers.get("content-type", "")
-    if ctype.split(";")[0].strip().lower() != "application/json":
+async def guard_body(scope: Scope, receive: Receive, limit: int) -> Receive | JSONResponse:
+    """The error, or the ``receive`` the route reads the (checked, buffered) body from."""
+    if scope["method"] not in _BODY_METHODS:
+        return receive
+    ctype = length = b""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            ctype = value
+        elif name == b"content-length":
+            length = value
+    if ctype.split(b";")[0].strip().lower() != b"application/json":
+        got = ctype.decode("latin-1") or "none"
         return error_response(
-            request,
+            Request(scope),
             415,
             "unsupported_media_type",
-            f"send the body as JSON with Content-Type: application/json (got {ctype or 'none'!r})",
+            f"send the body as JSON with Content-Type: application/json (got {got!r})",
         )
     too_large = f"request body over the {limit:,}-byte limit (COVRAG_MAX_BODY_BYTES)"
-    length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        return error_response(request, 413, "payload_too_large", too_large)
-    body = bytearray()
-    async for part in request.stream():  # a chunked body has no length to check up front
-        body += part
-        if len(body) > limit:
-            return error_response(request, 413, "payload_too_large", too_large)
+        return error_response(Request(scope), 413, "payload_too_large", too_large)
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more:  # a chunked body has no length to check up front: it is counted while read
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return error_response(Request(scope), 413, "payload_too_large", too_large)
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         return error_response(
-            request, 400, "invalid_encoding", f"body is not UTF-8 (byte {exc.start})"
+            Request(scope), 400, "invalid_encoding", f"body is not UTF-8 (byte {exc.start})"
         )
-    request._body = bytes(body)  # Starlette replays a cached body to the route
-    return None
+    at = _lone_surrogate(body)
+    if at is not None:
+        return error_response(
+            Request(scope),
+            400,
+            "invalid_encoding",
+            f"body escapes half a UTF-16 surrogate pair (byte {at}): that is no character",
+        )
+    return _replay(body, receive)
+
+
+def _lone_surrogate(body: bytes) -> int | None:
+    """Where a ``\\uD800``-``\\uDFFF`` escape stands outside a high-low pair: JSON parses it
+    into a string no UTF-8 can carry, so it would fail wherever the text is next encoded."""
+    if b"\\u" not in body:
+        return None
+    high: re.Match[bytes] | None = None  # a high half waiting for its low half
+    for m in _ESCAPE.finditer(body):
+        code = int(m[1], 16) if m[1] else 0
+        low = 0xDC00 <= code <= 0xDFFF
+        if high is not None and not (low and m.start() == high.end()):
+            return high.start()
+        if low and high is None:
+            return m.start()
+        high = m if 0xD800 <= code <= 0xDBFF else None
+    return None if high is None else high.start()
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hands the route the body already read, then the client's own messages (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed

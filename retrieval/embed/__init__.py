@@ -17,6 +17,7 @@ def make_embedder(
     threads: int = 2,
     batch_size: int = 8,
     timeout_s: float = 30.0,
+    retries: int = 2,
 ) -> Embedder:
     """The one place that picks an embedder backend; heavy imports happen only for the one used."""
     if kind == "onnx":
@@ -29,4 +30,6 @@ def make_embedder(
         return TorchEmbedder(threads=threads, batch_size=batch_size)
     from retrieval.embed.remote import RemoteEmbedder
 
-    return RemoteEmbedder(url, model=model, timeout_s=timeout_s, batch_size=batch_size)
+    return RemoteEmbedder(
+        url, model=model, timeout_s=timeout_s, batch_size=batch_size, retries=retries
+    )

@@ -23,7 +23,8 @@ from typing import Any, Protocol
 from retrieval.errors import EmbedderMismatch, InvalidCollectionName
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: A valid collection name; the API declares the same pattern, so clients learn it from the schema.
+COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 #: Payload fields with an index: ``doc_id`` for per-document replacement and deletion.
 INDEXED_KEYWORDS = ("doc_id", "title", "source")
@@ -95,7 +96,7 @@ def check_dims(name: str, embedder: EmbedderSpec, vectors: Sequence[Sequence[flo
 
 def check_name(name: str) -> str:
     """Collection names double as folder names: keep them to a safe alphabet."""
-    if not _NAME.fullmatch(name):
+    if not COLLECTION_NAME.fullmatch(name):
         raise InvalidCollectionName(
             f"invalid collection name {name!r}: use 1-64 letters, digits, '_' or '-', "
             "starting with a letter or digit"

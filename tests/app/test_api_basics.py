@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.config import Settings
 from app.main import create_app
+from tests.app.jobs_helper import ingest
 
 DOCS = {
     "documents": [
@@ -47,9 +48,7 @@ def _error(response, status: int, type_: str | None = None) -> dict:  # type: ig
 
 
 def test_documents_lifecycle(client: TestClient) -> None:
-    r = client.post("/v1/collections/docs/documents", json=DOCS)
-    assert r.status_code == 200, r.text
-    assert r.json() == {
+    assert ingest(client, "docs", DOCS) == {
         "collection": "docs",
         "documents": 2,
         "added": 2,
@@ -57,7 +56,7 @@ def test_documents_lifecycle(client: TestClient) -> None:
         "unchanged": 0,
         "chunks_written": 2,
     }
-    assert client.post("/v1/collections/docs/documents", json=DOCS).json()["unchanged"] == 2
+    assert ingest(client, "docs", DOCS)["unchanged"] == 2
     info = client.get("/v1/collections/docs").json()
     assert (info["documents"], info["chunks"]) == (2, 2)
     assert info["embedder"] == {"model": "all-MiniLM-L6-v2", "dim": 384}
@@ -84,7 +83,7 @@ def test_documents_lifecycle(client: TestClient) -> None:
     ],
 )
 def test_query_validation(client: TestClient, body: dict, param: str) -> None:
-    client.post("/v1/collections/docs/documents", json=DOCS)
+    ingest(client, "docs", DOCS)
     err = _error(client.post("/v1/query", json=body), 422, "invalid_request")
     assert err["error"]["param"] == param
 
@@ -104,7 +103,7 @@ def test_malformed_json_and_unknown_routes(client: TestClient) -> None:
 
 
 def test_bad_documents_change_nothing(client: TestClient) -> None:
-    client.post("/v1/collections/docs/documents", json=DOCS)
+    ingest(client, "docs", DOCS)
     bad = [
         {"documents": []},
         {"documents": [{"id": "x", "text": "   "}]},
@@ -121,7 +120,7 @@ def test_bad_documents_change_nothing(client: TestClient) -> None:
 
 
 def test_generator_down_gives_503_fast(client: TestClient, settings: Settings) -> None:
-    client.post("/v1/collections/docs/documents", json=DOCS)
+    ingest(client, "docs", DOCS)
     start = time.monotonic()
     r = client.post(
         "/v1/query", json={"question": "When was the Eiffel Tower completed?", "collection": "docs"}
@@ -144,11 +143,11 @@ def test_request_id_is_echoed(client: TestClient) -> None:
 
 def test_documents_survive_a_restart(settings: Settings) -> None:
     with TestClient(create_app(settings)) as first:
-        assert first.post("/v1/collections/docs/documents", json=DOCS).status_code == 200
+        ingest(first, "docs", DOCS)
     with TestClient(create_app(settings)) as second:
         info = second.get("/v1/collections/docs").json()
         assert (info["documents"], info["chunks"]) == (2, 2)
-        assert second.post("/v1/collections/docs/documents", json=DOCS).json()["unchanged"] == 2
+        assert ingest(second, "docs", DOCS)["unchanged"] == 2
 
 
 def test_bodies_no_route_could_parse_change_nothing(settings: Settings) -> None:
@@ -174,4 +173,4 @@ def test_bodies_no_route_could_parse_change_nothing(settings: Settings) -> None:
         _error(r, 400, "invalid_encoding")
         assert c.get("/v1/collections").json()["collections"] == []  # nothing was written
         ok = c.post(url, json=DOCS, headers={"Content-Type": "application/json; charset=utf-8"})
-        assert ok.status_code == 200, ok.text
+        assert ok.status_code == 202, ok.text

@@ -92,3 +92,31 @@ def test_serve_refuses_to_start_with_missing_or_corrupt_critic_weights(
     assert result.exit_code == 2
     assert "refusing to start" in result.output
     assert str(weights.name) in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "No such file"),
+        ("{not json", "Expecting property name"),
+        ('[{"name": "a"}]', "exactly one of key and sha256"),
+        ('[{"name": "a", "key": "x"}, {"name": "a", "key": "y"}]', "unique"),
+    ],
+)
+def test_serve_refuses_to_start_with_a_bad_keys_file(
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: str | None,
+    says: str,
+) -> None:
+    keys = tmp_path / "keys.json"
+    if content is not None:
+        keys.write_text(content)
+    monkeypatch.setenv("COVRAG_API_KEYS_FILE", str(keys))
+    get_settings.cache_clear()
+
+    result = runner.invoke(cli, ["serve", "--port", "1"])
+
+    assert result.exit_code == 2
+    assert "refusing to start" in result.output and says in result.output

@@ -6,7 +6,6 @@ Real embedder, real Edge store; no generator is needed (QA calibration and retri
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from retrieval.types import Document
+from tests.app.jobs_helper import ingest, wait_job
 
 DEV_QA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qa" / "dev.jsonl"
 
@@ -45,21 +45,15 @@ def _qa(dev_docs: list[Document]) -> list[dict]:
 def client(settings: Settings, dev_docs: list[Document]) -> Iterator[TestClient]:
     with TestClient(create_app(settings)) as c:
         docs = [{"id": d.id, "title": d.title, "text": d.text} for d in dev_docs]
-        assert c.post("/v1/collections/wiki/documents", json={"documents": docs}).status_code == 200
+        ingest(c, "wiki", {"documents": docs})
         yield c
 
 
 def _calibrate(client: TestClient, body: dict) -> dict:
     r = client.post("/v1/collections/wiki/calibration", json=body)
     assert r.status_code == 202, r.text
-    job = r.json()
-    assert r.headers["Location"] == f"/v1/jobs/{job['id']}"
-    deadline = time.monotonic() + 120
-    while job["status"] in ("queued", "running"):
-        assert time.monotonic() < deadline, "calibration job did not finish"
-        time.sleep(0.2)
-        job = client.get(f"/v1/jobs/{job['id']}").json()
-    return job
+    assert r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
+    return wait_job(client, r.json()["id"], timeout_s=120)
 
 
 def test_calibrate_then_retrieve_through_the_threshold(
@@ -138,7 +132,7 @@ def test_calibration_request_validation(client: TestClient) -> None:
     assert client.post("/v1/collections/wiki/calibration", json=no_gold).status_code == 422
     r = client.post("/v1/collections/nope/calibration", json={"generate": 3})
     assert r.status_code == 404
-    client.post("/v1/collections/empty/documents", json={"documents": [{"id": "x", "text": "t"}]})
+    ingest(client, "empty", {"documents": [{"id": "x", "text": "t"}]})
     client.delete("/v1/collections/empty/documents/x")
     r = client.post("/v1/collections/empty/calibration", json={"generate": 3})
     assert r.status_code == 409 and r.json()["error"]["type"] == "collection_empty"
@@ -154,7 +148,7 @@ def test_stale_after_changes_and_persisted_across_restart(
     present = {d.id for d in dev_docs}
     extra = [d for d in wiki_docs[5::89] if d.id not in present][:20]  # > 10 % of the chunks
     docs = [{"id": d.id, "title": d.title, "text": d.text} for d in extra]
-    client.post("/v1/collections/wiki/documents", json={"documents": docs})
+    ingest(client, "wiki", {"documents": docs})
     assert client.get("/v1/collections/wiki/calibration").json()["calibration"]["stale"] is True
     body = client.post("/v1/retrieve", json={"question": _qa(dev_docs)[0]["question"]}).json()
     assert body["calibration"]["stale"] is True and body["coverage_guaranteed"] is False
@@ -162,3 +156,25 @@ def test_stale_after_changes_and_persisted_across_restart(
     with TestClient(create_app(settings)) as again:
         cal = again.get("/v1/collections/wiki/calibration").json()["calibration"]
         assert (cal["version"], cal["stale"]) == (2, True)
+
+
+def test_readiness_follows_the_required_calibration(
+    settings: Settings, generator_url: str, dev_docs: list[Document], wiki_docs: list[Document]
+) -> None:
+    """With COVRAG_REQUIRE_CALIBRATION, /readyz is 503 until the default collection is
+    calibrated, 200 once it is, and 503 again when changes make the calibration stale."""
+    strict = settings.model_copy(
+        update={"require_calibration": True, "generator_urls": [generator_url]}
+    )
+    with TestClient(create_app(strict)) as client:
+        r = client.get("/readyz")
+        assert r.status_code == 503 and r.json()["checks"]["calibration"].startswith("failed")
+        ingest(client, "wiki", {"documents": [{"id": d.id, "text": d.text} for d in dev_docs]})
+        assert "no calibration" in client.get("/readyz").json()["checks"]["calibration"]
+        assert _calibrate(client, {"qa": _qa(dev_docs)})["status"] == "succeeded"
+        assert client.get("/readyz").status_code == 200
+        present = {d.id for d in dev_docs}
+        extra = [d for d in wiki_docs[5::89] if d.id not in present][:20]
+        ingest(client, "wiki", {"documents": [{"id": d.id, "text": d.text} for d in extra]})
+        r = client.get("/readyz")
+        assert r.status_code == 503 and "stale" in r.json()["checks"]["calibration"]

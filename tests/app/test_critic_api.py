@@ -12,6 +12,7 @@ from app.config import Settings
 from app.main import create_app
 from critic.features import FeaturesCritic
 from retrieval.types import Document
+from tests.app.jobs_helper import ingest
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ def _client(settings: Settings, docs: list[Document]) -> TestClient:
     client = TestClient(create_app(settings))
     client.__enter__()
     body = {"documents": [{"id": d.id, "title": d.title, "text": d.text} for d in docs]}
-    assert client.post("/v1/collections/wiki/documents", json=body).status_code == 200
+    ingest(client, "wiki", body)
     return client
 
 

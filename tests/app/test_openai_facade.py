@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from retrieval.types import Document
+from tests.app.jobs_helper import ingest
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def client(
     live = settings.model_copy(update={"generator_urls": [generator_url]})
     with TestClient(create_app(live)) as http:
         docs = [{"id": d.id, "title": d.title, "text": d.text} for d in wiki_sample]
-        assert http.post("/v1/collections/wiki/documents", json={"documents": docs}).is_success
+        ingest(http, "wiki", {"documents": docs})
         yield openai.OpenAI(
             base_url=f"{http.base_url}/v1", api_key="unused", http_client=http, max_retries=0
         )

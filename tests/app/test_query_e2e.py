@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from retrieval.types import Document
+from tests.app.jobs_helper import ingest
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -28,10 +29,7 @@ def live(
 ) -> Iterator[TestClient]:
     live_settings = settings.model_copy(update={"generator_urls": [generator_url]})
     with TestClient(create_app(live_settings)) as client:
-        assert (
-            client.post("/v1/collections/wiki/documents", json=_docs(wiki_sample)).status_code
-            == 200
-        )
+        ingest(client, "wiki", _docs(wiki_sample))
         yield client
 
 
@@ -75,7 +73,7 @@ def test_readyz_is_ready_with_a_live_generator(live: TestClient) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == {
         "status": "ready",
-        "checks": {"store": "ok", "embedder": "ok", "generator": "ok"},
+        "checks": {"store": "ok", "embedder": "ok", "generator": "ok", "calibration": "ok"},
     }
 
 
@@ -85,7 +83,7 @@ def test_fails_over_past_a_dead_replica(
     dead = f"http://127.0.0.1:{free_port()}/v1"
     s = settings.model_copy(update={"generator_urls": [dead, generator_url]})
     with TestClient(create_app(s)) as client:
-        client.post("/v1/collections/wiki/documents", json=_docs(wiki_sample[:5]))
+        ingest(client, "wiki", _docs(wiki_sample[:5]))
         for _ in range(2):  # round-robin starts on each replica once
             r = client.post("/v1/query", json={"question": "What is the capital of Somaliland?"})
             assert r.status_code == 200, r.text
@@ -123,7 +121,7 @@ def test_hung_generator_gives_504_within_the_timeout(
 ) -> None:
     s = settings.model_copy(update={"generator_urls": [hung_server], "generator_timeout_s": 2.0})
     with TestClient(create_app(s)) as client:
-        client.post("/v1/collections/wiki/documents", json=_docs(wiki_sample[:3]))
+        ingest(client, "wiki", _docs(wiki_sample[:3]))
         start = time.monotonic()
         r = client.post("/v1/query", json={"question": "What is the capital of Somaliland?"})
         elapsed = time.monotonic() - start

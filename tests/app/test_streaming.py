@@ -27,6 +27,7 @@ from app.config import Settings
 from app.main import create_app
 from app.schemas import QueryResponse
 from retrieval.types import Document
+from tests.app.jobs_helper import ingest
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,7 @@ def live_settings(settings: Settings, generator_url: str) -> Settings:
 @pytest.fixture
 def live(live_settings: Settings, wiki_sample: list[Document]) -> Iterator[TestClient]:
     with TestClient(create_app(live_settings)) as client:
-        assert client.post("/v1/collections/wiki/documents", json=_docs(wiki_sample)).is_success
+        ingest(client, "wiki", _docs(wiki_sample))
         yield client
 
 
@@ -89,7 +90,7 @@ def test_stream_errors_before_the_first_event_keep_their_status(
     assert r.status_code == 404 and r.headers["content-type"] == "application/json"
     down_settings = settings.model_copy(update={"data_dir": tmp_path / "down"})
     with TestClient(create_app(down_settings)) as down:  # generator: a closed port
-        assert down.post("/v1/collections/wiki/documents", json=_docs(wiki_sample)).is_success
+        ingest(down, "wiki", _docs(wiki_sample))
         r = down.post("/v1/query", json={**QUESTION, "stream": True})
     assert r.status_code == 503 and r.json()["error"]["type"] == "generator_unavailable"
 
@@ -139,10 +140,8 @@ def test_client_disconnect_cancels_the_upstream_generation(
         app = create_app(settings.model_copy(update={"generator_urls": [upstream]}))
         servers.append(_serve(app))
         base = servers[1][2]
-        docs = httpx.post(
-            f"{base}/v1/collections/wiki/documents", json=_docs(wiki_sample), timeout=120
-        )
-        assert docs.is_success, docs.text
+        with httpx.Client(base_url=base, timeout=120) as http:
+            ingest(http, "wiki", _docs(wiki_sample))
         with httpx.stream(
             "POST", f"{base}/v1/query", json={**QUESTION, "stream": True}, timeout=120
         ) as response:

@@ -5,67 +5,48 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, Response
 
-from app.api.deps import JobsDep, PipelineDep, SettingsDep
-from app.calibration import generated_job, qa_job
+from app.api.deps import JobsDep, PipelineDep, PrincipalDep
+from app.api.routes.jobs import ACCEPTED, accept
 from app.schemas import (
     CalibrationRequest,
     CalibrationStatusOut,
+    CollectionName,
     ErrorOut,
     JobOut,
     to_calibration_out,
-    to_items,
     to_job_out,
 )
 from retrieval.errors import CollectionEmpty
 
 router = APIRouter(prefix="/v1/collections", tags=["calibration"])
 
-_ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422, 503)}
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)}
 
 
-@router.post(
-    "/{name}/calibration",
-    status_code=202,
-    response_model=JobOut,
-    responses=_ERRORS,  # type: ignore[arg-type]
-)
+@router.post("/{name}/calibration", **ACCEPTED)
 async def start_calibration(
-    name: str,
+    name: CollectionName,
     body: CalibrationRequest,
     response: Response,
     pipeline: PipelineDep,
     jobs: JobsDep,
-    settings: SettingsDep,
+    principal: PrincipalDep,
 ) -> JobOut:
     """202 with the job; poll ``GET /v1/jobs/{id}`` (also in ``Location``)."""
+    principal.check(name, "name")
     info = await anyio.to_thread.run_sync(pipeline.store.get_collection, name)
     if info.chunks == 0:
         raise CollectionEmpty(f"collection {name!r} is empty: ingest documents before calibrating")
-    alpha = body.default_alpha or settings.default_alpha
-    if body.qa is not None:
-        run = qa_job(
-            pipeline.store, pipeline.embedder, name, to_items(body.qa), default_alpha=alpha
-        )
-    else:
-        assert body.generate is not None  # the request model guarantees one of the two
-        run = generated_job(
-            pipeline.store,
-            pipeline.embedder,
-            pipeline.generator,
-            name,
-            body.generate,
-            seed=body.seed,
-            default_alpha=alpha,
-        )
-    job = jobs.submit("calibration", name, run)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return to_job_out(job)
+    return await accept(jobs, response, "calibration", name, body.model_dump(mode="json"))
 
 
 @router.get("/{name}/calibration", response_model=CalibrationStatusOut, responses=_ERRORS)  # type: ignore[arg-type]
-async def get_calibration(name: str, pipeline: PipelineDep, jobs: JobsDep) -> CalibrationStatusOut:
+async def get_calibration(
+    name: CollectionName, pipeline: PipelineDep, jobs: JobsDep, principal: PrincipalDep
+) -> CalibrationStatusOut:
+    principal.check(name, "name")
     calibration, stale = await anyio.to_thread.run_sync(pipeline.retriever.calibration, name)
-    job = jobs.latest("calibration", name)
+    job = await jobs.latest("calibration", name)
     return CalibrationStatusOut(
         collection=name,
         calibration=None if calibration is None else to_calibration_out(calibration, stale),

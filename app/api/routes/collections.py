@@ -1,48 +1,90 @@
-"""Collections and their documents."""
+"""Collections and their documents; a key sees and changes only the collections it may use."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import anyio
+from fastapi import APIRouter, Response
 
-from app.api.deps import IngestorDep, PipelineDep
+from app.api.deps import (
+    AnswersDep,
+    IngestorDep,
+    JobsDep,
+    PipelineDep,
+    PrincipalDep,
+)
+from app.api.routes.jobs import ACCEPTED, accept
 from app.schemas import (
+    CollectionName,
     CollectionOut,
     CollectionsOut,
     DeletedOut,
     DocumentsIn,
     ErrorOut,
-    IngestOut,
+    JobOut,
     to_collection_out,
     to_documents,
-    to_ingest_out,
 )
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
-_ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422, 503)}
+_ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)}
 
-# Sync handlers on purpose: embedding and the embedded store block, so FastAPI runs these in
-# its thread pool instead of on the event loop.
+# Sync handlers on purpose where the embedded store blocks: FastAPI runs them in its thread pool
+# instead of on the event loop.
 
 
 @router.get("", response_model=CollectionsOut, responses=_ERRORS)  # type: ignore[arg-type]
-def list_collections(pipeline: PipelineDep) -> CollectionsOut:
+def list_collections(pipeline: PipelineDep, principal: PrincipalDep) -> CollectionsOut:
     return CollectionsOut(
-        collections=[to_collection_out(c) for c in pipeline.store.list_collections()]
+        collections=[
+            to_collection_out(c)
+            for c in pipeline.store.list_collections()
+            if principal.allows(c.name)
+        ]
     )
 
 
 @router.get("/{name}", response_model=CollectionOut, responses=_ERRORS)  # type: ignore[arg-type]
-def get_collection(name: str, pipeline: PipelineDep) -> CollectionOut:
+def get_collection(
+    name: CollectionName, pipeline: PipelineDep, principal: PrincipalDep
+) -> CollectionOut:
+    principal.check(name, "name")
     return to_collection_out(pipeline.store.get_collection(name))
 
 
-@router.post("/{name}/documents", response_model=IngestOut, responses=_ERRORS)  # type: ignore[arg-type]
-def add_documents(name: str, body: DocumentsIn, ingestor: IngestorDep) -> IngestOut:
-    """Add or replace documents (created on first use); unchanged ones are skipped."""
-    return to_ingest_out(name, ingestor.ingest(name, to_documents(body)))
+@router.post("/{name}/documents", **ACCEPTED)
+async def add_documents(
+    name: CollectionName,
+    body: DocumentsIn,
+    response: Response,
+    ingestor: IngestorDep,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+) -> JobOut:
+    """Add or replace documents (the collection is created on first use; unchanged documents
+    are skipped) as a background job: 202 with the job, also in ``Location``.
+
+    The documents are checked before anything is written: a bad one is a 422 and no job.
+    """
+    principal.check(name, "name")
+
+    def check() -> None:  # chunking a large body is CPU work: off the event loop
+        ingestor.validate(to_documents(body))
+        ingestor.ensure_collection(name)
+
+    await anyio.to_thread.run_sync(check)
+    return await accept(jobs, response, "ingest", name, body.model_dump(mode="json"))
 
 
 @router.delete("/{name}/documents/{doc_id:path}", response_model=DeletedOut, responses=_ERRORS)  # type: ignore[arg-type]
-def delete_document(name: str, doc_id: str, ingestor: IngestorDep) -> DeletedOut:
-    return DeletedOut(collection=name, doc_id=doc_id, chunks_deleted=ingestor.delete(name, doc_id))
+async def delete_document(
+    name: CollectionName,
+    doc_id: str,
+    ingestor: IngestorDep,
+    answers: AnswersDep,
+    principal: PrincipalDep,
+) -> DeletedOut:
+    principal.check(name, "name")
+    deleted = await anyio.to_thread.run_sync(ingestor.delete, name, doc_id)
+    await answers.invalidate(name)
+    return DeletedOut(collection=name, doc_id=doc_id, chunks_deleted=deleted)

@@ -10,7 +10,7 @@ import anyio
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import PipelineDep, RequestIdDep, SettingsDep
+from app.api.deps import MetricsDep, PipelineDep, PrincipalDep, RequestIdDep, SettingsDep
 from app.api.routes.query import ERRORS, SSE_HEADERS
 from app.api.streaming import Failed, QueryStream
 from app.errors import classify
@@ -26,18 +26,51 @@ from app.openai_compat import (
     sources_text,
 )
 from app.pipeline import AnswerText, InvalidQuery, QueryParams, Round
-from app.schemas import ErrorOut, QueryResponse, to_query_response
+from app.schemas import ErrorOut, QueryResponse, component, sse_event, to_query_response
 from retrieval.errors import CollectionNotFound
 
 router = APIRouter(tags=["openai"])
 
+#: A streamed completion's events: chunks (the last one carries ``covrag``), an error if one
+#: happens, then ``[DONE]``.
+CHUNK = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "object": {"const": "chat.completion.chunk"},
+        "covrag": component(QueryResponse),
+    },
+}
+CHAT_SSE_DOC = {
+    "description": "The completion; with `stream` a stream of `chat.completion.chunk` "
+    "server-sent events, then `data: [DONE]`.",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "anyOf": [
+                    sse_event({"anyOf": [CHUNK, component(ErrorOut)]}),
+                    {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {"data": {"const": "[DONE]"}},
+                    },
+                ]
+            }
+        }
+    },
+}
 
-@router.get("/v1/models")
-async def models(pipeline: PipelineDep) -> ModelList:
-    """``covrag`` (the default collection) and ``covrag/<collection>`` for each collection."""
+
+@router.get(
+    "/v1/models",
+    responses={code: {"model": ErrorOut} for code in (401, 429, 503)},  # type: ignore[dict-item]
+)
+async def models(pipeline: PipelineDep, principal: PrincipalDep) -> ModelList:
+    """``covrag`` (the default collection) and ``covrag/<collection>`` for each collection the
+    caller's key may use."""
     names = await anyio.to_thread.run_sync(pipeline.store.list_collections)
     cards = [ModelCard(id=MODEL_PREFIX)]
-    cards += [ModelCard(id=f"{MODEL_PREFIX}/{c.name}") for c in names]
+    cards += [ModelCard(id=f"{MODEL_PREFIX}/{c.name}") for c in names if principal.allows(c.name)]
     return ModelList(data=cards)
 
 
@@ -64,16 +97,24 @@ def to_params(body: ChatRequest, default_collection: str) -> QueryParams:
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses=ERRORS,  # type: ignore[arg-type]
+    responses={200: CHAT_SSE_DOC, **ERRORS},  # type: ignore[dict-item]
 )
 async def chat_completions(
-    body: ChatRequest, pipeline: PipelineDep, settings: SettingsDep, request_id: RequestIdDep
+    body: ChatRequest,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+    metrics: MetricsDep,
+    principal: PrincipalDep,
 ) -> Response | ChatCompletion:
     """The last user message is the question; earlier turns make it self-contained."""
     params = to_params(body, settings.default_collection)
+    principal.check(params.collection, "model")
     if not body.stream:
         outcome = await pipeline.query(params, request_id)
-        return completion_of(to_query_response(outcome, request_id), body.model)
+        response = to_query_response(outcome, request_id)
+        metrics.observe_query(response)
+        return completion_of(response, body.model)
     stream = await QueryStream.start(pipeline, params, request_id)
     live = pipeline.critic is None  # nothing can overrule round 0: its text goes out as decoded
 
@@ -94,6 +135,7 @@ async def chat_completions(
             elif isinstance(item, Round) and item.decision == "accept" and not live:
                 text = "".join(pending.get(item.index, []))
             elif isinstance(item, QueryResponse):
+                metrics.observe_query(item)
                 text = ("" if sent else item.answer) + sources_text(item)
                 extra = {"covrag": item.model_dump(mode="json")}
                 if text:

@@ -10,27 +10,55 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
-from app.api.deps import PipelineDep, RequestIdDep, SettingsDep
+from app.api.deps import (
+    AnswersDep,
+    MetricsDep,
+    PipelineDep,
+    PrincipalDep,
+    RequestIdDep,
+    SettingsDep,
+)
+from app.api.guard import GUARD_ERRORS
 from app.api.streaming import Failed, QueryStream, StreamItem
 from app.config import Settings
 from app.errors import classify
+from app.metrics import Metrics
 from app.pipeline import AnswerText, Pipeline, QueryParams, Round
 from app.schemas import (
+    CitationOut,
     ErrorOut,
     QueryRequest,
     QueryResponse,
+    RoundOut,
     TokenEvent,
+    component,
+    sse_event,
     to_query_response,
     to_round_out,
 )
 
 router = APIRouter(tags=["query"])
 
-ERRORS = {code: {"model": ErrorOut} for code in (400, 404, 409, 422, 502, 503, 504)}
+ERRORS = {
+    **{code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422, 429, 502, 503, 504)},
+    **GUARD_ERRORS,
+}
 SSE_DOC = {
     "description": "The answer; with `stream` (or `Accept: text/event-stream`) a stream of "
     "server-sent events: `token`, `round`, `citations`, `done`, `error`.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "oneOf": [
+                    sse_event(TokenEvent.model_json_schema(), "token"),
+                    sse_event(component(RoundOut), "round"),
+                    sse_event({"type": "array", "items": component(CitationOut)}, "citations"),
+                    sse_event(component(QueryResponse), "done"),
+                    sse_event(component(ErrorOut), "error"),
+                ]
+            }
+        }
+    },
 }
 
 #: Proxies must not buffer or cache an event stream.
@@ -59,20 +87,53 @@ async def query(
     pipeline: PipelineDep,
     settings: SettingsDep,
     request_id: RequestIdDep,
+    metrics: MetricsDep,
+    answers: AnswersDep,
+    principal: PrincipalDep,
 ) -> Response | QueryResponse:
+    """A cited answer — served from the answer cache when this exact question was answered on
+    the collection as it is now."""
     params = to_params(body, settings)
+    principal.check(params.collection)
     if body.stream or "text/event-stream" in request.headers.get("accept", ""):
-        return await stream_query(pipeline, params, request_id)
+        return await stream_query(pipeline, params, request_id, metrics)
+    entry = await answers.lookup(params.collection, params.question, answer_shape(params, settings))
+    if entry is not None:
+        metrics.cache_result("answer", entry.value is not None)
+        if entry.value is not None:
+            return Response(answers.respond(entry.value, request_id), media_type="application/json")
     outcome = await pipeline.query(params, request_id)
-    return to_query_response(outcome, request_id)
+    response = to_query_response(outcome, request_id)
+    metrics.observe_query(response)
+    await answers.put(entry, response.model_dump_json(exclude={"request_id", "cached"}).encode())
+    return response
 
 
-async def stream_query(pipeline: Pipeline, params: QueryParams, request_id: str) -> Response:
+def answer_shape(params: QueryParams, settings: Settings) -> dict[str, Any]:
+    """Everything besides the collection's version and the question that shapes an answer."""
+    return {
+        "alpha": params.alpha,
+        "top_k": params.top_k,
+        "filters": params.filters,
+        "rounds": params.max_rounds or settings.max_rounds,
+        "critic": settings.critic,
+        "tau": settings.critic_tau,
+        "model": settings.generator_model,
+        "max_tokens": settings.max_tokens,
+        "temperature": settings.temperature,
+    }
+
+
+async def stream_query(
+    pipeline: Pipeline, params: QueryParams, request_id: str, metrics: Metrics
+) -> Response:
     """The query as covrag's SSE events: ``token``… ``round``… ``citations``, ``done``."""
     stream = await QueryStream.start(pipeline, params, request_id)
 
     async def frames() -> AsyncIterator[bytes]:
         async for item in stream.events():
+            if isinstance(item, QueryResponse):
+                metrics.observe_query(item)
             for name, payload in _sse_events(item, request_id):
                 yield format_sse_event(event=name, data_str=json.dumps(payload))
 

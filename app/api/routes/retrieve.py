@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.deps import PipelineDep, RequestIdDep, SettingsDep
+from app.api.deps import PipelineDep, PrincipalDep, RequestIdDep, SettingsDep
 from app.api.routes.query import ERRORS, to_params
 from app.schemas import QueryRequest, RetrieveResponse, to_retrieve_response
 
@@ -13,7 +13,13 @@ router = APIRouter(tags=["query"])
 
 @router.post("/v1/retrieve", response_model=RetrieveResponse, responses=ERRORS)  # type: ignore[arg-type]
 async def retrieve(
-    body: QueryRequest, pipeline: PipelineDep, settings: SettingsDep, request_id: RequestIdDep
+    body: QueryRequest,
+    pipeline: PipelineDep,
+    settings: SettingsDep,
+    request_id: RequestIdDep,
+    principal: PrincipalDep,
 ) -> RetrieveResponse:
-    retrieval = await pipeline.retrieve(to_params(body, settings))
+    params = to_params(body, settings)
+    principal.check(params.collection)
+    retrieval = await pipeline.retrieve(params)
     return to_retrieve_response(retrieval, request_id)

@@ -87,6 +87,15 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "vllm-embedde
 http://{{ include "covrag.componentName" (dict "ctx" . "component" "critic-worker") }}:{{ .Values.critic.port }}
 {{- end }}
 
+{{/* The Secret holding the API keys file, or "" when no keys are configured (an open server). */}}
+{{- define "covrag.apiKeysSecret" -}}
+{{- if .Values.api.apiKeys.existingSecret -}}
+{{ .Values.api.apiKeys.existingSecret }}
+{{- else if .Values.api.apiKeys.keys -}}
+{{ include "covrag.componentName" (dict "ctx" . "component" "api-keys") }}
+{{- end -}}
+{{- end }}
+
 {{- define "covrag.redisHost" -}}
 {{ include "covrag.componentName" (dict "ctx" . "component" "redis") }}
 {{- end }}
@@ -125,6 +134,23 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "critic-worke
 {{- fail (printf "critic.enabled=true sets %s from critic.*: remove it from api.config" $key) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- range $key := list "COVRAG_ANSWER_CACHE_TTL_S" "COVRAG_RATE_LIMIT_ON_ERROR" "COVRAG_JOB_LEASE_S" "COVRAG_JOB_MAX_ATTEMPTS" "COVRAG_READY_TIMEOUT_S" "COVRAG_REQUIRE_CALIBRATION" "COVRAG_GENERATOR_MAX_CONCURRENCY" "COVRAG_GENERATOR_MAX_QUEUE" "COVRAG_GENERATOR_BREAKER_FAILURES" "COVRAG_GENERATOR_BREAKER_COOLDOWN_S" "COVRAG_SHUTDOWN_GRACE_S" "COVRAG_LOG_FORMAT" "COVRAG_LOG_LEVEL" }}
+{{- if hasKey $v.api.config $key }}
+{{- fail (printf "api.serving sets %s: remove it from api.config" $key) }}
+{{- end }}
+{{- end }}
+{{- range $key := list "COVRAG_API_KEYS" "COVRAG_API_KEYS_FILE" }}
+{{- if hasKey $v.api.config $key }}
+{{- fail (printf "%s in api.config would put API keys into a ConfigMap: use api.apiKeys (a Secret mounted as a file)" $key) }}
+{{- end }}
+{{- end }}
+{{- if and $v.api.apiKeys.existingSecret $v.api.apiKeys.keys }}
+{{- fail "set api.apiKeys.existingSecret or api.apiKeys.keys, not both" }}
+{{- end }}
+{{- $drain := addf $v.api.preStopSleepSeconds $v.api.serving.shutdownGraceSeconds }}
+{{- if le (float64 $v.api.terminationGracePeriodSeconds) $drain }}
+{{- fail (printf "api.terminationGracePeriodSeconds (%v) must exceed api.preStopSleepSeconds + api.serving.shutdownGraceSeconds (%v), or pods are killed while draining" $v.api.terminationGracePeriodSeconds $drain) }}
 {{- end }}
 {{- if and $v.secrets.existingSecret (not $v.redis.enabled) $v.redis.externalUrl }}
 {{- fail "with secrets.existingSecret, put the external Redis URL into that Secret (key redis-url) and leave redis.externalUrl empty" }}

@@ -1,0 +1,198 @@
+"""The answer cache: a repeated question on an unchanged collection costs one lookup, no LLM.
+
+Keys hold everything that shapes an answer — the collection's version, the normalised
+question, α, the mode (critic, τ, rounds, top-k, filters) and the model (name, tokens,
+temperature) — so a hit is the answer the pipeline would give again. Any write to a collection
+(ingest, delete, calibration) bumps its version: old entries become unreachable at once and
+expire by TTL. Backends: Redis (shared by replicas) or an in-process LRU; Redis errors bypass
+the cache (logged and counted), they never fail a query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+import unicodedata
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("covrag.cache")
+
+
+class AnswerStore(Protocol):
+    """Entries by (collection, version, digest) plus a version counter per collection;
+    ``RedisAnswers`` and ``MemoryAnswers`` provide them."""
+
+    async def lookup(self, collection: str, digest: str) -> tuple[int, bytes | None]:
+        """The collection's current version and the entry stored under it, in one step."""
+        ...
+
+    async def store(
+        self, collection: str, version: int, digest: str, value: bytes, ttl_s: int
+    ) -> None: ...
+
+    async def bump(self, collection: str) -> None:
+        """A new version: entries of older versions are never looked up again."""
+        ...
+
+
+class MemoryAnswers:
+    """An LRU of at most ``max_entries`` with per-entry expiry, for a server without Redis.
+    Versions live apart from the LRU: evicting one would resurrect old answers."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max = max_entries
+        self._data: OrderedDict[tuple[str, int, str], tuple[bytes, float]] = OrderedDict()
+        self._versions: dict[str, int] = {}
+
+    async def lookup(self, collection: str, digest: str) -> tuple[int, bytes | None]:
+        version = self._versions.get(collection, 0)
+        key = (collection, version, digest)
+        item = self._data.get(key)
+        if item is None:
+            return version, None
+        if item[1] < time.monotonic():
+            del self._data[key]
+            return version, None
+        self._data.move_to_end(key)
+        return version, item[0]
+
+    async def store(
+        self, collection: str, version: int, digest: str, value: bytes, ttl_s: int
+    ) -> None:
+        self._data[(collection, version, digest)] = (value, time.monotonic() + ttl_s)
+        while len(self._data) > self._max:
+            self._data.popitem(last=False)
+
+    async def bump(self, collection: str) -> None:
+        self._versions[collection] = self._versions.get(collection, 0) + 1
+
+
+#: Version and entry in one round trip (the entry's key depends on the version). Keys are
+#: built in the script, so this needs a single Redis, not Redis Cluster.
+_LOOKUP = """
+local v = redis.call('GET', KEYS[1]) or '0'
+return {v, redis.call('GET', ARGV[1] .. v .. ':' .. ARGV[2])}
+"""
+
+
+class RedisAnswers:
+    """The same in a shared Redis under ``prefix``. Version counters carry no TTL: under a
+    ``maxmemory`` limit use a ``volatile-*`` policy so they are never evicted."""
+
+    def __init__(self, redis: Redis, prefix: str = "covrag:") -> None:
+        self._r = redis
+        self._p = prefix
+        self._lookup = redis.register_script(_LOOKUP)
+
+    async def lookup(self, collection: str, digest: str) -> tuple[int, bytes | None]:
+        version, value = await self._lookup(
+            keys=[f"{self._p}cv:{collection}"], args=[f"{self._p}ans:{collection}:", digest]
+        )
+        return int(version), value
+
+    async def store(
+        self, collection: str, version: int, digest: str, value: bytes, ttl_s: int
+    ) -> None:
+        await self._r.set(f"{self._p}ans:{collection}:{version}:{digest}", value, ex=ttl_s)
+
+    async def bump(self, collection: str) -> None:
+        await self._r.incr(f"{self._p}cv:{collection}")
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_question(question: str) -> str:
+    """Case, Unicode form, spacing and a trailing '?' or '.' do not change the answer."""
+    text = _SPACE.sub(" ", unicodedata.normalize("NFKC", question)).strip().casefold()
+    return text.rstrip("?.! ").strip()
+
+
+@dataclass
+class CacheStats:
+    """Counters read by the metrics endpoint at scrape time."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where a response is (or will be) cached; ``value`` is the hit, if any."""
+
+    collection: str
+    version: int
+    digest: str
+    value: bytes | None
+
+
+class AnswerCache:
+    """Finished query responses (JSON bytes) by what produced them; see the module docstring.
+
+    An entry is stored without ``request_id`` and ``cached``: ``respond`` appends this
+    request's, so a hit costs no JSON parsing.
+    """
+
+    def __init__(self, answers: AnswerStore, ttl_s: int) -> None:
+        self._answers = answers
+        self._ttl_s = ttl_s
+        self._pending: set[str] = set()  # invalidations Redis missed, replayed before reads
+        self.stats = CacheStats()
+
+    async def lookup(self, collection: str, question: str, shape: dict[str, Any]) -> Entry | None:
+        """The entry for this question, hit or miss; None when off or the backend failed."""
+        if self._ttl_s <= 0:
+            return None
+        blob = json.dumps([normalize_question(question), shape], sort_keys=True, default=str)
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        try:
+            for changed in list(self._pending):
+                await self._answers.bump(changed)
+                self._pending.discard(changed)
+            version, value = await self._answers.lookup(collection, digest)
+        except RedisError as exc:
+            self._failed("read", exc)
+            return None
+        if value is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return Entry(collection, version, digest, value)
+
+    async def put(self, entry: Entry | None, body: bytes) -> None:
+        """Store ``body``: a JSON object without ``request_id`` and ``cached``."""
+        if entry is None:
+            return
+        try:
+            await self._answers.store(
+                entry.collection, entry.version, entry.digest, body, self._ttl_s
+            )
+        except RedisError as exc:
+            self._failed("write", exc)
+
+    @staticmethod
+    def respond(body: bytes, request_id: str) -> bytes:
+        """A stored body as this request's answer: its id, and ``cached: true``."""
+        tail = f',"request_id":{json.dumps(request_id)},"cached":true}}'
+        return body[:-1] + tail.encode()
+
+    async def invalidate(self, collection: str) -> None:
+        """The collection changed: every answer cached for it is now unreachable."""
+        try:
+            await self._answers.bump(collection)
+        except RedisError as exc:
+            self._pending.add(collection)  # no read is served before this is replayed
+            self._failed("invalidate", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self.stats.errors += 1
+        log.warning("answer cache bypassed: could not %s the cache: %s", what, exc)

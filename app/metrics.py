@@ -1,0 +1,162 @@
+"""Prometheus metrics. Each app owns a ``Metrics`` on its own registry, so two apps in one
+process (tests, embedding) never share counters or collide on names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from app.schemas import QueryResponse
+
+#: Seconds, 1 ms to 60 s: a cached retrieval and a slow multi-round CPU generation on one scale.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+)
+#: Pipeline stages timed per query (``generate`` = ``reason`` + ``rewrite``: every LLM call).
+STAGES = ("embed", "search", "filter", "reason", "critic", "rewrite", "generate")
+#: Methods kept as labels; anything else a client sends is "OTHER" (bounded series).
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: A replica's circuit-breaker state as a gauge value.
+REPLICA_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class Replica(Protocol):
+    """What the replica collector reads of a generator replica's status."""
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def errors_total(self) -> dict[str, int]: ...
+
+
+class _ReplicaCollector(Collector):
+    """Reads the generator's replicas at scrape time, so nothing has to be kept in step; a
+    generator without ``replicas()`` exports nothing."""
+
+    def __init__(self) -> None:
+        self.generator: object | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        replicas: Callable[[], Sequence[Replica]] | None = getattr(self.generator, "replicas", None)
+        if replicas is None:
+            return
+        errors = CounterMetricFamily(
+            "covrag_generator_replica_errors",
+            "Failed generator calls per replica and kind of error.",
+            labels=("replica", "kind"),
+        )
+        state = GaugeMetricFamily(
+            "covrag_generator_replica_state",
+            "Circuit breaker per replica: 0 closed, 1 half_open, 2 open.",
+            labels=("replica",),
+        )
+        for replica in replicas():
+            state.add_metric((replica.url,), REPLICA_STATES[replica.state])
+            for kind, count in replica.errors_total.items():
+                errors.add_metric((replica.url, kind), count)
+        yield errors
+        yield state
+
+
+class Metrics:
+    """The app's metrics; ``render`` gives the text exposition format for ``GET /metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "covrag_http_requests",
+            "HTTP requests by route template, method and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self._duration = Histogram(
+            "covrag_http_request_duration_seconds",
+            "HTTP request time, to the last byte of the response.",
+            ("route", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._stages = Histogram(
+            "covrag_stage_duration_seconds",
+            "Pipeline stage time per query, summed over its rounds.",
+            ("stage",),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._rounds = Histogram(
+            "covrag_query_rounds",
+            "Retrieval rounds per query.",
+            buckets=(1, 2, 3, 4, 5),
+            registry=self.registry,
+        )
+        self._abstentions = Counter(
+            "covrag_abstentions", "Queries answered with an abstention.", registry=self.registry
+        )
+        self._cache = Counter(
+            "covrag_cache_requests",
+            "Cache lookups by cache and result (hit, miss).",
+            ("cache", "result"),
+            registry=self.registry,
+        )
+        #: Labelled children per (route, method, status): ``labels()`` takes a lock per call.
+        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._replicas = _ReplicaCollector()
+        self.registry.register(self._replicas)
+
+    def watch_generator(self, generator: object) -> None:
+        """Export ``generator.replicas()`` at scrape time (if it has that method)."""
+        self._replicas.generator = generator
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """On every request's path, so the labelled children are looked up once per label set."""
+        key = (route, method if method in HTTP_METHODS else "OTHER", status)
+        children = self._http.get(key)
+        if children is None:
+            children = self._http[key] = (
+                self._requests.labels(route, key[1], str(status)),
+                self._duration.labels(route, key[1]),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_query(self, response: QueryResponse) -> None:
+        """One answered query, streamed or not: its stage times, rounds and abstention."""
+        spent = response.timings_ms.model_dump()
+        for r in response.rounds:  # the response sums only generate; its rounds keep the parts
+            for stage in ("reason", "rewrite"):
+                if stage in r.timings_ms:
+                    spent[stage] = spent.get(stage, 0.0) + r.timings_ms[stage]
+        for stage in STAGES:
+            if stage in spent:
+                self._stages.labels(stage).observe(spent[stage] / 1000)
+        self._rounds.observe(len(response.rounds))
+        if response.abstained:
+            self._abstentions.inc()
+
+    def cache_result(self, cache: str, hit: bool) -> None:
+        self._cache.labels(cache, "hit" if hit else "miss").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

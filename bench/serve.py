@@ -1,0 +1,224 @@
+"""Serving benchmark: the cached-answer path under wrk, and the full chain under 32 clients.
+
+    .venv/bin/python bench/serve.py [--generator-url URL] [--wrk-seconds 30] [--load-seconds 60]
+
+Starts a real Redis and a real ``covrag serve`` (uvicorn, the demo ``wiki`` collection of
+``.covrag``, API keys on, Redis cache and rate limiter) against a running vLLM worker, then:
+
+1. cached path — one question answered once (real LLM), then wrk with 32 connections for
+   ``--wrk-seconds`` POSTs it again and again: auth, rate limit, cache lookup, response;
+   ``/healthz`` under the same wrk run gives the framework's own ceiling for a ratio;
+2. full chain — 32 concurrent clients for ``--load-seconds``, each asking distinct test-split
+   questions (cache misses) through every stage; every status is counted, 503s must carry
+   ``Retry-After`` (clients honour it), any other 5xx is a failure; the API process's RSS is
+   read after warm-up and at the end.
+
+Writes ``bench/results/serving/serving.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import free_port  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
+
+KEY = "bench-key"
+CACHED_QUESTION = "What is the capital of Somaliland?"
+WRK_LUA = """
+wrk.method = "POST"
+wrk.body = '{"question": "%s"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+"""
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the API exited; see {log}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.3)
+    raise RuntimeError("the API did not come up")
+
+
+def wrk(url: str, seconds: int, script: Path | None) -> dict[str, float]:
+    """Requests/s and latency percentiles (ms) from ``wrk --latency``."""
+    args = ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency"]
+    if script is not None:
+        args += ["-s", str(script)]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        assert m is not None, out
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+        result[f"p{pct}_ms"] = round(float(m.group(1)) * scale, 3)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
+    return result
+
+
+async def load(base: str, questions: list[str], clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` loops asking distinct questions until ``seconds`` pass; a 503 must say
+    when to retry, and the client waits that long (capped) before its next question."""
+    statuses: Counter[str] = Counter()
+    latencies: list[float] = []
+    missing_retry_after = 0
+    queue = iter(questions)
+    deadline = time.monotonic() + seconds
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal missing_retry_after
+        while time.monotonic() < deadline:
+            question = next(queue, None)
+            if question is None:
+                return
+            start = time.perf_counter()
+            r = await http.post("/v1/query", json={"question": question}, headers=headers)
+            statuses[str(r.status_code)] += 1
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - start)
+            elif r.status_code in (429, 503):
+                if "retry-after" not in r.headers:
+                    missing_retry_after += 1
+                await asyncio.sleep(min(float(r.headers.get("retry-after", 1)), 5))
+
+    async with httpx.AsyncClient(base_url=base, timeout=600) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    other_5xx = sum(n for s, n in statuses.items() if s.startswith("5") and s != "503")
+    return {
+        "clients": clients,
+        "seconds": seconds,
+        "statuses": dict(statuses),
+        "other_5xx": other_5xx,
+        "503_without_retry_after": missing_retry_after,
+        "answered": len(latencies),
+        "latency_s_p50": round(float(np.percentile(latencies, 50)), 2) if latencies else None,
+        "latency_s_p95": round(float(np.percentile(latencies, 95)), 2) if latencies else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--generator-url", default="http://127.0.0.1:8100/v1")
+    parser.add_argument("--data-dir", type=Path, default=REPO / ".covrag")
+    parser.add_argument("--wrk-seconds", type=int, default=30)
+    parser.add_argument("--load-seconds", type=float, default=60)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/serving")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="covrag-bench-"))
+    redis = RedisServer(work)
+    redis.start()
+    port = free_port()
+    env = {
+        "COVRAG_DATA_DIR": str(args.data_dir),
+        "COVRAG_REDIS_URL": redis.url,
+        "COVRAG_GENERATOR_URLS": args.generator_url,
+        "COVRAG_API_KEYS": json.dumps(
+            [{"name": "bench", "key": KEY, "rate_limit_per_minute": 10_000_000}]
+        ),
+        "COVRAG_GENERATOR_TIMEOUT_S": "300",
+    }
+    api = start_api(env, port, work / "api.log")
+    base = f"http://127.0.0.1:{port}"
+    result: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(["bench/serve.py", *sys.argv[1:]]),
+        "api": "1 uvicorn process, Redis cache + rate limiter, API key auth, JSON access log",
+    }
+    try:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        first = httpx.post(
+            f"{base}/v1/query", json={"question": CACHED_QUESTION}, headers=headers, timeout=600
+        )
+        first.raise_for_status()
+        again = httpx.post(f"{base}/v1/query", json={"question": CACHED_QUESTION}, headers=headers)
+        assert again.json()["cached"] is True, again.text
+        script = work / "query.lua"
+        script.write_text(WRK_LUA % (CACHED_QUESTION, KEY))
+        result["healthz"] = wrk(f"{base}/healthz", args.wrk_seconds, None)
+        result["cached_query"] = wrk(f"{base}/v1/query", args.wrk_seconds, script)
+        result["cached_vs_healthz"] = round(
+            result["cached_query"]["rps"] / result["healthz"]["rps"], 3
+        )
+        questions = [
+            json.loads(line)["question"]
+            for path in ("test.jsonl", "unanswerable_test.jsonl")
+            for line in (args.data_dir / "qa" / path).read_text().splitlines()
+        ]
+        rss_start = rss_mb(api.pid)
+        result["full_chain"] = asyncio.run(load(base, questions, args.clients, args.load_seconds))
+        rss_end = rss_mb(api.pid)
+        result["full_chain"]["rss_mb_start"] = round(rss_start, 1)
+        result["full_chain"]["rss_mb_end"] = round(rss_end, 1)
+        result["full_chain"]["rss_change_pct"] = round(100 * (rss_end - rss_start) / rss_start, 1)
+        result["metrics_sample"] = [
+            line
+            for line in httpx.get(f"{base}/metrics").text.splitlines()
+            if line.startswith(("covrag_http_requests_total", "covrag_cache_requests_total"))
+        ][:20]
+    finally:
+        api.terminate()
+        api.wait(60)
+        redis.stop()
+    (args.out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
+    c, h, f = result["cached_query"], result["healthz"], result["full_chain"]
+    print("| measure | value |\n|---|---|")
+    print(
+        f"| cached /v1/query, wrk 32 conns {args.wrk_seconds} s | {c['rps']:.0f} req/s, "
+        f"p50 {c['p50_ms']} ms, p99 {c['p99_ms']} ms, non-2xx {c['non_2xx']} |"
+    )
+    print(f"| /healthz, same wrk | {h['rps']:.0f} req/s, p50 {h['p50_ms']} ms |")
+    print(
+        f"| full chain, {f['clients']} clients {f['seconds']:.0f} s | statuses {f['statuses']}, "
+        f"other 5xx {f['other_5xx']}, 503 w/o Retry-After {f['503_without_retry_after']} |"
+    )
+    print(
+        f"| API RSS start → end | {f['rss_mb_start']} → {f['rss_mb_end']} MB "
+        f"({f['rss_change_pct']:+} %) |"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Query-embedding cache: a repeated question skips the embedder (~5–10 ms on this CPU).
+
+Keys are the embedder's model and dimension plus the exact text, so switching embedders can
+never return a foreign vector. In process (an LRU) or in Redis, shared by replicas; a Redis
+error is a miss (logged, counted), never a failed query. Sync on purpose: the retriever runs
+in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from typing import Protocol
+
+import numpy as np
+from redis import Redis
+from redis.exceptions import RedisError
+
+from retrieval.types import EmbedderSpec
+
+log = logging.getLogger("covrag.embed.cache")
+
+
+class VectorCache(Protocol):
+    """Vectors by key; ``hits``, ``misses`` and ``errors`` feed the metrics."""
+
+    hits: int
+    misses: int
+    errors: int
+
+    def get(self, key: str) -> list[float] | None: ...
+
+    def set(self, key: str, vector: list[float]) -> None: ...
+
+
+def vector_key(spec: EmbedderSpec, text: str) -> str:
+    return hashlib.sha256(f"{spec.model}\x00{spec.dim}\x00{text}".encode()).hexdigest()
+
+
+class MemoryVectorCache:
+    """An LRU of at most ``max_entries`` vectors, safe across the server's worker threads."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._max = max_entries
+        self._data: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.errors = 0
+
+    def get(self, key: str) -> list[float] | None:
+        with self._lock:
+            vector = self._data.get(key)
+            if vector is None:
+                self.misses += 1
+                return None
+            self._data.move_to_end(key)
+            self.hits += 1
+            return vector
+
+    def set(self, key: str, vector: list[float]) -> None:
+        with self._lock:
+            self._data[key] = vector
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+
+class RedisVectorCache:
+    """float32 vectors in Redis under ``prefix`` with a TTL."""
+
+    def __init__(self, redis: Redis, prefix: str = "covrag:", ttl_s: int = 86_400) -> None:
+        self._r = redis
+        self._p = f"{prefix}qe:"
+        self._ttl_s = ttl_s
+        self.hits = self.misses = self.errors = 0
+
+    def get(self, key: str) -> list[float] | None:
+        try:
+            raw: bytes | None = self._r.get(self._p + key)  # type: ignore[assignment]
+        except RedisError as exc:
+            self.errors += 1
+            log.warning("query-embedding cache bypassed: %s", exc)
+            return None
+        if raw is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return np.frombuffer(raw, dtype=np.float32).tolist()
+
+    def set(self, key: str, vector: list[float]) -> None:
+        try:
+            self._r.set(self._p + key, np.asarray(vector, np.float32).tobytes(), ex=self._ttl_s)
+        except RedisError as exc:
+            self.errors += 1
+            log.warning("query-embedding cache not written: %s", exc)
