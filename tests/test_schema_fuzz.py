@@ -91,6 +91,8 @@ def base_url(generator_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
         generator_urls=[generator_url],
         critic="off",
         max_tokens=8,
+        # A loaded CPU worker may take minutes: slowness must not surface as a 504 (a 5xx).
+        generator_timeout_s=400,
         answer_cache_ttl_s=0,
         api_keys=[ApiKeySpec(name="fuzz", key=KEY)],
     )
@@ -114,4 +116,5 @@ def base_url(generator_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
 
 @schema.parametrize()
 def test_api_conforms_to_its_schema(case: schemathesis.Case, base_url: str) -> None:
-    case.call_and_validate(base_url=base_url)
+    # requests' own read timeout (10 s by default) must outwait the server's generator deadline.
+    case.call_and_validate(base_url=base_url, timeout=450)
