@@ -6,12 +6,11 @@ import anyio
 from fastapi import APIRouter, Response
 
 from app.api.deps import JobsDep, PipelineDep, PrincipalDep
-from app.api.routes.jobs import ACCEPTED, accept
+from app.api.routes.jobs import ACCEPTED, COLLECTION_ERRORS, accept
 from app.schemas import (
     CalibrationRequest,
     CalibrationStatusOut,
     CollectionName,
-    ErrorOut,
     JobOut,
     to_calibration_out,
     to_job_out,
@@ -19,8 +18,6 @@ from app.schemas import (
 from retrieval.errors import CollectionEmpty
 
 router = APIRouter(prefix="/v1/collections", tags=["calibration"])
-
-_ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)}
 
 
 @router.post("/{name}/calibration", **ACCEPTED)
@@ -40,7 +37,7 @@ async def start_calibration(
     return await accept(jobs, response, "calibration", name, body.model_dump(mode="json"))
 
 
-@router.get("/{name}/calibration", response_model=CalibrationStatusOut, responses=_ERRORS)  # type: ignore[arg-type]
+@router.get("/{name}/calibration", response_model=CalibrationStatusOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
 async def get_calibration(
     name: CollectionName, pipeline: PipelineDep, jobs: JobsDep, principal: PrincipalDep
 ) -> CalibrationStatusOut:

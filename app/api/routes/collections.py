@@ -12,14 +12,13 @@ from app.api.deps import (
     PipelineDep,
     PrincipalDep,
 )
-from app.api.routes.jobs import ACCEPTED, accept
+from app.api.routes.jobs import ACCEPTED, COLLECTION_ERRORS, accept
 from app.schemas import (
     CollectionName,
     CollectionOut,
     CollectionsOut,
     DeletedOut,
     DocumentsIn,
-    ErrorOut,
     JobOut,
     to_collection_out,
     to_documents,
@@ -27,13 +26,12 @@ from app.schemas import (
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
-_ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)}
 
 # Sync handlers on purpose where the embedded store blocks: FastAPI runs them in its thread pool
 # instead of on the event loop.
 
 
-@router.get("", response_model=CollectionsOut, responses=_ERRORS)  # type: ignore[arg-type]
+@router.get("", response_model=CollectionsOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
 def list_collections(pipeline: PipelineDep, principal: PrincipalDep) -> CollectionsOut:
     return CollectionsOut(
         collections=[
@@ -44,7 +42,7 @@ def list_collections(pipeline: PipelineDep, principal: PrincipalDep) -> Collecti
     )
 
 
-@router.get("/{name}", response_model=CollectionOut, responses=_ERRORS)  # type: ignore[arg-type]
+@router.get("/{name}", response_model=CollectionOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
 def get_collection(
     name: CollectionName, pipeline: PipelineDep, principal: PrincipalDep
 ) -> CollectionOut:
@@ -76,7 +74,9 @@ async def add_documents(
     return await accept(jobs, response, "ingest", name, body.model_dump(mode="json"))
 
 
-@router.delete("/{name}/documents/{doc_id:path}", response_model=DeletedOut, responses=_ERRORS)  # type: ignore[arg-type]
+@router.delete(
+    "/{name}/documents/{doc_id:path}", response_model=DeletedOut, responses=COLLECTION_ERRORS
+)  # type: ignore[arg-type]
 async def delete_document(
     name: CollectionName,
     doc_id: str,

@@ -14,14 +14,15 @@ from app.schemas import ErrorOut, JobOut, to_job_out
 
 router = APIRouter(tags=["jobs"])
 
+#: What a route on one collection may answer besides its result.
+COLLECTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)
+}
 #: The decorator arguments of a route that starts a job.
 ACCEPTED: dict[str, Any] = {
     "status_code": 202,
     "response_model": JobOut,
-    "responses": {
-        **{code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422, 429, 503)},
-        **GUARD_ERRORS,
-    },
+    "responses": {**COLLECTION_ERRORS, **GUARD_ERRORS},
 }
 
 
