@@ -1,9 +1,11 @@
 """What each background job kind does, rebuilt from its stored request (so a job can resume
-in another process): ``ingest`` and ``calibration``. A job that changed a collection bumps its
-answer-cache version, so no answer computed before the change is served after it."""
+in another process): ``ingest``, ``calibration`` and ``index``. A job that changed a
+collection bumps its answer-cache version, so no answer computed before the change is served
+after it (an index build changes how the collection is searched, not what it holds)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 import anyio
@@ -11,15 +13,52 @@ import anyio
 from app.cache import AnswerCache
 from app.calibration import generated_job, qa_job
 from app.config import Settings
-from app.jobs import Job, JobBody
+from app.jobs import UNFINISHED, Job, JobBody, JobRegistry
 from app.pipeline import Pipeline
-from app.schemas import CalibrationRequest, DocumentsIn, to_documents, to_ingest_out, to_items
+from app.schemas import (
+    CalibrationRequest,
+    DocumentsIn,
+    IndexRequest,
+    to_documents,
+    to_ingest_out,
+    to_items,
+)
 from retrieval.ingest import Ingestor
 
 
+async def index_job_under_way(jobs: JobRegistry, collection: str) -> Job | None:
+    """The queued or running index job of ``collection``, if any: a second would only fail,
+    the store building one index per collection at a time."""
+    job = await jobs.latest("index", collection)
+    return job if job is not None and job.status in UNFINISHED else None
+
+
 def job_runners(
-    pipeline: Pipeline, ingestor: Ingestor, answers: AnswerCache, settings: Settings
+    pipeline: Pipeline,
+    ingestor: Ingestor,
+    answers: AnswerCache,
+    settings: Settings,
+    jobs: JobRegistry,
 ) -> dict[str, JobBody]:
+    """The runners; ``jobs`` (the registry that runs them) receives the index jobs that
+    ingestion starts."""
+
+    async def index_when_due(job: Job, chunks_written: int) -> None:
+        """After an ingestion into an Edge collection of at least ``COVRAG_INDEX_THRESHOLD``
+        chunks that left some unindexed: start an index job, unless one is under way."""
+        if settings.store != "edge" or settings.index_threshold == 0:
+            return
+        info = await anyio.to_thread.run_sync(pipeline.store.get_collection, job.collection)
+        # ``indexed`` still counts deleted points: new writes are the surer sign.
+        if info.chunks < settings.index_threshold or (
+            chunks_written == 0 and info.indexed >= info.chunks
+        ):
+            return
+        if await index_job_under_way(jobs, job.collection) is not None:
+            return
+        started = await jobs.submit("index", job.collection, IndexRequest().model_dump())
+        job.messages.append(f"index job {started.id} started ({info.chunks} chunks)")
+
     async def ingest(job: Job) -> dict[str, Any]:
         docs = to_documents(DocumentsIn.model_validate(job.request))
         done = 0
@@ -35,6 +74,7 @@ def job_runners(
             )
         finally:  # even a half-done batch changed the collection
             await answers.invalidate(job.collection)
+        await index_when_due(job, report.chunks_written)
         return to_ingest_out(job.collection, report).model_dump()
 
     async def calibrate(job: Job) -> dict[str, Any]:
@@ -63,4 +103,14 @@ def job_runners(
         await answers.invalidate(job.collection)
         return result
 
-    return {"ingest": ingest, "calibration": calibrate}
+    async def index(job: Job) -> dict[str, Any]:
+        request = IndexRequest.model_validate(job.request)
+        # Abandoned on cancel: at shutdown the store's close() stops the build, and the job,
+        # left unfinished, resumes on the next start.
+        report = await anyio.to_thread.run_sync(
+            lambda: pipeline.store.build_index(job.collection, timeout_s=request.timeout_s),
+            abandon_on_cancel=True,
+        )
+        return asdict(report)
+
+    return {"ingest": ingest, "calibration": calibrate, "index": index}

@@ -1,4 +1,4 @@
-"""The ``covrag`` command line: serve, ingest, ask, worker."""
+"""The ``covrag`` command line: serve, ingest, index, ask, worker."""
 
 from __future__ import annotations
 
@@ -119,6 +119,34 @@ def ingest(
     finally:
         store.close()
     asyncio.run(invalidate_answers(settings, name))
+    typer.echo(json.dumps(asdict(report)))
+
+
+@cli.command()
+def index(
+    collection: Annotated[str, typer.Argument(help="The collection to index.")],
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=1, help="Stop the build after this many seconds; the collection stays as it was."
+        ),
+    ] = None,
+) -> None:
+    """Build a collection's HNSW index in process (Edge; a Qdrant server indexes by itself).
+
+    Not while `covrag serve` runs on the same data dir (the Edge store belongs to one
+    process): there, POST /v1/collections/NAME/index. Prints the report as JSON.
+    """
+    settings = get_settings()
+    store = build_store(settings)
+    typer.echo(f"indexing {collection} (minutes at 100k chunks) ...", err=True)
+    try:
+        report = store.build_index(collection, timeout_s=timeout)
+    except RetrievalError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        store.close()
     typer.echo(json.dumps(asdict(report)))
 
 

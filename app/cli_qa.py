@@ -18,6 +18,7 @@ from app.eval_qa import (
     Mode,
     QaResult,
     critic_auroc,
+    load_questions,
     results_json,
     run_modes,
     summarize,
@@ -25,18 +26,10 @@ from app.eval_qa import (
 )
 from app.selfpractice import practice
 from app.services import build_services
-from retrieval.jsonl import question_of, read_jsonl
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """QA rows with an id and a question; malformed lines are reported and skipped."""
-
-    def parse(row: dict[str, Any], _: int) -> dict[str, Any]:
-        question_of(row)
-        str(row["id"])
-        return row
-
-    rows, errors = read_jsonl(path, parse)
+def _load(paths: list[Path], per_type: int | None) -> list[dict[str, Any]]:
+    rows, errors = load_questions(paths, per_type)
     for error in errors:
         typer.echo(f"skipped malformed line {error}", err=True)
     return rows
@@ -51,7 +44,7 @@ def selfpractice(
 ) -> None:
     """Run the loop with the critic off over training questions; label every round."""
     settings = get_settings()
-    questions = [row for path in qa for row in _read_jsonl(path)]
+    questions = _load(qa, None)
 
     async def go() -> dict[str, Any]:
         services = build_services(settings.model_copy(update={"critic": "off"}))
@@ -94,7 +87,7 @@ def qa(
             raise typer.BadParameter(f"unknown mode {m!r}; use {', '.join(MODES)}")
         chosen.append(m)  # type: ignore[arg-type]
     settings = get_settings()
-    questions = [row for path in qa for row in _first_per_type(_read_jsonl(path), per_type)]
+    questions = _load(qa, per_type)
 
     async def go() -> list[QaResult]:
         services = build_services(settings)
@@ -146,20 +139,6 @@ def qa(
     (out / "qa.md").write_text(f"# QA evaluation\n\n```\n{json.dumps(meta)}\n```\n\n{table}\n")
     _plot(summary, out / "qa.png")
     typer.echo(table)
-
-
-def _first_per_type(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
-    """The first ``limit`` rows of each question type (all when None), in file order."""
-    if limit is None:
-        return rows
-    seen: dict[str, int] = {}
-    kept = []
-    for row in rows:
-        kind = str(row.get("type", ""))
-        seen[kind] = seen.get(kind, 0) + 1
-        if seen[kind] <= limit:
-            kept.append(row)
-    return kept
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:

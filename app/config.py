@@ -37,6 +37,24 @@ class Settings(BaseSettings):
     qdrant_write_consistency_factor: int | None = Field(
         None, ge=1, description="Replicas that must acknowledge a write."
     )
+    hnsw_m: int = Field(
+        16,
+        ge=4,
+        le=128,
+        description="Edge HNSW edges per node: more = better recall, a bigger index.",
+    )
+    hnsw_ef_construct: int = Field(
+        100, ge=4, description="Edge HNSW candidates while building: more = a better graph, slower."
+    )
+    hnsw_ef: int | None = Field(
+        None, ge=1, description="Edge HNSW candidates per search; none = the index's ef_construct."
+    )
+    index_threshold: int = Field(
+        20_000,
+        ge=0,
+        description="After an ingestion job, build the Edge HNSW index once a collection has "
+        "this many chunks and some are not indexed; 0 = only on request.",
+    )
 
     # --- embeddings ----------------------------------------------------------------------
     embedder: Literal["onnx", "torch", "remote"] = Field(

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from app.pipeline import LoopPolicy, Pipeline, QueryParams
 from app.scoring import contains, exact_match, f1
 from critic.train import auroc
+from retrieval.jsonl import question_of, read_jsonl
 
 Mode = Literal["single", "conformal", "full"]
 MODES: tuple[Mode, ...] = ("single", "conformal", "full")
@@ -41,8 +44,12 @@ class QaResult:
     contains: bool
     rounds: int
     llm_calls: int
+    prompt_tokens: int
+    completion_tokens: int
     wall_ms: float
     critic_scores: list[float | None]
+    #: The pipeline's own stage times, as ``/v1/query`` reports them.
+    timings_ms: dict[str, float]
 
 
 def _setup(
@@ -95,12 +102,39 @@ async def run_modes(
             contains=bool(golds) and not outcome.abstained and contains(answer, golds),
             rounds=len(outcome.rounds),
             llm_calls=outcome.llm_calls,
+            prompt_tokens=outcome.usage.prompt,
+            completion_tokens=outcome.usage.completion,
             wall_ms=round(wall, 1),
             critic_scores=[r.critic_score for r in outcome.rounds],
+            timings_ms=outcome.timings_ms,
         )
 
     tasks = [one(qa, mode) for qa in questions for mode in modes]
     return list(await asyncio.gather(*tasks))
+
+
+def load_questions(
+    paths: Sequence[Path], per_type: int | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """QA rows with an id and a question — at most ``per_type`` of each question type per file,
+    in file order — and the malformed lines skipped."""
+
+    def parse(row: dict[str, Any], _: int) -> dict[str, Any]:
+        question_of(row)
+        str(row["id"])
+        return row
+
+    kept: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for path in paths:
+        rows, bad = read_jsonl(path, parse)
+        errors += bad
+        seen: Counter[str] = Counter()
+        for row in rows:
+            seen[str(row.get("type", ""))] += 1
+            if per_type is None or seen[str(row.get("type", ""))] <= per_type:
+                kept.append(row)
+    return kept, errors
 
 
 def _pct(values: list[float], q: float) -> float:

@@ -13,7 +13,7 @@ from app.api.middleware import RequestMiddleware
 from app.background import job_runners
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
-from app.jobs import JobRegistry
+from app.jobs import JobBody, JobRegistry
 from app.metrics import Metrics
 from app.services import build_services
 
@@ -34,11 +34,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.answers = services.backends.answers
         app.state.gate = services.gate
         app.state.backends = services.backends
-        app.state.jobs = JobRegistry(
+        runners: dict[str, JobBody] = {}
+        app.state.jobs = jobs = JobRegistry(
             services.backends.job_store,
-            job_runners(services.pipeline, services.ingestor, services.backends.answers, settings),
+            runners,
             lease_s=settings.job_lease_s,
             max_attempts=settings.job_max_attempts,
+        )
+        # Filled once the registry exists: ingestion submits index jobs to it.
+        runners.update(
+            job_runners(
+                services.pipeline, services.ingestor, services.backends.answers, settings, jobs
+            )
         )
         await app.state.jobs.start(sweep=settings.redis_url is not None)
         log.info("covrag ready: store=%s embedder=%s", settings.store, settings.embedder)

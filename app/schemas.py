@@ -392,6 +392,10 @@ class CollectionOut(BaseModel):
     name: str
     documents: int
     chunks: int
+    indexed: int = Field(
+        description="Chunks in an HNSW index (the rest are searched by brute force); "
+        "deleted chunks count until the next index build."
+    )
     embedder: EmbedderOut
     created_at: datetime
 
@@ -401,6 +405,7 @@ def to_collection_out(info: CollectionInfo) -> CollectionOut:
         name=info.name,
         documents=info.documents,
         chunks=info.chunks,
+        indexed=info.indexed,
         embedder=EmbedderOut(model=info.embedder.model, dim=info.embedder.dim),
         created_at=info.created_at,
     )
@@ -408,6 +413,14 @@ def to_collection_out(info: CollectionInfo) -> CollectionOut:
 
 class CollectionsOut(BaseModel):
     collections: list[CollectionOut]
+
+
+class IndexRequest(_Strict):
+    """``POST /v1/collections/{name}/index``; ``{}`` builds with no time limit."""
+
+    timeout_s: float | None = Field(
+        None, gt=0, description="Stop the build after this long; the collection stays as it was."
+    )
 
 
 # --- health and errors ------------------------------------------------------------------

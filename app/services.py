@@ -22,7 +22,7 @@ from retrieval.embed import Embedder, make_embedder
 from retrieval.embed.cache import MemoryVectorCache, RedisVectorCache, VectorCache
 from retrieval.ingest import Ingestor
 from retrieval.retriever import Retriever
-from retrieval.store import VectorStore, make_store
+from retrieval.store import HnswParams, VectorStore, make_store
 
 
 def build_store(settings: Settings) -> VectorStore:
@@ -36,6 +36,8 @@ def build_store(settings: Settings) -> VectorStore:
         shard_number=settings.qdrant_shard_number,
         replication_factor=settings.qdrant_replication_factor,
         write_consistency_factor=settings.qdrant_write_consistency_factor,
+        hnsw=HnswParams(m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct),
+        hnsw_ef=settings.hnsw_ef,
     )
 
 

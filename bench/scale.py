@@ -12,10 +12,10 @@ complete ones (so 1M can run after the small sizes), and a cell past ``--cell-ti
 
 What is measured is covrag's own ``VectorStore`` code (``EdgeStore``, ``QdrantStore``), called
 as the server calls it: ``upsert`` in batches of ``Point`` lists, ``search`` with a list of
-floats. One step goes below the API: ``EdgeStore`` never calls the shard's ``optimize()``, so
-its segments stay plain (brute force) and no HNSW graph is ever built; the bench measures that
-state ("as served") and then calls ``optimize()`` on the shard itself ("HNSW") to show what
-building the index would buy.
+floats. Edge is measured twice: as ingested (one plain segment, brute force), then after
+``EdgeStore.build_index`` (the HNSW build the server runs as a job: copy, child process, swap),
+with ``--hnsw-m``, ``--hnsw-ef-construct`` and ``--hnsw-ef`` passed to ``EdgeStore`` and
+recorded in each Edge row. Segment counts come from below the API (the shard's info).
 
 The corpus: Gaussian clusters around ``--centres`` random unit centres, noise with a power-law
 spectrum (variance ∝ 1/i, an effective dimension of ~26, about that of sentence embeddings)
@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from retrieval.chunking import chunk_id  # noqa: E402
-from retrieval.store import EdgeStore, QdrantStore, VectorStore  # noqa: E402
+from retrieval.store import EdgeStore, HnswParams, QdrantStore, VectorStore  # noqa: E402
 from retrieval.types import Chunk, EmbedderSpec, Point  # noqa: E402
 
 DIM = 384
@@ -228,13 +228,14 @@ def run_cell(backend: str, size: int, args: argparse.Namespace, path: Path) -> N
         return
     root = shard_root(args, size)
     shutil.rmtree(root, ignore_errors=True)
+    params = HnswParams(m=args.hnsw_m, ef_construct=args.hnsw_ef_construct)
+    base |= {"hnsw": {"m": params.m, "ef_construct": params.ef_construct, "ef": args.hnsw_ef}}
     try:
-        edge = EdgeStore(root)
+        edge = EdgeStore(root, hnsw=params, hnsw_ef=args.hnsw_ef)
         upsert_s = ingest(edge, corpus, args.batch, args.seed)
-        shard = edge._open(COLLECTION)  # below the API: the store never optimises its shard
 
         def state() -> dict[str, Any]:
-            info = shard.info()
+            info = edge._open(COLLECTION).info()  # below the API: segments are no API matter
             return {
                 "segments": info.segments_count,
                 "indexed_vectors": info.indexed_vectors_count,
@@ -243,14 +244,12 @@ def run_cell(backend: str, size: int, args: argparse.Namespace, path: Path) -> N
                 "disk_mb": disk_mb(root),
             }
 
-        plain = {**base, "state": "as served (no optimize)", "upsert_s": upsert_s}
+        plain = {**base, "state": "as ingested (brute force)", "upsert_s": upsert_s}
         plain |= {"build_s": upsert_s, **state(), **measure(edge, qs, truth, threshold)}
         save(path, [plain], complete=False)
-        start = time.perf_counter()
-        shard.optimize()
-        optimize_s = round(time.perf_counter() - start, 1)
-        hnsw = {**base, "state": "optimize() → HNSW", "upsert_s": upsert_s}
-        hnsw |= {"optimize_s": optimize_s, "build_s": round(upsert_s + optimize_s, 1)}
+        index_s = round(edge.build_index(COLLECTION).seconds, 1)
+        hnsw = {**base, "state": "build_index() → HNSW", "upsert_s": upsert_s}
+        hnsw |= {"index_s": index_s, "build_s": round(upsert_s + index_s, 1)}
         hnsw |= {**state(), **measure(edge, qs, truth, threshold)}
         edge.close()
         save(path, [plain, hnsw], complete=True)
@@ -277,7 +276,7 @@ def measure_cell(backend: str, size: int, args: argparse.Namespace) -> dict[str,
         if not path.exists():
             sys.exit(f"{backend} {size}: nothing measured within {args.cell_timeout} s")
         cell = json.loads(path.read_text())
-        cell["stopped"] = f"stopped after {args.cell_timeout:g} s, in optimize()"
+        cell["stopped"] = f"stopped after {args.cell_timeout:g} s, in build_index()"
         return cell
     if done.returncode:
         sys.exit(f"{backend} {size}: {done.stderr}")
@@ -299,7 +298,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         t, h = r["top10_ms"], r["threshold_ms"]
         seg = f"{r['segments']} / {r['indexed_vectors']}" if "segments" in r else "—"
-        build = f"{r['build_s']}" + (f" ({r['optimize_s']} opt.)" if "optimize_s" in r else "")
+        build = f"{r['build_s']}" + (f" ({r['index_s']} index)" if "index_s" in r else "")
         disk = "—" if r["disk_mb"] is None else f"{r['disk_mb']:,.0f}"
         lines.append(
             f"| {label(r)} | {r['size']:,} | {build} | {seg} | {r['recall_at_10']:.3f} "
@@ -373,9 +372,12 @@ def main() -> None:
         "--cell-timeout",
         type=float,
         default=3600,
-        help="seconds per (backend, size); an Edge cell stopped in optimize() keeps its "
-        "as-served row",
+        help="seconds per (backend, size); an Edge cell stopped in build_index() keeps its "
+        "as-ingested row",
     )
+    ap.add_argument("--hnsw-m", type=int, default=HnswParams().m, help="EdgeStore's HNSW m")
+    ap.add_argument("--hnsw-ef-construct", type=int, default=HnswParams().ef_construct)
+    ap.add_argument("--hnsw-ef", type=int, default=None, help="search ef; none = ef_construct")
     ap.add_argument("--resume", action="store_true", help="reuse complete cells under --out")
     ap.add_argument("--cell", nargs=2, metavar=("BACKEND", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()

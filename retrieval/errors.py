@@ -49,3 +49,11 @@ class AlphaOutOfRange(RetrievalError):
     """An α the collection's calibration cannot support."""
 
     param = "alpha"
+
+
+class IndexBuildRunning(RetrievalError):
+    """An index build of that collection is running already."""
+
+
+class IndexBuildFailed(StoreUnavailable):
+    """An index build did not finish; the collection is unchanged and still served."""

@@ -124,10 +124,10 @@ class Retriever:
 
         ``conformal=False`` ignores a calibration: plain top-k (the evaluation's baseline).
         """
-        info = self.store.get_collection(collection)  # 404 before any model work
-        if info.embedder != self.embedder.spec:
+        built_with = self.store.embedder(collection)  # 404 before any model work
+        if built_with != self.embedder.spec:
             raise EmbedderMismatch(
-                f"collection {collection!r} was built with {info.embedder.model}; "
+                f"collection {collection!r} was built with {built_with.model}; "
                 f"this server embeds queries with {self.embedder.spec.model}"
             )
         timings: dict[str, float] = {}

@@ -20,13 +20,19 @@ class EmbedderSpec:
 
 @dataclass(frozen=True, slots=True)
 class CollectionInfo:
-    """A collection's identity and counts."""
+    """A collection's identity and counts.
+
+    ``indexed`` is Qdrant's ``indexed_vectors_count``: vectors in HNSW-indexed segments (the
+    rest are searched by brute force), in which deleted points count until their segment is
+    rebuilt.
+    """
 
     name: str
     embedder: EmbedderSpec
     created_at: datetime
     chunks: int
     documents: int
+    indexed: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,10 @@ async def _answers(request: Request) -> AnswerCache:
     return answers
 
 
+#: Where a principal the cached-answer path (``app.api.fastpath``) admitted waits for
+#: ``authorize``, when the route answers after all.
+ADMITTED = "principal"
+
 #: The two ways to present a key; declared so the OpenAPI schema documents them.
 _BEARER = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
 _HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="Or in X-API-Key.")
@@ -57,6 +61,9 @@ async def authorize(
 ) -> Principal:
     """The caller's key, admitted by the rate limiter; every /v1 router depends on it and
     FastAPI resolves it once per request."""
+    admitted: Principal | None = getattr(request.state, ADMITTED, None)
+    if admitted is not None:  # the cached-answer path admitted (and charged) it already
+        return admitted
     gate: Gate = request.app.state.gate
     return await gate.admit(bearer.credentials if bearer else header)
 

@@ -29,7 +29,9 @@ GUARD_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def guard_body(scope: Scope, receive: Receive, limit: int) -> Receive | JSONResponse:
+async def guard_body(
+    scope: Scope, receive: Receive, limit: int
+) -> Receive | Replayed | JSONResponse:
     """The error, or the ``receive`` the route reads the (checked, buffered) body from."""
     if scope["method"] not in _BODY_METHODS:
         return receive
@@ -77,7 +79,7 @@ async def guard_body(scope: Scope, receive: Receive, limit: int) -> Receive | JS
             "invalid_encoding",
             f"body escapes half a UTF-16 surrogate pair (byte {at}): that is no character",
         )
-    return _replay(body, receive)
+    return Replayed(body, receive)
 
 
 def _lone_surrogate(body: bytes) -> int | None:
@@ -97,11 +99,14 @@ def _lone_surrogate(body: bytes) -> int | None:
     return None if high is None else high.start()
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """Hands the route the body already read, then the client's own messages (a disconnect)."""
-    pending = [{"type": "http.request", "body": body, "more_body": False}]
+class Replayed:
+    """Hands the route the body already read, then the client's own messages (a disconnect);
+    ``body`` lets the cached-answer path read it without another copy."""
 
-    async def replayed() -> Message:
-        return pending.pop() if pending else await receive()
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self.body = body
+        self._receive = receive
+        self._pending = [{"type": "http.request", "body": body, "more_body": False}]
 
-    return replayed
+    async def __call__(self) -> Message:
+        return self._pending.pop() if self._pending else await self._receive()

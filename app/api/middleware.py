@@ -1,4 +1,5 @@
-"""The one middleware every HTTP request passes: request id, body guard, metrics, access log.
+"""The one middleware every HTTP request passes: request id, body guard, cached answers,
+metrics, access log.
 
 Plain ASGI, not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs the route in
 another task and pipes its response through a memory stream, which costs on every request and
@@ -16,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.fastpath import CachedQueries
 from app.api.guard import guard_body
 from app.logs import REQUEST_ID
 from app.metrics import Metrics
@@ -35,6 +37,7 @@ class RequestMiddleware:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.access = logging.getLogger("covrag.access")
+        self.cached = CachedQueries()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,7 +67,7 @@ class RequestMiddleware:
                 else:
                     scope["route"] = route  # the router never saw it: label it
                     await checked(scope, receive, send_with_id)
-            else:
+            elif not await self.cached.serve(scope, checked, send_with_id):
                 await self.app(scope, checked, send_with_id)
         finally:
             self._record(scope, status, time.perf_counter() - start)

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Literal
 
 from retrieval.store.base import VectorStore
-from retrieval.store.edge import EdgeStore
+from retrieval.store.edge import EdgeStore, HnswParams
 from retrieval.store.qdrant import QdrantStore
 
-__all__ = ["EdgeStore", "QdrantStore", "VectorStore", "make_store"]
+__all__ = ["EdgeStore", "HnswParams", "QdrantStore", "VectorStore", "make_store"]
 
 
 def make_store(
@@ -23,10 +23,13 @@ def make_store(
     shard_number: int | None = None,
     replication_factor: int | None = None,
     write_consistency_factor: int | None = None,
+    hnsw: HnswParams | None = None,
+    hnsw_ef: int | None = None,
 ) -> VectorStore:
-    """The one place that picks a backend: Edge under ``data_dir``, or qdrant-client."""
+    """The one place that picks a backend: Edge under ``data_dir``, or qdrant-client.
+    ``hnsw``/``hnsw_ef`` tune Edge's index; a Qdrant server's are set on the server."""
     if kind == "edge":
-        return EdgeStore(data_dir / "edge")
+        return EdgeStore(data_dir / "edge", hnsw=hnsw, hnsw_ef=hnsw_ef)
     return QdrantStore(
         url=url,
         location=None if url else (location or ":memory:"),

@@ -12,12 +12,15 @@ Contract (``tests/retrieval/test_store_contract.py`` runs it against both backen
   to the threshold within float32 rounding may fall either way: to keep ties, subtract an
   epsilon from the threshold.
 - Upserting an existing id replaces the point. Writes are durable once the call returns.
+- ``build_index`` leaves the collection's content as it was: searches and writes made while it
+  runs are served and kept.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from retrieval.errors import EmbedderMismatch, InvalidCollectionName
@@ -30,12 +33,27 @@ COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 INDEXED_KEYWORDS = ("doc_id", "title", "source")
 
 
+@dataclass(frozen=True, slots=True)
+class IndexReport:
+    """What one index build did: its wall time, the writes it replayed, the result."""
+
+    seconds: float
+    replayed: int
+    indexed: int
+    segments: int
+
+
 class VectorStore(Protocol):
     """Collections of payload-carrying vectors with filtered cosine search."""
 
     def create_collection(self, name: str, embedder: EmbedderSpec) -> CollectionInfo: ...
 
     def get_collection(self, name: str) -> CollectionInfo: ...
+
+    def embedder(self, name: str) -> EmbedderSpec:
+        """The collection's embedder; ``CollectionNotFound`` if it does not exist. On every
+        query's path, so it must not count or scan (``get_collection`` does both)."""
+        ...
 
     def list_collections(self) -> list[CollectionInfo]: ...
 
@@ -75,6 +93,15 @@ class VectorStore(Protocol):
 
     def update_metadata(self, name: str, values: Mapping[str, Any]) -> None:
         """Merge ``values`` into that record (top-level keys replace), durably."""
+        ...
+
+    def build_index(self, name: str, *, timeout_s: float | None = None) -> IndexReport:
+        """Index the collection's vectors (HNSW) now, or report where the backend stands.
+
+        Raises ``IndexBuildRunning`` while another build of ``name`` runs and
+        ``IndexBuildFailed`` (the collection left as it was) when the build fails or outlasts
+        ``timeout_s``.
+        """
         ...
 
     def ping(self) -> None:

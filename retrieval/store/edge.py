@@ -4,6 +4,10 @@ Layout: ``<root>/<collection>/meta.json`` (embedder, creation time) beside
 ``<root>/<collection>/shard`` (segments + WAL). Each write is flushed before it returns, so an
 acknowledged document survives a crash or restart. A shard's WAL admits one opener, so a
 data dir belongs to one process at a time.
+
+Qdrant Edge has no background optimizer: a shard stays one plain (brute-force) segment until
+``build_index`` builds its HNSW graph, on a copy in a child process (``edge_index``), and swaps
+the copy in. ``shard.indexing`` is that copy; ``shard.old`` the shard it replaced.
 """
 
 from __future__ import annotations
@@ -11,17 +15,116 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import qdrant_edge as qe
 
-from retrieval.errors import CollectionExists, CollectionNotFound, StoreUnavailable
-from retrieval.store.base import INDEXED_KEYWORDS, check_dims, check_name
+from retrieval.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    IndexBuildFailed,
+    IndexBuildRunning,
+    StoreUnavailable,
+)
+from retrieval.store.base import INDEXED_KEYWORDS, IndexReport, check_dims, check_name
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
+
+SHARD, INDEXING, OLD = "shard", "shard.indexing", "shard.old"
+#: The child that builds the index: ``edge_index``, under this interpreter.
+INDEXER = (sys.executable, "-m", "retrieval.store.edge_index")
+
+
+@dataclass(frozen=True, slots=True)
+class HnswParams:
+    """How the HNSW graph is built (Qdrant's defaults); searches below
+    ``full_scan_threshold_kb`` of vectors per segment stay brute force, which is as fast there."""
+
+    m: int = 16
+    ef_construct: int = 100
+    full_scan_threshold_kb: int = 10_000
+
+    def config(self) -> qe.HnswIndexConfig:
+        return qe.HnswIndexConfig(
+            m=self.m,
+            ef_construct=self.ef_construct,
+            full_scan_threshold=self.full_scan_threshold_kb,
+        )
+
+
+def edge_config(
+    dim: int, hnsw: HnswParams, optimizers: qe.EdgeOptimizersConfig | None = None
+) -> qe.EdgeConfig:
+    """A collection's shard config: cosine ``dim``-d vectors, ``hnsw`` for its index builds."""
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+        hnsw_config=hnsw.config(),
+        optimizers=optimizers,
+    )
+
+
+@dataclass
+class _Build:
+    """A running index build: its child, and the writes to replay on the built copy."""
+
+    child: subprocess.Popen[str]
+    ops: list[qe.UpdateOperation] = field(default_factory=list)
+    stopped: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """Kill the child and wait for it, so nothing writes the copy any more."""
+        self.stopped = reason
+        self.child.kill()
+        self.child.wait()
+
+    def check(self, name: str, stderr: str) -> None:
+        """Raise ``IndexBuildFailed`` unless the child built the copy and nothing stopped it."""
+        if self.stopped is not None:
+            raise IndexBuildFailed(f"index build of {name!r} stopped: {self.stopped}")
+        if self.child.returncode != 0:
+            raise IndexBuildFailed(
+                f"index build of {name!r} failed (exit {self.child.returncode}): {stderr[-2000:]}"
+            )
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _drop_leftovers(folder: Path) -> None:
+    """While ``shard`` exists it is the live shard and holds every acknowledged write: a
+    ``shard.indexing`` (a copy, or a build not swapped in) and a ``shard.old`` (the shard a
+    swap replaced) are garbage."""
+    if (folder / SHARD).exists():
+        shutil.rmtree(folder / INDEXING, ignore_errors=True)
+        shutil.rmtree(folder / OLD, ignore_errors=True)
+
+
+def _recover(folder: Path) -> None:
+    """Resolve what an index build interrupted by a crash left in ``folder``.
+
+    The rule: ``shard`` is missing only when the crash fell between the swap's two renames;
+    ``shard.indexing`` is then complete (the writes made during the build were replayed and
+    flushed into it before the first rename, and writes were locked out since), so the swap
+    is finished. Then, with ``shard`` in place, the leftovers are dropped.
+    """
+    shard, indexing = folder / SHARD, folder / INDEXING
+    if not shard.exists() and indexing.exists():
+        indexing.rename(shard)
+        _fsync_dir(folder)
+    _drop_leftovers(folder)
 
 
 def _filter(
@@ -39,16 +142,33 @@ def _filter(
 class EdgeStore:
     """The embedded default ``VectorStore``; see ``retrieval.store.base`` for the contract.
 
+    Args:
+        root: The folder of the collections.
+        hnsw: HNSW build parameters, applied to new collections and to every index build.
+        hnsw_ef: Candidates per HNSW search; None = Qdrant's default (``ef_construct``).
+        indexer: The command that builds an index (``edge_index``); tests inject failing ones.
+
     Example:
         >>> store = EdgeStore(Path("/tmp/covrag-edge"))
         >>> store.create_collection("docs", EmbedderSpec("all-MiniLM-L6-v2", 384))
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        hnsw: HnswParams | None = None,
+        hnsw_ef: int | None = None,
+        indexer: Sequence[str] = INDEXER,
+    ) -> None:
         self._root = root
         self._root.mkdir(parents=True, exist_ok=True)
+        self._hnsw = hnsw or HnswParams()
+        self._search_params = None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef)
+        self._indexer = tuple(indexer)
         self._shards: dict[str, qe.EdgeShard] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._builds: dict[str, _Build] = {}
         # The shard binding is not documented as thread-safe; uvicorn calls us from a pool.
         self._lock = threading.RLock()
 
@@ -60,10 +180,7 @@ class EdgeStore:
             if (folder / "meta.json").exists():
                 raise CollectionExists(f"collection {name!r} exists already")
             shutil.rmtree(folder, ignore_errors=True)  # a half-created leftover
-            config = qe.EdgeConfig(
-                vectors=qe.EdgeVectorParams(size=embedder.dim, distance=qe.Distance.Cosine)
-            )
-            shard = qe.EdgeShard.create(str(folder / "shard"), config)
+            shard = qe.EdgeShard.create(str(folder / SHARD), edge_config(embedder.dim, self._hnsw))
             for key in INDEXED_KEYWORDS:
                 shard.update(
                     qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
@@ -90,7 +207,8 @@ class EdgeStore:
             if not meta_path.exists():
                 raise CollectionNotFound(f"collection {name!r} not found")
             try:
-                shard = qe.EdgeShard.load(str(self._root / name / "shard"))
+                _recover(meta_path.parent)
+                shard = qe.EdgeShard.load(str(meta_path.parent / SHARD))
             except Exception as exc:  # the binding raises bare Exception
                 raise StoreUnavailable(f"cannot open collection {name!r}: {exc}") from exc
             self._shards[name] = shard
@@ -101,14 +219,15 @@ class EdgeStore:
         with self._lock:
             shard = self._open(name)
             meta = self._meta[name]
-            chunks = shard.info().points_count
+            info = shard.info()
             documents = shard.count(qe.CountRequest(filter=_filter({"chunk_index": 0})))
         return CollectionInfo(
             name=name,
-            embedder=self._spec(name),
+            embedder=self.embedder(name),
             created_at=datetime.fromisoformat(str(meta["created_at"])),
-            chunks=chunks,
+            chunks=info.points_count,
             documents=documents,
+            indexed=info.indexed_vectors_count,
         )
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -117,6 +236,8 @@ class EdgeStore:
 
     def delete_collection(self, name: str) -> None:
         with self._lock:
+            if name in self._builds:
+                self._builds[name].stop("the collection was deleted")
             self._open(name).close()
             del self._shards[name], self._meta[name]
             # Drop the marker first: a crash mid-rmtree leaves no half-collection behind.
@@ -127,15 +248,13 @@ class EdgeStore:
     def upsert(self, name: str, points: Sequence[Point]) -> None:
         if not points:
             return
-        check_dims(name, self._spec(name), [p.vector for p in points])
-        with self._lock:
-            shard = self._open(name)
-            shard.update(
-                qe.UpdateOperation.upsert_points(
-                    [qe.Point(id=p.id, vector=p.vector, payload=p.payload) for p in points]
-                )
-            )
-            shard.flush()
+        check_dims(name, self.embedder(name), [p.vector for p in points])
+        self._write(
+            name,
+            qe.UpdateOperation.upsert_points(
+                [qe.Point(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+            ),
+        )
 
     def delete(
         self, name: str, filters: Mapping[str, FilterValue], min_chunk_index: int = 0
@@ -143,10 +262,16 @@ class EdgeStore:
         flt = _filter(filters, min_chunk_index)
         if flt is None:
             raise ValueError("refusing to delete without a filter")
+        self._write(name, qe.UpdateOperation.delete_points_by_filter(flt))
+
+    def _write(self, name: str, op: qe.UpdateOperation) -> None:
+        """Apply ``op`` durably; during an index build, also keep it for the built copy."""
         with self._lock:
             shard = self._open(name)
-            shard.update(qe.UpdateOperation.delete_points_by_filter(flt))
+            shard.update(op)
             shard.flush()
+            if name in self._builds:
+                self._builds[name].ops.append(op)
 
     def get_payloads(self, name: str, ids: Sequence[str]) -> dict[str, dict[str, object]]:
         with self._lock:
@@ -166,13 +291,14 @@ class EdgeStore:
         score_threshold: float | None = None,
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[ScoredChunk]:
-        check_dims(name, self._spec(name), [vector])
+        check_dims(name, self.embedder(name), [vector])
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(list(vector)),
             filter=_filter(filters),
             score_threshold=score_threshold,
             with_payload=True,
+            params=self._search_params,
         )
         with self._lock:
             hits = self._open(name).query(request)
@@ -218,19 +344,109 @@ class EdgeStore:
         tmp.replace(path)
         self._meta[name] = meta
 
+    # -- index ----------------------------------------------------------------------------
+    def build_index(self, name: str, *, timeout_s: float | None = None) -> IndexReport:
+        """Build the collection's HNSW index while it stays served; one build per collection
+        at a time (a second raises ``IndexBuildRunning``).
+
+        ``optimize()`` holds the GIL for its whole run (minutes at 100k chunks), so it runs in
+        a child process, on a copy of the shard taken under the lock (the collection pauses
+        while it is copied; the copy needs the shard's size in free disk). Searches and writes
+        go on against the live shard meanwhile; the writes are also kept (in memory), and
+        replayed on the built copy before it is swapped in, under the lock again. A failed,
+        timed-out or stopped build (``delete_collection``, ``close``) drops the copy and
+        raises ``IndexBuildFailed``; the live shard was never touched. ``_recover`` resolves
+        what a crash leaves.
+        """
+        start = time.perf_counter()
+        folder = self._root / check_name(name)
+        with self._lock:
+            if name in self._builds:
+                raise IndexBuildRunning(f"an index build of {name!r} is running already")
+            self._open(name).flush()
+            try:
+                shutil.copytree(folder / SHARD, folder / INDEXING)
+                child = self._spawn(folder / INDEXING, name)
+            except OSError as exc:
+                shutil.rmtree(folder / INDEXING, ignore_errors=True)
+                raise IndexBuildFailed(f"cannot start the index build of {name!r}: {exc}") from exc
+            build = self._builds[name] = _Build(child)
+        try:
+            stderr = self._wait(build, timeout_s)
+            with self._lock:
+                build.check(name, stderr)
+                info = self._swap(name, build.ops)
+                replayed = len(build.ops)
+        finally:
+            _drop_leftovers(folder)  # outside the lock: removing a shard-sized folder takes time
+            with self._lock:
+                del self._builds[name]
+        return IndexReport(
+            seconds=round(time.perf_counter() - start, 3),
+            replayed=replayed,
+            indexed=info.indexed_vectors_count,
+            segments=info.segments_count,
+        )
+
+    def _spawn(self, copy: Path, name: str) -> subprocess.Popen[str]:
+        """Start the child that optimises ``copy``; it dies with this process (see
+        ``edge_index``), so no orphan writes a copy the next start deletes."""
+        hnsw = self._hnsw
+        args = [str(copy), f"--dim={self.embedder(name).dim}", f"--parent-pid={os.getpid()}"]
+        args += [f"--m={hnsw.m}", f"--ef-construct={hnsw.ef_construct}"]
+        args += [f"--full-scan-threshold-kb={hnsw.full_scan_threshold_kb}"]
+        return subprocess.Popen(
+            [*self._indexer, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+
+    @staticmethod
+    def _wait(build: _Build, timeout_s: float | None) -> str:
+        """Wait for the child without holding the GIL or the lock; its stderr."""
+        try:
+            return build.child.communicate(timeout=timeout_s)[1]
+        except subprocess.TimeoutExpired:
+            build.stop(f"still running after the {timeout_s:g} s timeout")
+            return build.child.communicate()[1]
+
+    def _swap(self, name: str, ops: Sequence[qe.UpdateOperation]) -> qe.ShardInfo:
+        """Replay ``ops`` on the built copy and put it in place of the live shard (under the
+        lock). Once the live shard is closed, the folders are always in a state ``_recover``
+        resolves, so a failure from there on is finished by the next ``_open``."""
+        folder = self._root / name
+        try:
+            built = qe.EdgeShard.load(str(folder / INDEXING))
+            for op in ops:
+                built.update(op)
+            built.flush()
+            built.close()
+        except Exception as exc:  # the binding raises bare Exception
+            raise IndexBuildFailed(f"cannot replay the writes on {name!r}'s index: {exc}") from exc
+        self._shards.pop(name).close()
+        try:
+            (folder / SHARD).rename(folder / OLD)
+            (folder / INDEXING).rename(folder / SHARD)
+            _fsync_dir(folder)
+            shard = qe.EdgeShard.load(str(folder / SHARD))  # not _open: shard.old goes later
+        except Exception as exc:  # OSError from a rename, bare Exception from the binding
+            raise IndexBuildFailed(f"swap of {name!r}'s index cut short: {exc}") from exc
+        self._shards[name] = shard
+        return shard.info()
+
     def ping(self) -> None:
         if not self._root.is_dir():
             raise StoreUnavailable(f"data folder {self._root} is gone")
 
     def close(self) -> None:
         with self._lock:
+            for build in self._builds.values():
+                build.stop("the store was closed")
             for shard in self._shards.values():
                 shard.flush()
                 shard.close()
             self._shards.clear()
             self._meta.clear()
 
-    def _spec(self, name: str) -> EmbedderSpec:
+    def embedder(self, name: str) -> EmbedderSpec:
         with self._lock:
             self._open(name)
             meta = self._meta[name]

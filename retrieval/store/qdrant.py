@@ -2,7 +2,8 @@
 
 The same class runs against qdrant-client's local mode (``location=":memory:"`` or a path),
 which speaks the same client API; the tests use that, as no Qdrant server can run here.
-The embedder spec and creation time live in the collection's own ``metadata``.
+The embedder spec and creation time live in the collection's own ``metadata``. A Qdrant
+server builds HNSW indexes itself, in the background, so ``build_index`` only reports.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from retrieval.errors import CollectionExists, CollectionNotFound, StoreUnavailable
-from retrieval.store.base import INDEXED_KEYWORDS, check_dims, check_name
+from retrieval.store.base import INDEXED_KEYWORDS, IndexReport, check_dims, check_name
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
 
 
@@ -95,13 +96,15 @@ class QdrantStore:
         return self.get_collection(name)
 
     def get_collection(self, name: str) -> CollectionInfo:
-        meta = self._metadata(name)
+        info = self._info(name)
+        meta = dict(info.config.metadata or {})
         return CollectionInfo(
             name=name,
-            embedder=self._spec(name),
+            embedder=self.embedder(name),
             created_at=datetime.fromisoformat(str(meta["created_at"])),
             chunks=self.count(name),
             documents=self.count(name, {"chunk_index": 0}),
+            indexed=info.indexed_vectors_count or 0,
         )
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -110,14 +113,14 @@ class QdrantStore:
         return [self.get_collection(n) for n in names if "covrag_model" in self._metadata(n)]
 
     def delete_collection(self, name: str) -> None:
-        self._spec(name)
+        self.embedder(name)
         self._call(self._client.delete_collection, name)
         self._specs.pop(name, None)
 
     def upsert(self, name: str, points: Sequence[Point]) -> None:
         if not points:
             return
-        check_dims(name, self._spec(name), [p.vector for p in points])
+        check_dims(name, self.embedder(name), [p.vector for p in points])
         self._call(
             self._client.upsert,
             name,
@@ -131,18 +134,18 @@ class QdrantStore:
         flt = _filter(filters, min_chunk_index)
         if flt is None:
             raise ValueError("refusing to delete without a filter")
-        self._spec(name)
+        self.embedder(name)
         self._call(
             self._client.delete, name, points_selector=qm.FilterSelector(filter=flt), wait=True
         )
 
     def get_payloads(self, name: str, ids: Sequence[str]) -> dict[str, dict[str, object]]:
-        self._spec(name)
+        self.embedder(name)
         records = self._call(self._client.retrieve, name, ids=list(ids), with_payload=True)
         return {str(r.id): dict(r.payload or {}) for r in records}
 
     def count(self, name: str, filters: Mapping[str, FilterValue] | None = None) -> int:
-        self._spec(name)
+        self.embedder(name)
         return int(
             self._call(self._client.count, name, count_filter=_filter(filters), exact=True).count
         )
@@ -156,7 +159,7 @@ class QdrantStore:
         score_threshold: float | None = None,
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[ScoredChunk]:
-        check_dims(name, self._spec(name), [vector])
+        check_dims(name, self.embedder(name), [vector])
         response = self._call(
             self._client.query_points,
             name,
@@ -172,7 +175,7 @@ class QdrantStore:
         ]
 
     def list_ids(self, name: str) -> list[str]:
-        self._spec(name)
+        self.embedder(name)
         ids: list[str] = []
         offset = None
         while True:
@@ -190,6 +193,19 @@ class QdrantStore:
         extra = {**self.get_metadata(name), **values}
         self._call(self._client.update_collection, name, metadata={"extra": extra})
 
+    def build_index(self, name: str, *, timeout_s: float | None = None) -> IndexReport:
+        """Report the server's own indexing (its optimizer indexes segments past its indexing
+        threshold in the background); nothing runs, so ``timeout_s`` bounds nothing. Local
+        mode has no index and reports 0 indexed."""
+        self.embedder(name)
+        info = self._info(name)
+        return IndexReport(
+            seconds=0.0,
+            replayed=0,
+            indexed=info.indexed_vectors_count or 0,
+            segments=info.segments_count,
+        )
+
     def ping(self) -> None:
         self._call(self._client.get_collections)
 
@@ -200,14 +216,17 @@ class QdrantStore:
     def _exists(self, name: str) -> bool:
         return bool(self._call(self._client.collection_exists, name))
 
-    def _metadata(self, name: str) -> dict[str, Any]:
+    def _info(self, name: str) -> qm.CollectionInfo:
         check_name(name)
         if not self._exists(name):
             raise CollectionNotFound(f"collection {name!r} not found")
-        info = self._call(self._client.get_collection, name)
-        return dict(info.config.metadata or {})
+        info: qm.CollectionInfo = self._call(self._client.get_collection, name)
+        return info
 
-    def _spec(self, name: str) -> EmbedderSpec:
+    def _metadata(self, name: str) -> dict[str, Any]:
+        return dict(self._info(name).config.metadata or {})
+
+    def embedder(self, name: str) -> EmbedderSpec:
         spec = self._specs.get(name)
         if spec is None:
             meta = self._metadata(name)

@@ -206,6 +206,57 @@ def test_rate_limit_answers_429_with_retry_after(backend: Settings) -> None:
         assert 1 <= int(r.headers["Retry-After"]) <= 10  # one token per 10 s
 
 
+def test_cache_hits_below_the_router_keep_every_check(
+    backend: Settings, generator_url: str, wiki_sample: list[Document]
+) -> None:
+    """Hits are answered by ``app.api.fastpath`` before routing: the same key, scope, limit and
+    validation decisions as the route, one token per request (a miss is not charged twice),
+    and the request still counted under its route."""
+    keys = [
+        ApiKeySpec(name="admin", key=ADMIN),  # type: ignore[arg-type]
+        ApiKeySpec(
+            name="team-a",
+            key=TEAM,  # type: ignore[arg-type]
+            collections=["team-a"],
+            rate_limit_per_minute=6,
+            rate_limit_burst=3,
+        ),
+        ApiKeySpec(name="team-b", key="team-b-key", collections=["team-b"]),  # type: ignore[arg-type]
+    ]
+    live = backend.model_copy(
+        update={"generator_urls": [generator_url], "api_keys": keys, "max_tokens": 16}
+    )
+    asked = {**QUESTION, "collection": "team-a"}
+    with TestClient(create_app(live)) as client:
+        client.headers.update(_auth(ADMIN))
+        ingest(client, "team-a", _docs(wiki_sample[:4]))
+        del client.headers["Authorization"]  # from here on, each request names its key
+        first = client.post("/v1/query", json=asked, headers=_auth(TEAM))  # miss: 1 token
+        assert first.status_code == 200 and first.json()["cached"] is False, first.text
+        for _ in range(2):  # hits: tokens 2 and 3 of the burst
+            hit = client.post("/v1/query", json=asked, headers={"X-API-Key": TEAM})
+            assert hit.status_code == 200 and hit.json()["cached"] is True, hit.text
+            assert hit.json()["request_id"] == hit.headers["X-Request-ID"]
+            assert hit.json()["answer"] == first.json()["answer"]
+        limited = client.post("/v1/query", json=asked, headers=_auth(TEAM))
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        for headers in ({}, _auth("wrong"), {"Authorization": f"Basic {TEAM}"}):
+            refused = client.post("/v1/query", json=asked, headers=headers)
+            assert refused.status_code == 401 and refused.json()["request_id"], refused.text
+        other_team = client.post("/v1/query", json=asked, headers=_auth("team-b-key"))
+        assert other_team.status_code == 403, other_team.text
+        bogus = client.post("/v1/query", json={**asked, "bogus": 1}, headers=_auth(ADMIN))
+        assert bogus.status_code == 422, bogus.text
+        assert client.post("/v1/query", json=asked, headers=_auth(ADMIN)).json()["cached"] is True
+        streamed = client.post("/v1/query", json={**asked, "stream": True}, headers=_auth(ADMIN))
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        assert "event: done" in streamed.text
+        metrics = client.get("/metrics").text
+        assert 'covrag_cache_requests_total{cache="answer",result="hit"} 3.0' in metrics
+        counted = 'covrag_http_requests_total{method="POST",route="/v1/query",status="200"} 5.0'
+        assert counted in metrics  # 1 miss, 3 hits, 1 stream
+
+
 def test_replicas_share_one_bucket_through_redis(settings: Settings, redis_url: str) -> None:
     spec = ApiKeySpec(name="shared", key=TEAM, rate_limit_per_minute=6, rate_limit_burst=2)  # type: ignore[arg-type]
     shared = settings.model_copy(

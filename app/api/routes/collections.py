@@ -13,16 +13,19 @@ from app.api.deps import (
     PrincipalDep,
 )
 from app.api.routes.jobs import ACCEPTED, COLLECTION_ERRORS, accept
+from app.background import index_job_under_way
 from app.schemas import (
     CollectionName,
     CollectionOut,
     CollectionsOut,
     DeletedOut,
     DocumentsIn,
+    IndexRequest,
     JobOut,
     to_collection_out,
     to_documents,
 )
+from retrieval.errors import IndexBuildRunning
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
@@ -72,6 +75,26 @@ async def add_documents(
 
     await anyio.to_thread.run_sync(check)
     return await accept(jobs, response, "ingest", name, body.model_dump(mode="json"))
+
+
+@router.post("/{name}/index", **ACCEPTED)
+async def start_index(
+    name: CollectionName,
+    body: IndexRequest,
+    response: Response,
+    pipeline: PipelineDep,
+    jobs: JobsDep,
+    principal: PrincipalDep,
+) -> JobOut:
+    """Build the collection's HNSW index (Edge) as a background job: 202 with the job, also in
+    ``Location``. Searches and writes are served meanwhile; while an index job of the
+    collection is queued or running, 409."""
+    principal.check(name, "name")
+    await anyio.to_thread.run_sync(pipeline.store.get_collection, name)  # a 404, not a job
+    running = await index_job_under_way(jobs, name)
+    if running is not None:
+        raise IndexBuildRunning(f"index job {running.id} of {name!r} is {running.status}")
+    return await accept(jobs, response, "index", name, body.model_dump(mode="json"))
 
 
 @router.delete(

@@ -1,0 +1,257 @@
+"""Where a query's time goes, and what a correct answer costs, in each mode side by side.
+
+    .venv/bin/python bench/stages.py [--per-type 10] [--out bench/results/stages]
+
+Runs covrag's own pipeline — built by ``build_services`` from the ``COVRAG_*`` settings, as
+``covrag serve`` builds it, against the running vLLM worker — over the held-out QA split
+(``.covrag/qa/test.jsonl`` and ``unanswerable_test.jsonl``), in three modes:
+
+- ``single``: plain top-5 RAG (the calibration ignored), one LLM call;
+- ``conformal``: the conformal filter's context, one LLM call;
+- ``full``: conformal retrieval, the critic, up to ``max_rounds`` rounds, abstention.
+
+One question at a time (a question's three modes back to back), so each stage time is that
+stage's alone and the three modes see the same machine load. Stage times are the pipeline's
+own, the numbers ``/v1/query`` returns in ``timings_ms``; the non-LLM overhead of a query is
+its total minus its LLM calls (``reason`` + ``rewrite``). The HTTP layer is not in these
+figures: ``bench/serve.py`` measures it (a cached answer, 1 connection).
+
+A correct answer: an answerable question answered (not abstained) with a gold alias in the
+answer (containment, as ``covrag eval qa`` scores it). Writes ``stages.json``, ``stages.md``,
+``stages.png`` and ``cost.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from app.config import get_settings  # noqa: E402
+from app.eval_qa import MODES, QaResult, load_questions, results_json, run_modes  # noqa: E402
+from app.services import build_services  # noqa: E402
+
+#: The pipeline's stage timings reported per mode; ``non_llm`` and ``other`` are derived.
+STAGES = ("embed", "search", "filter", "critic", "other", "non_llm", "reason", "rewrite", "total")
+LLM = ("reason", "rewrite")
+NON_LLM_PARTS = ("embed", "search", "filter", "critic")
+
+
+def stage_times(r: QaResult) -> dict[str, float]:
+    """One query's stages; ``other`` is the pipeline's own glue (thread hops, context)."""
+    t = {k: r.timings_ms.get(k, 0.0) for k in ("embed", "search", "filter", "critic", *LLM)}
+    t["total"] = r.timings_ms["total"]
+    t["non_llm"] = t["total"] - sum(t[k] for k in LLM)
+    t["other"] = t["non_llm"] - sum(t[k] for k in NON_LLM_PARTS)
+    return t
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    return {f"p{p}": round(float(np.percentile(values, p)), 2) for p in (50, 95, 99)}
+
+
+def cost(rows: list[QaResult]) -> dict[str, Any]:
+    """Per question and per correct answer: LLM calls, tokens, wall time."""
+    correct = sum(r.contains for r in rows)
+    totals = {
+        "llm_calls": sum(r.llm_calls for r in rows),
+        "prompt_tokens": sum(r.prompt_tokens for r in rows),
+        "completion_tokens": sum(r.completion_tokens for r in rows),
+        "wall_s": sum(r.wall_ms for r in rows) / 1000,
+    }
+    answerable = [r for r in rows if r.answerable]
+    unanswerable = [r for r in rows if not r.answerable]
+    return {
+        "questions": len(rows),
+        "correct": correct,
+        "accuracy_answerable": round(correct / len(answerable), 4) if answerable else None,
+        "abstain_unanswerable": round(statistics.mean(r.abstained for r in unanswerable), 4)
+        if unanswerable
+        else None,
+        "totals": {k: round(v, 1) for k, v in totals.items()},
+        "per_question": {k: round(v / len(rows), 2) for k, v in totals.items()},
+        "per_correct": {k: round(v / correct, 2) if correct else None for k, v in totals.items()},
+    }
+
+
+def report(results: list[QaResult]) -> dict[str, Any]:
+    modes: dict[str, Any] = {}
+    for mode in MODES:
+        rows = [r for r in results if r.mode == mode]
+        if not rows:
+            continue
+        times = [stage_times(r) for r in rows]
+        modes[mode] = {
+            "stages_ms": {s: percentiles([t[s] for t in times]) for s in STAGES},
+            "cost": cost(rows),
+        }
+    ratios: dict[str, float] = {}
+    if "single" in modes and "full" in modes:
+        wall = {m: modes[m]["cost"]["totals"]["wall_s"] for m in modes}
+        ratios["full_vs_single_wall"] = round(wall["full"] / wall["single"], 3)
+        if "conformal" in modes:
+            ratios["conformal_vs_single_wall"] = round(wall["conformal"] / wall["single"], 3)
+        per_correct = {m: modes[m]["cost"]["per_correct"]["wall_s"] for m in modes}
+        if per_correct["single"] and per_correct["full"]:
+            ratios["full_vs_single_wall_per_correct"] = round(
+                per_correct["full"] / per_correct["single"], 3
+            )
+    return {"modes": modes, "ratios": ratios}
+
+
+def markdown(rep: dict[str, Any]) -> str:
+    lines = [
+        "| mode | stage | p50 ms | p95 ms | p99 ms |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for mode, data in rep["modes"].items():
+        for stage in STAGES:
+            p = data["stages_ms"][stage]
+            name = f"**{stage}**" if stage in ("non_llm", "total") else stage
+            lines.append(f"| {mode} | {name} | {p['p50']} | {p['p95']} | {p['p99']} |")
+    lines += [
+        "",
+        "| mode | questions | correct | accuracy (answerable) | abstain (unanswerable) "
+        "| LLM calls / q | prompt tok / q | completion tok / q | wall s / q "
+        "| LLM calls / correct | prompt tok / correct | completion tok / correct "
+        "| wall s / correct |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, data in rep["modes"].items():
+        c = data["cost"]
+        q, k = c["per_question"], c["per_correct"]
+        keys = ("llm_calls", "prompt_tokens", "completion_tokens", "wall_s")
+        lines.append(
+            f"| {mode} | {c['questions']} | {c['correct']} | {c['accuracy_answerable']} "
+            f"| {c['abstain_unanswerable']} | "
+            + " | ".join(str(q[x]) for x in keys)
+            + " | "
+            + " | ".join("—" if k[x] is None else str(k[x]) for x in keys)
+            + " |"
+        )
+    if rep["ratios"]:
+        ratios = ", ".join(f"{k} {v}" for k, v in rep["ratios"].items())
+        lines += ["", f"Ratios (same run): {ratios}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rep: dict[str, Any], out: Path, target_p50: float, target_p99: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(rep["modes"])
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    parts = (*NON_LLM_PARTS, "other")
+    for ax, pct in zip(axes, ("p50", "p99"), strict=True):
+        left = np.zeros(len(modes))
+        for i, stage in enumerate(parts):
+            widths = [rep["modes"][m]["stages_ms"][stage][pct] for m in modes]
+            ax.barh(modes, widths, left=left, color=f"C{i}", label=stage)
+            left += widths
+        ax.scatter(
+            [rep["modes"][m]["stages_ms"]["non_llm"][pct] for m in modes],
+            modes,
+            marker="|",
+            s=300,
+            color="black",
+            label=f"non-LLM total {pct}",
+        )
+        target = target_p50 if pct == "p50" else target_p99
+        ax.axvline(target, color="grey", ls=":", label=f"{target:g} ms target")
+        ax.set(xlabel="ms", title=f"non-LLM time per query, {pct} of each stage")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "stages.png", dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
+    what = (
+        ("wall_s", "wall s / correct answer"),
+        ("llm_calls", "LLM calls / correct answer"),
+        ("prompt_tokens", "prompt tokens / correct answer"),
+        ("completion_tokens", "completion tokens / correct answer"),
+    )
+    for ax, (key, title) in zip(axes, what, strict=True):
+        values = [rep["modes"][m]["cost"]["per_correct"][key] or 0 for m in modes]
+        ax.bar(modes, values, color=[f"C{i}" for i in range(len(modes))])
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "cost.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    qa = REPO / ".covrag" / "qa"
+    ap.add_argument(
+        "--qa", type=Path, nargs="+", default=[qa / "test.jsonl", qa / "unanswerable_test.jsonl"]
+    )
+    ap.add_argument("--per-type", type=int, default=10, help="questions per type per file")
+    ap.add_argument("--top-k", type=int, default=5, help="k of the plain (single) mode")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stages")
+    ap.add_argument("--target-p50-ms", type=float, default=15.0)
+    ap.add_argument("--target-p99-ms", type=float, default=40.0)
+    args = ap.parse_args()
+    settings = get_settings()
+    questions, errors = load_questions(args.qa, args.per_type)
+    if errors:
+        sys.exit(f"malformed QA lines: {errors}")
+    load_start = os.getloadavg()
+
+    async def go() -> list[QaResult]:
+        services = build_services(settings)
+        try:
+            return await run_modes(
+                services.pipeline,
+                questions,
+                MODES,
+                collection=settings.default_collection,
+                top_k=args.top_k,
+                concurrency=1,
+                progress=lambda _: print(".", end="", file=sys.stderr, flush=True),
+            )
+        finally:
+            await services.aclose()
+
+    results = asyncio.run(go())
+    print(file=sys.stderr)
+    rep = report(results)
+    meta = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench/stages.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_avg": {"start": load_start, "end": os.getloadavg()},
+        "qa": [str(p) for p in args.qa],
+        "questions": len(questions),
+        "collection": settings.default_collection,
+        "generator": settings.generator_model,
+        "embedder": settings.embedder,
+        "critic": settings.critic,
+        "max_rounds": settings.max_rounds,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "stages.json").write_text(
+        json.dumps({"meta": meta, **rep, "results": results_json(results)}, indent=1) + "\n"
+    )
+    table = markdown(rep)
+    (args.out / "stages.md").write_text(f"```\n{json.dumps(meta)}\n```\n\n{table}")
+    plot(rep, args.out, args.target_p50_ms, args.target_p99_ms)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Index builds over HTTP: on request (202, a job) and after an ingestion past the threshold."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from tests.app.jobs_helper import ingest, wait_job
+
+DOCS = {
+    "documents": [
+        {"id": f"doc{i}", "text": f"Document number {i} is about topic {i % 3} and nothing else."}
+        for i in range(6)
+    ]
+}
+
+
+def test_index_job_indexes_the_collection(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"index_threshold": 0}))) as client:
+        ingest(client, "docs", DOCS)
+        assert client.get("/v1/collections/docs").json()["indexed"] == 0
+        r = client.post("/v1/collections/docs/index", json={})
+        assert r.status_code == 202, r.text
+        assert r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
+        again = client.post("/v1/collections/docs/index", json={})  # the first is still under way
+        assert again.status_code == 409 and r.json()["id"] in again.json()["error"]["message"]
+        job = wait_job(client, r.json()["id"], timeout_s=120)
+        assert job["status"] == "succeeded", job
+        assert job["result"]["indexed"] == 6 and job["result"]["replayed"] == 0
+        info = client.get("/v1/collections/docs").json()
+        assert (info["chunks"], info["indexed"]) == (6, 6)
+        assert client.post("/v1/collections/missing/index", json={}).status_code == 404
+
+
+def test_ingestion_past_the_threshold_starts_an_index_job(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"index_threshold": 6}))) as client:
+        r = client.post("/v1/collections/docs/documents", json=DOCS)
+        ingested = wait_job(client, r.json()["id"])
+        (message,) = ingested["messages"]
+        index_job = message.split()[2]
+        assert message == f"index job {index_job} started (6 chunks)"
+        assert wait_job(client, index_job, timeout_s=120)["status"] == "succeeded"
+        assert client.get("/v1/collections/docs").json()["indexed"] == 6
