@@ -118,10 +118,9 @@ def normalize_question(question: str) -> str:
 
 @dataclass
 class CacheStats:
-    """Counters read by the metrics endpoint at scrape time."""
+    """Backend errors (hits and misses are counted by the callers, in the metrics: a miss in
+    the cached-answer path is looked up again by the route)."""
 
-    hits: int = 0
-    misses: int = 0
     errors: int = 0
 
 
@@ -148,9 +147,13 @@ class AnswerCache:
         self._pending: set[str] = set()  # invalidations Redis missed, replayed before reads
         self.stats = CacheStats()
 
+    @property
+    def enabled(self) -> bool:
+        return self._ttl_s > 0
+
     async def lookup(self, collection: str, question: str, shape: dict[str, Any]) -> Entry | None:
         """The entry for this question, hit or miss; None when off or the backend failed."""
-        if self._ttl_s <= 0:
+        if not self.enabled:
             return None
         blob = json.dumps([normalize_question(question), shape], sort_keys=True, default=str)
         digest = hashlib.sha256(blob.encode()).hexdigest()
@@ -162,10 +165,6 @@ class AnswerCache:
         except RedisError as exc:
             self._failed("read", exc)
             return None
-        if value is None:
-            self.stats.misses += 1
-        else:
-            self.stats.hits += 1
         return Entry(collection, version, digest, value)
 
     async def put(self, entry: Entry | None, body: bytes) -> None:

@@ -285,7 +285,9 @@ class Pipeline:
             if decision in ("accept", "abstain") or last:
                 break
             t = time.perf_counter()
-            rewrite = await self.reasoner.next_query(question, context, tried, request_id)
+            rewrite = await self.reasoner.next_query(
+                question, context, reasoning, tried, request_id
+            )
             query = rewrite.query
             usage += rewrite.usage
             llm_calls += 1

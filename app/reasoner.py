@@ -45,13 +45,15 @@ _ANSWER_SYSTEM = (
     f'answer). If they do not contain it, answer "{REFUSAL}"'
 )
 # A 135M model cannot plan a search, but it can copy a name: multi-hop questions hide their
-# second-hop entity ("the author of X") and the first passages usually name it.
-_QUERY_SYSTEM = (
+# second-hop entity ("the author of X") and the first passages usually name it. Asked as a
+# follow-up turn of the round's answer conversation (see ``Reasoner.next_query``).
+_QUERY_FOLLOWUP = (
     "The passages do not answer the question yet. The question asks about someone or something "
     'it does not name, like "the author of X". Find that name in the passages and reply as '
     'JSON with "query" set to it, or to a short search query for the missing fact.\n'
     'Example: question "When did the founder of Acme die?", passage "Acme was founded by John '
-    'Smith." -> {"query": "John Smith"}'
+    'Smith." -> {{"query": "John Smith"}}\n'
+    "Queries already tried: {tried}"
 )
 STANDALONE_SCHEMA = one_string_schema("question", 3, 300)
 _STANDALONE_SYSTEM = (
@@ -61,9 +63,6 @@ _STANDALONE_SYSTEM = (
 )
 #: Turns of history the standalone rewrite sees (the newest ones), each cut to this many chars.
 _HISTORY_TURNS, _HISTORY_CHARS = 6, 400
-
-#: Characters of each passage the rewrite sees: the naming sentence is near the start.
-_REWRITE_PASSAGE_CHARS = 300
 
 
 class _AnswerField:
@@ -120,6 +119,8 @@ class Reasoning:
     unsure: bool
     mean_logprob: float
     usage: TokenUsage
+    #: The reply as generated (the next query is asked as a follow-up to it).
+    reply: str = ""
 
     @property
     def tokens(self) -> int:
@@ -142,6 +143,13 @@ def context_text(passages: Sequence[ScoredChunk], chars: int | None = None) -> s
     )
 
 
+def _answer_messages(question: str, passages: Sequence[ScoredChunk]) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": _ANSWER_SYSTEM},
+        {"role": "user", "content": f"Passages:\n{context_text(passages)}\n\nQuestion: {question}"},
+    ]
+
+
 class Reasoner:
     """Wraps the generator with the two structured calls of the loop."""
 
@@ -159,13 +167,7 @@ class Reasoner:
     ) -> Reasoning:
         """This round's answer; with ``on_answer`` the answer's text is streamed as decoded."""
         completion = await self.generator.complete(
-            [
-                {"role": "system", "content": _ANSWER_SYSTEM},
-                {
-                    "role": "user",
-                    "content": f"Passages:\n{context_text(passages)}\n\nQuestion: {question}",
-                },
-            ],
+            _answer_messages(question, passages),
             max_tokens=self._max_tokens,
             temperature=self._temperature,
             request_id=request_id,
@@ -187,21 +189,30 @@ class Reasoner:
             unsure=unsure,
             mean_logprob=completion.mean_logprob or 0.0,
             usage=_usage(completion),
+            reply=completion.text,
         )
 
     async def next_query(
         self,
         question: str,
         passages: Sequence[ScoredChunk],
+        reasoning: Reasoning,
         tried: Sequence[str],
         request_id: str | None = None,
     ) -> Rewrite:
-        """A new search query; the question itself when the model gives nothing usable."""
-        user = (
-            f"Passages:\n{context_text(passages, _REWRITE_PASSAGE_CHARS)}\n\n"
-            f"Queries already tried: {'; '.join(tried)}\n\nQuestion: {question}"
-        )
-        return await self._rewrite(_QUERY_SYSTEM, user, QUERY_SCHEMA, 40, question, request_id)
+        """A new search query; the question itself when the model gives nothing usable.
+
+        Asked as a follow-up to ``reasoning``, the answer this round gave on ``passages``: the
+        conversation opens token for token as that answer call did, so vLLM's prefix cache
+        holds it and this call prefills only the reply and the follow-up — on a CPU, where
+        prefill is most of a call, that is most of the call's cost saved.
+        """
+        messages = [
+            *_answer_messages(question, passages),
+            {"role": "assistant", "content": reasoning.reply},
+            {"role": "user", "content": _QUERY_FOLLOWUP.format(tried="; ".join(tried))},
+        ]
+        return await self._rewrite(messages, QUERY_SCHEMA, 40, question, request_id)
 
     async def standalone_question(
         self, history: Sequence[tuple[str, str]], question: str, request_id: str | None = None
@@ -211,13 +222,15 @@ class Reasoner:
             f"{role}: {text[:_HISTORY_CHARS]}" for role, text in history[-_HISTORY_TURNS:]
         )
         user = f"Conversation:\n{turns}\n\nLast question: {question}"
-        schema = STANDALONE_SCHEMA
-        return await self._rewrite(_STANDALONE_SYSTEM, user, schema, 96, question, request_id)
+        messages = [
+            {"role": "system", "content": _STANDALONE_SYSTEM},
+            {"role": "user", "content": user},
+        ]
+        return await self._rewrite(messages, STANDALONE_SCHEMA, 96, question, request_id)
 
     async def _rewrite(
         self,
-        system: str,
-        user: str,
+        messages: list[dict[str, str]],
         schema: dict[str, Any],
         max_tokens: int,
         fallback: str,
@@ -227,7 +240,7 @@ class Reasoner:
         model gives nothing usable."""
         (key,) = schema["properties"]
         completion = await self.generator.complete(
-            [{"role": "system", "content": system}, {"role": "user", "content": user}],
+            messages,
             max_tokens=max_tokens,
             temperature=self._temperature,
             request_id=request_id,

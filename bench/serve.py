@@ -8,7 +8,10 @@ Starts a real Redis and a real ``covrag serve`` (uvicorn, the demo ``wiki`` coll
 1. cached path — one question answered once (real LLM), then wrk with 32 connections for
    ``--wrk-seconds`` POSTs it again and again: auth, rate limit, cache lookup, response;
    ``/healthz`` under the same wrk run gives the framework's own ceiling for a ratio;
-2. full chain — 32 concurrent clients for ``--load-seconds``, each asking distinct test-split
+2. the query path without the LLM — ``/v1/retrieve`` for every test question, one client,
+   with a cold and then a cached question embedding (the non-LLM overhead an API node adds
+   when its generator runs elsewhere);
+3. full chain — 32 concurrent clients for ``--load-seconds``, each asking distinct test-split
    questions (cache misses) through every stage; every status is counted, 503s must carry
    ``Retry-After`` (clients honour it), any other 5xx is a failure; the API process's RSS is
    read after warm-up and at the end.
@@ -94,6 +97,34 @@ def wrk(url: str, seconds: int, script: Path | None, connections: int = 32) -> d
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     result["non_2xx"] = int(non2xx.group(1)) if non2xx else 0
     return result
+
+
+def retrieve_path(base: str, questions: list[str]) -> dict[str, Any]:
+    """The query path without the LLM: ``/v1/retrieve`` (embed, conformal search, HTTP, auth),
+    one client, each question once with a cold and once with a cached embedding. Sequential
+    and with no LLM call between, as on an API node whose generator runs elsewhere."""
+    out: dict[str, Any] = {"questions": len(questions)}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
+        for name in ("cold_embedding", "cached_embedding"):
+            wall: list[float] = []
+            stages: dict[str, list[float]] = {}
+            for question in questions:
+                start = time.perf_counter()
+                r = http.post("/v1/retrieve", json={"question": question})
+                wall.append((time.perf_counter() - start) * 1000)
+                r.raise_for_status()
+                for stage, ms in r.json()["timings_ms"].items():
+                    stages.setdefault(stage, []).append(ms)
+            out[name] = {
+                "client_ms": _pcts(wall),
+                "server_ms": {stage: _pcts(v) for stage, v in stages.items()},
+            }
+    return out
+
+
+def _pcts(values: list[float]) -> dict[str, float]:
+    return {f"p{p}": round(float(np.percentile(values, p)), 2) for p in (50, 95, 99)}
 
 
 async def load(base: str, questions: list[str], clients: int, seconds: float) -> dict[str, Any]:
@@ -195,6 +226,7 @@ def main() -> None:
             for path in ("test.jsonl", "unanswerable_test.jsonl")
             for line in (args.data_dir / "qa" / path).read_text().splitlines()
         ]
+        result["retrieve_path"] = retrieve_path(base, questions)
         rss_start = rss_mb(api.pid)
         result["full_chain"] = asyncio.run(load(base, questions, args.clients, args.load_seconds))
         rss_end = rss_mb(api.pid)
@@ -224,6 +256,13 @@ def main() -> None:
         f"| full chain, {f['clients']} clients {f['seconds']:.0f} s | statuses {f['statuses']}, "
         f"other 5xx {f['other_5xx']}, 503 w/o Retry-After {f['503_without_retry_after']} |"
     )
+    for name, part in result["retrieve_path"].items():
+        if isinstance(part, dict):
+            ms = part["client_ms"]
+            print(
+                f"| /v1/retrieve, 1 client, {name} | p50 {ms['p50']} ms, p95 {ms['p95']} ms, "
+                f"p99 {ms['p99']} ms (server: {part['server_ms']}) |"
+            )
     print(
         f"| API RSS start → end | {f['rss_mb_start']} → {f['rss_mb_end']} MB "
         f"({f['rss_change_pct']:+} %) |"

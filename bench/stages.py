@@ -203,6 +203,11 @@ def main() -> None:
     ap.add_argument("--per-type", type=int, default=10, help="questions per type per file")
     ap.add_argument("--top-k", type=int, default=5, help="k of the plain (single) mode")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stages")
+    ap.add_argument(
+        "--query-cache",
+        action="store_true",
+        help="keep the query-embedding cache (then a question's later modes reuse its vector)",
+    )
     ap.add_argument("--target-p50-ms", type=float, default=15.0)
     ap.add_argument("--target-p99-ms", type=float, default=40.0)
     args = ap.parse_args()
@@ -214,6 +219,8 @@ def main() -> None:
 
     async def go() -> list[QaResult]:
         services = build_services(settings)
+        if not args.query_cache:  # every mode pays for its embedding, as a new question does
+            services.pipeline.retriever.query_cache = None
         try:
             return await run_modes(
                 services.pipeline,
@@ -235,13 +242,14 @@ def main() -> None:
         "command": "bench/stages.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_avg": {"start": load_start, "end": os.getloadavg()},
-        "qa": [str(p) for p in args.qa],
+        "qa": [str(p.relative_to(REPO) if p.is_relative_to(REPO) else p) for p in args.qa],
         "questions": len(questions),
         "collection": settings.default_collection,
         "generator": settings.generator_model,
         "embedder": settings.embedder,
         "critic": settings.critic,
         "max_rounds": settings.max_rounds,
+        "query_cache": args.query_cache,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "stages.json").write_text(

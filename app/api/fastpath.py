@@ -45,9 +45,11 @@ class CachedQueries:
         if scope["path"] != PATH or scope["method"] != "POST" or not isinstance(receive, Replayed):
             return False
         state: State = scope["app"].state
-        if not hasattr(state, "answers"):  # the lifespan has not run (yet)
-            return False
-        headers = dict(scope["headers"])  # duplicates: the last wins; the route decides those
+        if not getattr(state, "answers", None) or not state.answers.enabled:
+            return False  # before the lifespan ran, or with the cache off
+        headers: dict[bytes, bytes] = {}
+        for name, value in scope["headers"]:
+            headers.setdefault(name, value)  # the first of a repeated header, as Starlette reads
         if b"text/event-stream" in headers.get(b"accept", b""):
             return False
         try:

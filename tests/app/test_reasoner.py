@@ -57,7 +57,9 @@ async def test_reasoner_reads_fields_from_the_real_worker(generator_url: str) ->
     )
     try:
         reasoning = await reasoner.answer("Which center controls Hubble?", [passage])
-        rewrite = await reasoner.next_query("Which center controls Hubble?", [passage], ["Hubble"])
+        rewrite = await reasoner.next_query(
+            "Which center controls Hubble?", [passage], reasoning, ["Hubble"]
+        )
     finally:
         await generator.aclose()
     assert reasoning.answer and len(reasoning.answer) <= 100
