@@ -76,13 +76,22 @@ class RateLimiterUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class Bucket:
+    """A key's token bucket: refilled at ``rate_per_s``, holding at most ``burst`` tokens."""
+
+    name: str
+    rate_per_s: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class Principal:
-    """Who is calling: a configured key, or ``anonymous`` on an open server."""
+    """Who is calling: a configured key, or ``anonymous`` on an open server. ``bucket`` is
+    None for a key without a rate limit."""
 
     name: str
     collections: frozenset[str]
-    rate_per_s: float | None = None
-    burst: int = 1
+    bucket: Bucket | None = None
 
     def allows(self, collection: str) -> bool:
         return ALL in self.collections or collection in self.collections
@@ -102,9 +111,12 @@ def _stored_digest(spec: ApiKeySpec) -> bytes:
 
 
 def _principal(spec: ApiKeySpec) -> Principal:
-    rate = None if spec.rate_limit_per_minute is None else spec.rate_limit_per_minute / 60
-    burst = spec.rate_limit_burst or max(1, math.ceil((spec.rate_limit_per_minute or 0) / 10))
-    return Principal(spec.name, frozenset(spec.collections), rate, burst)
+    per_minute = spec.rate_limit_per_minute
+    bucket = None
+    if per_minute is not None:
+        burst = spec.rate_limit_burst or max(1, math.ceil(per_minute / 10))
+        bucket = Bucket(spec.name, per_minute / 60, burst)
+    return Principal(spec.name, frozenset(spec.collections), bucket)
 
 
 class KeyRing:
@@ -145,9 +157,9 @@ class KeyRing:
 
 
 class RateLimiter(Protocol):
-    """Takes one token from ``name``'s bucket; returns 0 when allowed, else seconds to wait."""
+    """Takes one token from ``bucket``; returns 0 when allowed, else seconds to wait."""
 
-    async def take(self, name: str, rate_per_s: float, burst: int) -> float: ...
+    async def take(self, bucket: Bucket) -> float: ...
 
 
 class MemoryRateLimiter:
@@ -156,19 +168,22 @@ class MemoryRateLimiter:
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}
 
-    async def take(self, name: str, rate_per_s: float, burst: int) -> float:
+    async def take(self, bucket: Bucket) -> float:
         now = time.monotonic()
-        tokens, at = self._buckets.get(name, (float(burst), now))
-        tokens = min(float(burst), tokens + (now - at) * rate_per_s)
+        burst = float(bucket.burst)
+        tokens, at = self._buckets.get(bucket.name, (burst, now))
+        tokens = min(burst, tokens + (now - at) * bucket.rate_per_s)
         if tokens >= 1:
-            self._buckets[name] = (tokens - 1, now)
+            self._buckets[bucket.name] = (tokens - 1, now)
             return 0.0
-        self._buckets[name] = (tokens, now)
-        return (1 - tokens) / rate_per_s
+        self._buckets[bucket.name] = (tokens, now)
+        return (1 - tokens) / bucket.rate_per_s
 
 
-#: One atomic step of a token bucket, timed by Redis's own clock so replicas agree.
-_TAKE = """
+#: One atomic step of a token bucket (KEYS[1], rate ARGV[1], burst ARGV[2]), timed by Redis's
+#: own clock so replicas agree; leaves the milliseconds to wait (0: taken) in ``wait``. A
+#: fragment, so the answer cache can run it and its lookup as one script (``app.cache``).
+TAKE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rate = tonumber(ARGV[1]) / 1000
@@ -181,19 +196,24 @@ local wait = 0
 if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000)
-return wait
 """
+
+
+def bucket_script_args(prefix: str, bucket: Bucket) -> tuple[list[str], list[float]]:
+    """``TAKE_LUA``'s keys and arguments for ``bucket``."""
+    return [f"{prefix}rl:{bucket.name}"], [bucket.rate_per_s, bucket.burst]
 
 
 class RedisRateLimiter:
     """Token buckets in Redis, one Lua call per request."""
 
     def __init__(self, redis: Redis, prefix: str = "covrag:") -> None:
-        self._script = redis.register_script(_TAKE)
+        self._script = redis.register_script(TAKE_LUA + "return wait")
         self._p = prefix
 
-    async def take(self, name: str, rate_per_s: float, burst: int) -> float:
-        wait_ms = await self._script(keys=[f"{self._p}rl:{name}"], args=[rate_per_s, burst])
+    async def take(self, bucket: Bucket) -> float:
+        keys, args = bucket_script_args(self._p, bucket)
+        wait_ms = await self._script(keys=keys, args=args)
         return int(wait_ms) / 1000
 
 
@@ -212,10 +232,10 @@ class Gate:
 
     async def admit(self, presented: str | None) -> Principal:
         principal = self.keys.identify(presented)
-        if principal.rate_per_s is None:
+        if principal.bucket is None:
             return principal
         try:
-            wait = await self._limiter.take(principal.name, principal.rate_per_s, principal.burst)
+            wait = await self._limiter.take(principal.bucket)
         except RedisError as exc:
             if self._on_error == "closed":
                 raise RateLimiterUnavailable(

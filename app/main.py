@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="RAG serving with a measured evidence guarantee.",
         lifespan=lifespan,
+        telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
     )
     install_error_handlers(app)
     app.state.metrics = metrics = Metrics()  # before the lifespan: the middleware records into it

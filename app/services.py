@@ -109,11 +109,12 @@ class Backends:
 
 def build_backends(settings: Settings) -> Backends:
     if settings.redis_url is None:
+        limiter = MemoryRateLimiter()
         return Backends(
             answers=AnswerCache(
-                MemoryAnswers(settings.cache_max_entries), settings.answer_cache_ttl_s
+                MemoryAnswers(limiter, settings.cache_max_entries), settings.answer_cache_ttl_s
             ),
-            limiter=MemoryRateLimiter(),
+            limiter=limiter,
             job_store=FileJobStore(settings.data_dir / "jobs"),
             query_cache=MemoryVectorCache(settings.cache_max_entries),
         )

@@ -1,12 +1,13 @@
 """Cache hits of ``POST /v1/query``, answered below the router.
 
-A hit needs a key check, a rate-limit token, one cache lookup and the stored bytes sent back.
-Through FastAPI, routing, dependency solving and response building cost about twice that
-(py-spy under wrk: ~60 % of the process's time was the router and below). So the request
-middleware offers every checked query body here first. Anything but a clean hit — a body the
-route would refuse, streaming, a missing or bad key, a forbidden collection, the rate limit,
-a cache miss or error — goes on to the route, which answers it as it always has. A key
-admitted here is not charged twice: ``authorize`` takes it from the request state.
+A hit needs a key check, a rate-limit token and a cache lookup (one Redis call for both),
+and the stored bytes sent back. Through FastAPI, routing, dependency solving and response
+building cost about twice that (py-spy under wrk: ~60 % of the process's time was the router
+and below). So the request middleware offers every checked query body here first. Anything
+but a clean hit — a body the route would refuse, streaming, a missing or bad key, a forbidden
+collection, the rate limit, a cache miss or error — goes on to the route, which answers it as
+it always has. A key charged here is not charged twice: ``authorize`` takes it from the
+request state.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from app.api.deps import ADMITTED
 from app.api.guard import Replayed
 from app.api.routes.query import answer_shape, to_params
-from app.auth import AuthError, Principal, RateLimited, RateLimiterUnavailable
+from app.auth import AuthError, Principal, RateLimited
 from app.schemas import QueryRequest
 
 PATH = "/v1/query"
@@ -57,11 +58,20 @@ class CachedQueries:
         except ValidationError:
             return False
         params = to_params(body, state.settings)
-        if body.stream or not await self._admit(scope, state, headers, params.collection):
+        principal = self._principal(state, headers)
+        if body.stream or principal is None or not principal.allows(params.collection):
             return False
         shape = answer_shape(params, state.settings)
-        entry = await state.answers.lookup(params.collection, params.question, shape)
-        if entry is None or entry.value is None:
+        try:  # the key's rate-limit token and the lookup: one Redis call
+            entry = await state.answers.lookup(
+                params.collection, params.question, shape, principal.bucket
+            )
+        except RateLimited:
+            return False
+        if entry is None:  # the cache is down: the route's limiter applies its Redis policy
+            return False
+        scope["state"][ADMITTED] = principal  # charged: a miss is not charged again
+        if entry.value is None:
             return False
         state.metrics.cache_result("answer", True)
         payload = state.answers.respond(entry.value, scope["state"]["request_id"])
@@ -80,10 +90,8 @@ class CachedQueries:
         return True
 
     @staticmethod
-    async def _admit(
-        scope: Scope, state: State, headers: dict[bytes, bytes], collection: str
-    ) -> bool:
-        """Whether the key may ask about ``collection`` now; a refusal is the route's to say."""
+    def _principal(state: State, headers: dict[bytes, bytes]) -> Principal | None:
+        """The key's holder, or None for the route to refuse (401)."""
         authorization = headers.get(b"authorization")
         api_key = headers.get(b"x-api-key")
         key = presented_key(
@@ -91,11 +99,9 @@ class CachedQueries:
             api_key.decode("latin-1") if api_key else None,
         )
         try:
-            principal: Principal = await state.gate.admit(key)
-        except (AuthError, RateLimited, RateLimiterUnavailable):
-            return False
-        scope["state"][ADMITTED] = principal
-        return principal.allows(collection)
+            return state.gate.keys.identify(key)
+        except AuthError:
+            return None
 
     def _query_route(self, scope: Scope) -> RouteContext | None:
         if self._route is None:

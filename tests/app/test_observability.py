@@ -11,6 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
@@ -220,3 +224,25 @@ def test_queries_feed_stage_round_and_request_metrics(live: TestClient) -> None:
         samples, "covrag_http_request_duration_seconds_sum", route="/v1/query", method="POST"
     )
     assert took > 0
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """The process's OpenTelemetry tracer provider (settable once), exporting to memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+@pytest.mark.parametrize("otel", [False, True])
+def test_opentelemetry_spans_only_when_turned_on(
+    settings: Settings, spans: InMemorySpanExporter, otel: bool
+) -> None:
+    """``COVRAG_OTEL``: FastAPI's own spans go to a configured provider; off, nothing does."""
+    spans.clear()
+    with TestClient(create_app(settings.model_copy(update={"otel": otel}))) as c:
+        assert c.get("/healthz").status_code == 200
+    names = [span.name for span in spans.get_finished_spans()]
+    assert ("GET /healthz" in names) is otel, names

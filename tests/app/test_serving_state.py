@@ -14,7 +14,13 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.auth import ApiKeySpec
+from app.auth import (
+    ApiKeySpec,
+    Bucket,
+    MemoryRateLimiter,
+    RateLimited,
+    RedisRateLimiter,
+)
 from app.cache import AnswerCache, Entry, MemoryAnswers, RedisAnswers
 from app.config import Settings
 from app.jobs import Job, JobRegistry, RedisJobStore
@@ -76,7 +82,8 @@ def test_answer_cache_keys_versions_and_redis_outage(kind: str, tmp_path: Path) 
 
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(server.url, socket_timeout=0.5)
-        store = MemoryAnswers() if kind == "memory" else RedisAnswers(client)
+        limiter = MemoryRateLimiter() if kind == "memory" else RedisRateLimiter(client)
+        store = MemoryAnswers(limiter) if kind == "memory" else RedisAnswers(client)
         cache = AnswerCache(store, ttl_s=60)
         shape = {"alpha": 0.1}
 
@@ -98,6 +105,15 @@ def test_answer_cache_keys_versions_and_redis_outage(kind: str, tmp_path: Path) 
             "request_id": 'id"1',
             "cached": True,
         }
+        # With a bucket, the lookup takes the key's token first, from the limiter's buckets.
+        bucket = Bucket(f"k-{kind}", rate_per_s=0.1, burst=2)
+        assert await limiter.take(bucket) == 0  # token 1 of 2, by the limiter
+        charged = await cache.lookup("c", "who wrote hamlet?", shape, bucket)  # token 2
+        assert charged is not None and charged.value == hit.value
+        with pytest.raises(RateLimited) as limited:
+            await cache.lookup("c", "who wrote hamlet?", shape, bucket)
+        assert 5 < limited.value.retry_after <= 10  # one token per 10 s
+        assert await limiter.take(bucket) > 5  # the same bucket, still empty
         await cache.invalidate("c")
         fresh = await entry("Who wrote Hamlet?")
         assert fresh.version == first.version + 1 and fresh.value is None
