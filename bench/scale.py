@@ -45,6 +45,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.stats import percentiles  # noqa: E402
 from retrieval.chunking import chunk_id  # noqa: E402
 from retrieval.store import EdgeStore, HnswParams, QdrantStore, VectorStore  # noqa: E402
 from retrieval.types import Chunk, EmbedderSpec, Point  # noqa: E402
@@ -156,8 +157,7 @@ def latencies(fn: Callable[[list[float]], list[Any]], qs: list[list[float]]) -> 
         start = time.perf_counter()
         hits.append(fn(q))
         ms.append((time.perf_counter() - start) * 1000)
-    pct = {f"p{p}": round(float(np.percentile(ms, p)), 2) for p in (50, 95, 99)}
-    return {**pct, "mean": round(float(np.mean(ms)), 2), "hits": hits}
+    return {**percentiles(ms), "mean": round(float(np.mean(ms)), 2), "hits": hits}
 
 
 def measure(

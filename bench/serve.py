@@ -42,6 +42,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.stats import percentiles  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
@@ -117,14 +118,10 @@ def retrieve_path(base: str, questions: list[str]) -> dict[str, Any]:
                 for stage, ms in r.json()["timings_ms"].items():
                     stages.setdefault(stage, []).append(ms)
             out[name] = {
-                "client_ms": _pcts(wall),
-                "server_ms": {stage: _pcts(v) for stage, v in stages.items()},
+                "client_ms": percentiles(wall),
+                "server_ms": {stage: percentiles(v) for stage, v in stages.items()},
             }
     return out
-
-
-def _pcts(values: list[float]) -> dict[str, float]:
-    return {f"p{p}": round(float(np.percentile(values, p)), 2) for p in (50, 95, 99)}
 
 
 async def load(base: str, questions: list[str], clients: int, seconds: float) -> dict[str, Any]:

@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from app.config import get_settings  # noqa: E402
 from app.eval_qa import MODES, QaResult, load_questions, results_json, run_modes  # noqa: E402
 from app.services import build_services  # noqa: E402
+from bench.stats import percentiles  # noqa: E402
 
 #: The pipeline's stage timings reported per mode; ``non_llm`` and ``other`` are derived.
 STAGES = ("embed", "search", "filter", "critic", "other", "non_llm", "reason", "rewrite", "total")
@@ -56,10 +57,6 @@ def stage_times(r: QaResult) -> dict[str, float]:
     t["non_llm"] = t["total"] - sum(t[k] for k in LLM)
     t["other"] = t["non_llm"] - sum(t[k] for k in NON_LLM_PARTS)
     return t
-
-
-def percentiles(values: list[float]) -> dict[str, float]:
-    return {f"p{p}": round(float(np.percentile(values, p)), 2) for p in (50, 95, 99)}
 
 
 def cost(rows: list[QaResult]) -> dict[str, Any]:
