@@ -45,14 +45,18 @@ def job_runners(
 
     async def index_when_due(job: Job, chunks_written: int) -> None:
         """After an ingestion into an Edge collection of at least ``COVRAG_INDEX_THRESHOLD``
-        chunks that left some unindexed: start an index job, unless one is under way."""
+        chunks: start an index job if none was built, or if ``COVRAG_REINDEX_FRACTION`` of
+        the chunks is unindexed (a build copies the whole collection: not one per job),
+        unless one is under way."""
         if settings.store != "edge" or settings.index_threshold == 0:
             return
         info = await anyio.to_thread.run_sync(pipeline.store.get_collection, job.collection)
-        # ``indexed`` still counts deleted points: new writes are the surer sign.
-        if info.chunks < settings.index_threshold or (
-            chunks_written == 0 and info.indexed >= info.chunks
-        ):
+        # ``indexed`` still counts deleted points, so chunks written over deleted ones show
+        # only in this job's count.
+        unindexed = max(info.chunks - info.indexed, chunks_written)
+        if info.chunks < settings.index_threshold or unindexed <= 0:
+            return
+        if info.indexed > 0 and unindexed < settings.reindex_fraction * info.chunks:
             return
         if await index_job_under_way(jobs, job.collection) is not None:
             return

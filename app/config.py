@@ -55,6 +55,13 @@ class Settings(BaseSettings):
         description="After an ingestion job, build the Edge HNSW index once a collection has "
         "this many chunks and some are not indexed; 0 = only on request.",
     )
+    reindex_fraction: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Past the threshold, rebuild an indexed collection's index once this share "
+        "of its chunks is unindexed (each build copies the collection).",
+    )
 
     # --- embeddings ----------------------------------------------------------------------
     embedder: Literal["onnx", "torch", "remote"] = Field(

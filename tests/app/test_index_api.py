@@ -34,11 +34,26 @@ def test_index_job_indexes_the_collection(settings: Settings) -> None:
 
 
 def test_ingestion_past_the_threshold_starts_an_index_job(settings: Settings) -> None:
-    with TestClient(create_app(settings.model_copy(update={"index_threshold": 6}))) as client:
-        r = client.post("/v1/collections/docs/documents", json=DOCS)
-        ingested = wait_job(client, r.json()["id"])
-        (message,) = ingested["messages"]
+    """The first build once the threshold is reached; a rebuild only once the unindexed share
+    reaches ``reindex_fraction``, not after every ingestion."""
+    tuned = settings.model_copy(update={"index_threshold": 6, "reindex_fraction": 0.25})
+
+    def ingested(docs: list[dict[str, str]]) -> list[str]:
+        r = client.post("/v1/collections/docs/documents", json={"documents": docs})
+        job = wait_job(client, r.json()["id"])
+        assert job["status"] == "succeeded", job
+        return job["messages"]
+
+    def indexed_by(message: str, chunks: int) -> None:
         index_job = message.split()[2]
-        assert message == f"index job {index_job} started (6 chunks)"
+        assert message == f"index job {index_job} started ({chunks} chunks)"
         assert wait_job(client, index_job, timeout_s=120)["status"] == "succeeded"
-        assert client.get("/v1/collections/docs").json()["indexed"] == 6
+        assert client.get("/v1/collections/docs").json()["indexed"] == chunks
+
+    more = [{"id": f"more{i}", "text": f"Another document, number {i}."} for i in range(3)]
+    with TestClient(create_app(tuned)) as client:
+        (message,) = ingested(DOCS["documents"])
+        indexed_by(message, 6)
+        assert ingested(more[:1]) == []  # 1 of 7 unindexed: under a quarter
+        (message,) = ingested(more[1:])  # 3 of 9
+        indexed_by(message, 9)
