@@ -80,6 +80,43 @@ class _ReplicaCollector(Collector):
         yield state
 
 
+class CacheCounts(Protocol):
+    """What the cache collector reads of the query-embedding cache."""
+
+    hits: int
+    misses: int
+    errors: int
+
+
+class _CacheCollector(Collector):
+    """The query-embedding cache's own counters (it runs in worker threads, below the app)
+    and each cache's backend errors, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.embeddings: CacheCounts | None = None
+        self.answer_errors: Callable[[], int] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily(
+            "covrag_cache_errors",
+            "Cache backend (Redis) errors by cache: each one bypassed the cache.",
+            labels=("cache",),
+        )
+        if self.answer_errors is not None:
+            errors.add_metric(("answer",), self.answer_errors())
+        if self.embeddings is not None:
+            lookups = CounterMetricFamily(
+                "covrag_query_embedding_lookups",
+                "Query-embedding cache lookups by result (hit: the question was not embedded).",
+                labels=("result",),
+            )
+            lookups.add_metric(("hit",), self.embeddings.hits)
+            lookups.add_metric(("miss",), self.embeddings.misses)
+            yield lookups
+            errors.add_metric(("query_embedding",), self.embeddings.errors)
+        yield errors
+
+
 class Metrics:
     """The app's metrics; ``render`` gives the text exposition format for ``GET /metrics``."""
 
@@ -124,10 +161,17 @@ class Metrics:
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._replicas = _ReplicaCollector()
         self.registry.register(self._replicas)
+        self._caches = _CacheCollector()
+        self.registry.register(self._caches)
 
     def watch_generator(self, generator: object) -> None:
         """Export ``generator.replicas()`` at scrape time (if it has that method)."""
         self._replicas.generator = generator
+
+    def watch_caches(self, embeddings: CacheCounts, answer_errors: Callable[[], int]) -> None:
+        """Export the query-embedding cache's counts and both caches' errors at scrape time."""
+        self._caches.embeddings = embeddings
+        self._caches.answer_errors = answer_errors
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """On every request's path, so the labelled children are looked up once per label set."""

@@ -246,3 +246,16 @@ def test_opentelemetry_spans_only_when_turned_on(
         assert c.get("/healthz").status_code == 200
     names = [span.name for span in spans.get_finished_spans()]
     assert ("GET /healthz" in names) is otel, names
+
+
+def test_query_embedding_cache_is_exported(client: TestClient) -> None:
+    """A repeated question is not embedded again, and ``/metrics`` says so."""
+    client.app.state.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
+    for _ in range(2):
+        r = client.post("/v1/retrieve", json={"question": EIFFEL, "collection": "docs"})
+        assert r.status_code == 200, r.text
+    samples = scrape(client)
+    assert value(samples, "covrag_query_embedding_lookups_total", result="miss") == 1
+    assert value(samples, "covrag_query_embedding_lookups_total", result="hit") == 1
+    assert ("covrag_cache_errors_total", frozenset({("cache", "answer")})) in samples
+    assert value(samples, "covrag_cache_errors_total", cache="query_embedding") == 0
