@@ -128,7 +128,14 @@ def sources_text(response: QueryResponse) -> str:
 
 
 def completion_of(response: QueryResponse, model: str) -> ChatCompletion:
-    usage = response.usage
+    """``usage`` is what this request spent: nothing for a cached answer (``covrag.usage``
+    keeps what it cost when it was made)."""
+    spent = (
+        (0, 0)
+        if response.cached
+        else (response.usage.prompt_tokens, response.usage.completion_tokens)
+    )
+    usage = Usage(prompt_tokens=spent[0], completion_tokens=spent[1], total_tokens=sum(spent))
     return ChatCompletion(
         id=f"chatcmpl-{response.request_id}",
         created=int(time.time()),
@@ -136,11 +143,7 @@ def completion_of(response: QueryResponse, model: str) -> ChatCompletion:
         choices=[
             Choice(message=AssistantMessage(content=response.answer + sources_text(response)))
         ],
-        usage=Usage(
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.prompt_tokens + usage.completion_tokens,
-        ),
+        usage=usage,
         covrag=response,
     )
 

@@ -61,6 +61,14 @@ def test_completion_with_numbered_sources(client: openai.OpenAI) -> None:
     assert done.usage.completion_tokens == covrag["usage"]["completion_tokens"] > 0
     assert done.usage.total_tokens > done.usage.prompt_tokens > 0
     assert done.id == f"chatcmpl-{covrag['request_id']}"
+    again = client.chat.completions.create(  # the answer cache: spends nothing
+        model="covrag/wiki",
+        messages=[{"role": "user", "content": QUESTION.lower()}],
+        extra_body={"top_k": 2},
+    )
+    assert _covrag(again)["cached"] is True and covrag["cached"] is False
+    assert again.choices[0].message.content == choice.message.content
+    assert again.usage.total_tokens == 0 and again.id != done.id
 
 
 def test_streamed_completion_matches_its_final_answer(client: openai.OpenAI) -> None:

@@ -10,8 +10,15 @@ import anyio
 from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
 
-from app.api.deps import MetricsDep, PipelineDep, PrincipalDep, RequestIdDep, SettingsDep
-from app.api.routes.query import ERRORS, SSE_HEADERS
+from app.api.deps import (
+    AnswersDep,
+    MetricsDep,
+    PipelineDep,
+    PrincipalDep,
+    RequestIdDep,
+    SettingsDep,
+)
+from app.api.routes.query import ERRORS, SSE_HEADERS, answer
 from app.api.streaming import Failed, QueryStream
 from app.errors import classify
 from app.openai_compat import (
@@ -26,7 +33,7 @@ from app.openai_compat import (
     sources_text,
 )
 from app.pipeline import AnswerText, InvalidQuery, QueryParams, Round
-from app.schemas import ErrorOut, QueryResponse, component, sse_event, to_query_response
+from app.schemas import ErrorOut, QueryResponse, component, sse_event
 from retrieval.errors import CollectionNotFound
 
 router = APIRouter(tags=["openai"])
@@ -105,16 +112,18 @@ async def chat_completions(
     settings: SettingsDep,
     request_id: RequestIdDep,
     metrics: MetricsDep,
+    answers: AnswersDep,
     principal: PrincipalDep,
 ) -> Response | ChatCompletion:
-    """The last user message is the question; earlier turns make it self-contained."""
+    """The last user message is the question; earlier turns make it self-contained. Not
+    streamed, answers come from (and go to) the answer cache ``/v1/query`` uses."""
     params = to_params(body, settings.default_collection)
     principal.check(params.collection, "model")
     if not body.stream:
-        outcome = await pipeline.query(params, request_id)
-        response = to_query_response(outcome, request_id)
-        metrics.observe_query(response)
-        return completion_of(response, body.model)
+        found = await answer(params, request_id, pipeline, settings, answers, metrics)
+        if isinstance(found, bytes):
+            found = QueryResponse.model_validate_json(found)
+        return completion_of(found, body.model)
     stream = await QueryStream.start(pipeline, params, request_id)
     live = pipeline.critic is None  # nothing can overrule round 0: its text goes out as decoded
 

@@ -20,6 +20,7 @@ from app.api.deps import (
 )
 from app.api.guard import GUARD_ERRORS
 from app.api.streaming import Failed, QueryStream, StreamItem
+from app.cache import AnswerCache
 from app.config import Settings
 from app.errors import classify
 from app.metrics import Metrics
@@ -97,11 +98,26 @@ async def query(
     principal.check(params.collection)
     if body.stream or "text/event-stream" in request.headers.get("accept", ""):
         return await stream_query(pipeline, params, request_id, metrics)
+    found = await answer(params, request_id, pipeline, settings, answers, metrics)
+    if isinstance(found, bytes):
+        return Response(found, media_type="application/json")
+    return found
+
+
+async def answer(
+    params: QueryParams,
+    request_id: str,
+    pipeline: Pipeline,
+    settings: Settings,
+    answers: AnswerCache,
+    metrics: Metrics,
+) -> bytes | QueryResponse:
+    """The cached response (JSON with this request's id) or a new answer, then cached."""
     entry = await answers.lookup(params.collection, params.question, answer_shape(params, settings))
     if entry is not None:
         metrics.cache_result("answer", entry.value is not None)
         if entry.value is not None:
-            return Response(answers.respond(entry.value, request_id), media_type="application/json")
+            return answers.respond(entry.value, request_id)
     outcome = await pipeline.query(params, request_id)
     response = to_query_response(outcome, request_id)
     metrics.observe_query(response)
@@ -110,8 +126,10 @@ async def query(
 
 
 def answer_shape(params: QueryParams, settings: Settings) -> dict[str, Any]:
-    """Everything besides the collection's version and the question that shapes an answer."""
+    """Everything besides the collection's version and the question that shapes an answer
+    (earlier turns of a chat rewrite the question)."""
     return {
+        "history": params.history,
         "alpha": params.alpha,
         "top_k": params.top_k,
         "filters": params.filters,
