@@ -31,9 +31,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = services.pipeline
         app.state.ingestor = services.ingestor
         app.state.metrics.watch_generator(services.pipeline.generator)
-        answers = services.backends.answers
+        app.state.answers = answers = services.backends.answers
         app.state.metrics.watch_caches(services.backends.query_cache, lambda: answers.stats.errors)
-        app.state.answers = services.backends.answers
         app.state.gate = services.gate
         app.state.backends = services.backends
         runners: dict[str, JobBody] = {}
