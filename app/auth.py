@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from app.redis_pipe import PipelinedRedis
 
 log = logging.getLogger("covrag.auth")
 
@@ -205,10 +206,10 @@ def bucket_script_args(prefix: str, bucket: Bucket) -> tuple[list[str], list[flo
 
 
 class RedisRateLimiter:
-    """Token buckets in Redis, one Lua call per request."""
+    """Token buckets in Redis, one Lua call per request (on the pipelined connection)."""
 
-    def __init__(self, redis: Redis, prefix: str = "covrag:") -> None:
-        self._script = redis.register_script(TAKE_LUA + "return wait")
+    def __init__(self, pipe: PipelinedRedis, prefix: str = "covrag:") -> None:
+        self._script = pipe.register_script(TAKE_LUA + "return wait")
         self._p = prefix
 
     async def take(self, bucket: Bucket) -> float:

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app.auth import TAKE_LUA, Bucket, RateLimited, RateLimiter, bucket_script_args
+from app.redis_pipe import PipelinedRedis
 
 log = logging.getLogger("covrag.cache")
 
@@ -103,11 +104,11 @@ class RedisAnswers:
     """The same in a shared Redis under ``prefix``. Version counters carry no TTL: under a
     ``maxmemory`` limit use a ``volatile-*`` policy so they are never evicted."""
 
-    def __init__(self, redis: Redis, prefix: str = "covrag:") -> None:
+    def __init__(self, redis: Redis, pipe: PipelinedRedis, prefix: str = "covrag:") -> None:
         self._r = redis
         self._p = prefix
-        self._lookup = redis.register_script(_LOOKUP)
-        self._take_then_lookup = redis.register_script(_TAKE_THEN_LOOKUP)
+        self._lookup = pipe.register_script(_LOOKUP)  # every query's call: the pipelined one
+        self._take_then_lookup = pipe.register_script(_TAKE_THEN_LOOKUP)
 
     async def lookup(
         self, collection: str, digest: str, bucket: Bucket | None = None

@@ -17,6 +17,7 @@ from app.generator import Generator, VLLMGenerator
 from app.jobs import FileJobStore, JobStore, RedisJobStore
 from app.pipeline import Pipeline, PipelineLimits
 from app.reasoner import Reasoner
+from app.redis_pipe import PipelinedRedis
 from critic import Critic, make_critic
 from retrieval.embed import Embedder, make_embedder
 from retrieval.embed.cache import MemoryVectorCache, RedisVectorCache, VectorCache
@@ -99,10 +100,13 @@ class Backends:
     query_cache: VectorCache
     redis: Redis | None = None
     sync_redis: SyncRedis | None = None
+    pipe: PipelinedRedis | None = None
 
     async def aclose(self) -> None:
         if self.redis is not None:
             await self.redis.aclose()
+        if self.pipe is not None:
+            await self.pipe.aclose()
         if self.sync_redis is not None:
             self.sync_redis.close()
 
@@ -124,14 +128,16 @@ def build_backends(settings: Settings) -> Backends:
     }
     redis = Redis.from_url(settings.redis_url, **timeouts)
     sync_redis = SyncRedis.from_url(settings.redis_url, **timeouts)
+    pipe = PipelinedRedis.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
     prefix = settings.redis_prefix
     return Backends(
-        answers=AnswerCache(RedisAnswers(redis, prefix), settings.answer_cache_ttl_s),
-        limiter=RedisRateLimiter(redis, prefix),
+        answers=AnswerCache(RedisAnswers(redis, pipe, prefix), settings.answer_cache_ttl_s),
+        limiter=RedisRateLimiter(pipe, prefix),
         job_store=RedisJobStore(redis, prefix=prefix),
         query_cache=RedisVectorCache(sync_redis, prefix),
         redis=redis,
         sync_redis=sync_redis,
+        pipe=pipe,
     )
 
 

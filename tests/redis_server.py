@@ -1,11 +1,12 @@
 """A real ``redis-server`` on a free loopback port, for tests (Debian's binary; no persistence).
 
-Fault tests stop and restart it to see what covrag does while Redis is gone.
+Fault tests stop and restart it, or freeze it, to see what covrag does while Redis is gone.
 """
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -51,6 +52,15 @@ class RedisServer:
                 time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def pause(self) -> None:
+        """Freeze it (SIGSTOP): connections stay open and nothing answers, as in a hang."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self._proc is not None:

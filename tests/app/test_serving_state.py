@@ -25,6 +25,7 @@ from app.cache import AnswerCache, Entry, MemoryAnswers, RedisAnswers
 from app.config import Settings
 from app.jobs import Job, JobRegistry, RedisJobStore
 from app.main import create_app
+from app.redis_pipe import PipelinedRedis
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest, wait_job
 from tests.redis_server import RedisServer
@@ -82,8 +83,9 @@ def test_answer_cache_keys_versions_and_redis_outage(kind: str, tmp_path: Path) 
 
     async def scenario() -> None:
         client = redis.asyncio.Redis.from_url(server.url, socket_timeout=0.5)
-        limiter = MemoryRateLimiter() if kind == "memory" else RedisRateLimiter(client)
-        store = MemoryAnswers(limiter) if kind == "memory" else RedisAnswers(client)
+        pipe = PipelinedRedis.from_url(server.url, timeout_s=0.5)
+        limiter = MemoryRateLimiter() if kind == "memory" else RedisRateLimiter(pipe)
+        store = MemoryAnswers(limiter) if kind == "memory" else RedisAnswers(client, pipe)
         cache = AnswerCache(store, ttl_s=60)
         shape = {"alpha": 0.1}
 
@@ -129,6 +131,7 @@ def test_answer_cache_keys_versions_and_redis_outage(kind: str, tmp_path: Path) 
             replayed = await entry("Who wrote Hamlet?")
             assert replayed.version == fresh.version + 1 and replayed.value is None
         await client.aclose()
+        await pipe.aclose()
 
     try:
         asyncio.run(scenario())
