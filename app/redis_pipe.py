@@ -3,9 +3,10 @@ answer-cache lookup.
 
 Commands from all in-flight requests are written together once per event-loop turn and
 matched to their replies in order (Redis answers a connection's commands in order). redis-py
-spends ~180 µs of CPU on a script call here (pool checkout, retry wrapper, event dispatch, a
-socket write and a read of its own); this spends ~15 µs, 32 callers at a time
-(py-spy had redis-py at 29 % of a cache hit's time). Everything else keeps using redis-py.
+spends ~195 µs of CPU on a script call here (pool checkout, retry wrapper, event dispatch, a
+socket write and a read of its own); this spends ~18 µs, 32 callers at a time
+(``bench/redis_calls.py``; py-spy had redis-py at 29 % of a cache hit's time). Everything
+else keeps using redis-py.
 
 Errors are redis-py's, so callers handle one family: ``ConnectionError`` when Redis cannot be
 reached or the connection drops, ``TimeoutError`` when no reply comes within ``timeout_s``
@@ -73,6 +74,9 @@ class _Connection(asyncio.Protocol):
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not False:
+                if not self._owed:
+                    self._drop(ConnectionError("Redis sent a reply no command asked for"))
+                    return
                 waiter, _ = self._owed.popleft()
                 if waiter.done():  # its caller gave up (cancelled); the order still holds
                     continue
@@ -118,7 +122,7 @@ class _Connection(asyncio.Protocol):
 
 class PipelinedRedis:
     """Reached like ``redis.asyncio.Redis.from_url`` (``redis://``, ``rediss://``,
-    ``unix://``; user, password and database from the URL)."""
+    ``unix://``; user, password, database and the ``ssl_*`` options from the URL)."""
 
     def __init__(
         self,
@@ -130,7 +134,7 @@ class PipelinedRedis:
         db: int = 0,
         username: str | None = None,
         password: str | None = None,
-        tls: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._timeout_s = timeout_s
         self._host, self._port, self._path, self._tls = host, port, path, tls
@@ -140,11 +144,14 @@ class PipelinedRedis:
         if db:
             self._handshake.append(("SELECT", db))
         self._conn: _Connection | None = None
-        self._connecting = asyncio.Lock()
+        self._connecting: asyncio.Task[_Connection] | None = None
 
     @classmethod
     def from_url(cls, url: str, timeout_s: float) -> PipelinedRedis:
         kw = parse_url(url)
+        tls = None
+        if kw.pop("connection_class", None) is SSLConnection:  # its context, as redis-py's
+            tls = SSLConnection(**kw).ssl_context.get()  # a plain object: nothing connects
         return cls(
             timeout_s=timeout_s,
             host=kw.get("host", "localhost"),
@@ -153,53 +160,63 @@ class PipelinedRedis:
             db=kw.get("db", 0),
             username=kw.get("username"),
             password=kw.get("password"),
-            tls=kw.get("connection_class") is SSLConnection,
+            tls=tls,
         )
 
     async def execute(self, *args: Arg) -> Any:
         """One command's reply."""
         conn = self._conn
         if conn is None or not conn.open:
-            conn = await self._connect()
+            conn = await self._connection()
         return await conn.send(args)
 
     def register_script(self, lua: str) -> PipelinedScript:
         return PipelinedScript(self, lua)
 
+    async def _connection(self) -> _Connection:
+        """Callers that find no connection share one attempt: while Redis does not answer,
+        each waits one timeout, not one per caller ahead of it."""
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._connecting.add_done_callback(self._connected)
+        return await asyncio.shield(self._connecting)  # a caller's cancel is not everyone's
+
+    def _connected(self, attempt: asyncio.Task[_Connection]) -> None:
+        self._connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
+            self._conn = attempt.result()
+
     async def _connect(self) -> _Connection:
-        async with self._connecting:
-            if self._conn is not None and self._conn.open:
-                return self._conn  # another caller connected while this one waited
-            loop = asyncio.get_running_loop()
-            timeout = self._timeout_s
+        loop = asyncio.get_running_loop()
+        timeout = self._timeout_s
 
-            def protocol() -> _Connection:
-                return _Connection(timeout)
+        def protocol() -> _Connection:
+            return _Connection(timeout)
 
-            where = self._path or f"{self._host}:{self._port}"
-            conn: _Connection | None = None
-            try:
-                async with asyncio.timeout(timeout):
-                    if self._path is not None:
-                        _, conn = await loop.create_unix_connection(protocol, self._path)
-                    else:
-                        context = ssl.create_default_context() if self._tls else None
-                        _, conn = await loop.create_connection(
-                            protocol, self._host, self._port, ssl=context
-                        )
-                    await asyncio.gather(*(conn.send(command) for command in self._handshake))
-            except BaseException as exc:
-                if conn is not None:
-                    conn.close()  # a refused AUTH or SELECT: no half-set-up connection is kept
-                if isinstance(exc, TimeoutError):
-                    raise RedisTimeoutError(f"connecting to Redis at {where}: timed out") from exc
-                if isinstance(exc, OSError):
-                    raise ConnectionError(f"connecting to Redis at {where}: {exc}") from exc
-                raise
-            self._conn = conn
-            return conn
+        where = self._path or f"{self._host}:{self._port}"
+        conn: _Connection | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                if self._path is not None:
+                    _, conn = await loop.create_unix_connection(protocol, self._path)
+                else:
+                    _, conn = await loop.create_connection(
+                        protocol, self._host, self._port, ssl=self._tls
+                    )
+                await asyncio.gather(*(conn.send(command) for command in self._handshake))
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()  # a refused AUTH or SELECT: no half-set-up connection is kept
+            if isinstance(exc, TimeoutError):
+                raise RedisTimeoutError(f"connecting to Redis at {where}: timed out") from exc
+            if isinstance(exc, OSError):
+                raise ConnectionError(f"connecting to Redis at {where}: {exc}") from exc
+            raise
+        return conn
 
     async def aclose(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -1,11 +1,12 @@
 """The pipelined Redis connection against a real Redis: replies reach their own callers,
-scripts survive a flushed script cache, and a dead, frozen or unreachable Redis is a clean
-``RedisError`` in bounded time, with the next call reconnecting. Each runs on asyncio's own
+scripts survive a flushed script cache, and a dead or frozen Redis (also mid-handshake) is a
+clean ``RedisError`` in bounded time, with the next call reconnecting. Each runs on asyncio's own
 loop and on uvloop, which ``covrag serve`` uses (their transports differ)."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from redis.exceptions import ConnectionError, RedisError, ResponseError
+from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from uvloop import new_event_loop
 
@@ -92,7 +93,7 @@ def test_password_and_database_come_from_the_url(server: RedisServer, run: Run) 
 
     async def scenario() -> None:
         pipe = PipelinedRedis.from_url(f"redis://:s3cret@{base}/3", timeout_s=2)
-        assert await pipe.execute("SET", "where", "db3") is not None
+        assert await pipe.execute("SET", "where", "db3") == b"OK"
         await pipe.aclose()
         wrong = PipelinedRedis.from_url(f"redis://:nope@{base}/0", timeout_s=2)
         with pytest.raises(ResponseError, match=r"WRONGPASS|invalid"):
@@ -127,10 +128,38 @@ def test_dead_frozen_and_returning_redis(server: RedisServer, run: Run) -> None:
         assert await pipe.execute("PING") == b"PONG"
         await pipe.aclose()
 
-        nowhere = PipelinedRedis.from_url("redis://10.255.255.1:6379/0", timeout_s=0.3)
+        # Frozen again, for new connections: they hang in their handshake (SELECT). Callers
+        # share one attempt, so ten of them fail after one timeout, not ten in a row.
+        fresh = PipelinedRedis.from_url(server.url.replace("/0", "/1"), timeout_s=0.3)
+        server.pause()
         start = time.monotonic()
-        with pytest.raises(RedisError):  # unroutable: the connect times out
-            await nowhere.execute("PING")
-        assert time.monotonic() - start < 2
+        calls = asyncio.gather(*(fresh.execute("PING") for _ in range(10)), return_exceptions=True)
+        results = await asyncio.wait_for(calls, 10)
+        assert all(isinstance(r, RedisTimeoutError) for r in results), results
+        assert time.monotonic() - start < 2  # one after another would be 3 s
+        server.resume()
+        assert await fresh.execute("PING") == b"PONG"
+        await fresh.aclose()
 
     run(scenario())
+
+
+def test_a_unix_socket_url(tmp_path: Path, run: Run) -> None:
+    sock = tmp_path / "redis.sock"
+    args = ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+        async def scenario() -> None:
+            pipe = PipelinedRedis.from_url(f"unix://{sock}?db=2", timeout_s=2)
+            assert await pipe.execute("SET", "via", "unix") == b"OK"
+            await pipe.aclose()
+
+        run(scenario())
+        assert redis.Redis.from_url(f"unix://{sock}?db=2").get("via") == b"unix"
+    finally:
+        proc.kill()
+        proc.wait()
