@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.auth import Gate, Principal
+from app.auth import Gate, Principal, RateLimited
 from app.cache import AnswerCache
 from app.config import Settings
 from app.jobs import JobRegistry
@@ -48,6 +48,9 @@ async def _answers(request: Request) -> AnswerCache:
 #: Where a principal the cached-answer path (``app.api.fastpath``) admitted waits for
 #: ``authorize``, when the route answers after all.
 ADMITTED = "principal"
+#: Where that path leaves a rate-limit refusal: the route answers 429 on it, not on a second
+#: call to the limiter.
+LIMITED = "rate_limited"
 
 #: The two ways to present a key; declared so the OpenAPI schema documents them.
 _BEARER = HTTPBearer(auto_error=False, description="An API key as a bearer token.")
@@ -64,6 +67,9 @@ async def authorize(
     admitted: Principal | None = getattr(request.state, ADMITTED, None)
     if admitted is not None:  # the cached-answer path admitted (and charged) it already
         return admitted
+    limited: RateLimited | None = getattr(request.state, LIMITED, None)
+    if limited is not None:  # ... or found its bucket empty
+        raise limited
     gate: Gate = request.app.state.gate
     return await gate.admit(bearer.credentials if bearer else header)
 

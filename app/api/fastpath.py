@@ -6,8 +6,8 @@ building cost about twice that (py-spy under wrk: ~60 % of the process's time wa
 and below). So the request middleware offers every checked query body here first. Anything
 but a clean hit — a body the route would refuse, streaming, a missing or bad key, a forbidden
 collection, the rate limit, a cache miss or error — goes on to the route, which answers it as
-it always has. A key charged here is not charged twice: ``authorize`` takes it from the
-request state.
+it always has. A key charged (or refused by its rate limit) here is not asked about twice:
+``authorize`` takes the decision from the request state.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from starlette.datastructures import State
 from starlette.types import Receive, Scope, Send
 
-from app.api.deps import ADMITTED
+from app.api.deps import ADMITTED, LIMITED
 from app.api.guard import Replayed
 from app.api.routes.query import answer_shape, to_params
 from app.auth import AuthError, Principal, RateLimited
@@ -66,7 +66,8 @@ class CachedQueries:
             entry = await state.answers.lookup(
                 params.collection, params.question, shape, principal.bucket
             )
-        except RateLimited:
+        except RateLimited as limited:
+            scope["state"][LIMITED] = limited  # the route's 429, without asking Redis again
             return False
         if entry is None:  # the cache is down: the route's limiter applies its Redis policy
             return False

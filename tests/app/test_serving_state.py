@@ -257,8 +257,11 @@ def test_cache_hits_below_the_router_keep_every_check(
             assert hit.status_code == 200 and hit.json()["cached"] is True, hit.text
             assert hit.json()["request_id"] == hit.headers["X-Request-ID"]
             assert hit.json()["answer"] == first.json()["answer"]
+        scripts_run = _script_calls(backend)
         limited = client.post("/v1/query", json=asked, headers=_auth(TEAM))
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        if scripts_run is not None:  # one limiter decision (with the lookup), not a second
+            assert _script_calls(backend) == scripts_run + 1
         for headers in ({}, _auth("wrong"), {"Authorization": f"Basic {TEAM}"}):
             refused = client.post("/v1/query", json=asked, headers=headers)
             assert refused.status_code == 401 and refused.json()["request_id"], refused.text
@@ -274,6 +277,14 @@ def test_cache_hits_below_the_router_keep_every_check(
         assert 'covrag_cache_requests_total{cache="answer",result="hit"} 3.0' in metrics
         counted = 'covrag_http_requests_total{method="POST",route="/v1/query",status="200"} 5.0'
         assert counted in metrics  # 1 miss, 3 hits, 1 stream
+
+
+def _script_calls(settings: Settings) -> int | None:
+    """Lua scripts Redis has run so far; None without Redis."""
+    if settings.redis_url is None:
+        return None
+    stats = redis.Redis.from_url(settings.redis_url).info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
 
 def test_replicas_share_one_bucket_through_redis(settings: Settings, redis_url: str) -> None:
