@@ -346,10 +346,12 @@ def coverage(
     store = build_store(settings)
     embedder = None
     try:
-        store.get_collection(name)
+        indexed = store.get_collection(name).indexed > 0  # score as the queries search
         embedder = build_embedder(settings)
         _echo_err(f"scoring {len(qa_file.items)} questions against {name!r} …")
-        scores = score_items(store, embedder, name, qa_file.items, search_k=search_k)
+        scores = score_items(
+            store, embedder, name, qa_file.items, search_k=search_k, approximate=indexed
+        )
         negatives: list[Unanswerable] = []
         if unanswerable_rows:
             vectors = embedder.embed([q for _, q, _ in unanswerable_rows])

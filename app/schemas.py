@@ -189,7 +189,9 @@ class CandidateOut(BaseModel):
 class CalibrationRefOut(BaseModel):
     n: int = Field(description="Calibration questions behind the threshold.")
     version: int
-    stale: bool = Field(description="The collection changed too much since: no guarantee.")
+    stale: bool = Field(
+        description="The collection changed too much, or was indexed, since: no guarantee."
+    )
 
 
 class EvidenceOut(BaseModel):
@@ -557,11 +559,19 @@ class CalibrationOut(BaseModel):
     created_at: str
     source: str
     embedder: str
-    misses: int = Field(description="Questions whose answer chunk was not found (score +inf).")
+    misses: int = Field(
+        description="Questions whose answer chunk was not found (score +inf); through an index, "
+        "also those the index did not return."
+    )
     skipped: int = Field(description="Generated questions dropped as unusable.")
     default_alpha: float
     min_alpha: float = Field(description="Smallest supported alpha, 1/(n+1).")
-    stale: bool
+    indexed: int = Field(
+        description="Chunks in an HNSW index when it was scored; 0 = scored on exact search."
+    )
+    stale: bool = Field(
+        description="The collection changed too much, or was indexed, since: no guarantee."
+    )
 
 
 def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
@@ -575,6 +585,7 @@ def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
         skipped=calibration.skipped,
         default_alpha=calibration.default_alpha,
         min_alpha=calibration.min_alpha,
+        indexed=calibration.indexed_at,
         stale=stale,
     )
 

@@ -27,7 +27,7 @@ from retrieval.embed.base import Embedder
 from retrieval.errors import CollectionEmpty
 from retrieval.ingest import collection_changes
 from retrieval.jsonl import question_of, read_jsonl
-from retrieval.store.base import VectorStore
+from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import ScoredChunk
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -123,24 +123,45 @@ def score_items(
     items: Sequence[CalibrationItem],
     *,
     search_k: int = 100,
+    approximate: bool = False,
 ) -> list[ItemScore]:
-    """Nonconformity score 1 − similarity of each item's best answer-bearing chunk.
+    """Nonconformity score 1 − similarity of each item's best answer-bearing chunk; see
+    ``score_vectors``."""
+    if not items:
+        return []
+    vectors = embedder.embed([it.question for it in items])
+    return score_vectors(
+        store, collection, items, vectors.tolist(), search_k=search_k, approximate=approximate
+    )
+
+
+def score_vectors(
+    store: VectorStore,
+    collection: str,
+    items: Sequence[CalibrationItem],
+    vectors: Sequence[list[float]],
+    *,
+    search_k: int = 100,
+    approximate: bool = False,
+) -> list[ItemScore]:
+    """``score_items`` for questions already embedded (``vectors``, one per item).
 
     Beyond the top ``search_k`` hits, gold documents and source chunks are still found with a
     filtered search, so their score is exact; an answer string is looked for in the top hits only
     (a chunk further down would only lower the similarity, so this errs on the safe side).
+    With ``approximate`` (the collection is searched through an HNSW index), a chunk the search
+    did not return scores ∞ instead: a query's threshold search, through the same index, could
+    miss it too, and the quantile then counts that miss against the coverage.
     """
-    if not items:
-        return []
-    vectors = embedder.embed([it.question for it in items])
     out: list[ItemScore] = []
-    for item, vector in zip(items, vectors, strict=True):
-        query = vector.tolist()
+    for item, query in zip(items, vectors, strict=True):
         hits = store.search(collection, query, limit=search_k)
         sims = [h.score for h in hits]
         rank = next((i for i, h in enumerate(hits, 1) if _bears_answer(item, h)), None)
         if rank is not None:
             best: float | None = hits[rank - 1].score
+        elif approximate:
+            best = None
         else:
             best = _beyond_top(store, collection, query, item)
         score = math.inf if best is None else 1.0 - best
@@ -198,7 +219,8 @@ def calibrate(
     if info.chunks == 0:
         raise CollectionEmpty(f"collection {collection!r} is empty: ingest documents first")
     previous = load_calibration(store, collection)
-    scores = score_items(store, embedder, collection, items)
+    builds = index_builds(store, collection)  # before scoring: a build meanwhile makes it stale
+    scores = score_items(store, embedder, collection, items, approximate=info.indexed > 0)
     calibration = Calibration(
         collection=collection,
         embedder=embedder.spec.model,
@@ -210,6 +232,8 @@ def calibrate(
         misses=sum(s.missed for s in scores),
         skipped=skipped,
         default_alpha=default_alpha,
+        index_builds_at=builds,
+        indexed_at=info.indexed,
     )
     store.update_metadata(collection, {CALIBRATION_KEY: calibration.to_json()})
     return calibration

@@ -69,6 +69,9 @@ class Calibration:
 
     ``changes_at`` is the collection's change counter when the scores were taken; the
     calibration is stale once the collection has changed by more than a fraction since.
+    ``index_builds_at`` counts the collection's index builds then: HNSW search is approximate,
+    so a build since changes which chunks a threshold search can miss, and the calibration is
+    stale too. ``indexed_at`` is how many chunks were indexed (0: scored on exact search).
     """
 
     collection: str
@@ -82,6 +85,8 @@ class Calibration:
     misses: int = 0
     skipped: int = 0
     default_alpha: float = 0.1
+    index_builds_at: int = 0
+    indexed_at: int = 0
 
     @property
     def n(self) -> int:
@@ -98,7 +103,9 @@ class Calibration:
         """Share of calibration scores ≤ q̂ (the in-sample coverage, for reports)."""
         return bisect_right(self.scores, qhat) / self.n if self.n else 0.0
 
-    def is_stale(self, changes_now: int, max_change_fraction: float) -> bool:
+    def is_stale(self, changes_now: int, index_builds_now: int, max_change_fraction: float) -> bool:
+        if index_builds_now != self.index_builds_at:
+            return True
         changed = changes_now - self.changes_at
         return changed > max_change_fraction * max(self.chunks_at, 1)
 

@@ -20,7 +20,7 @@ from retrieval.embed.base import Embedder
 from retrieval.embed.cache import VectorCache, vector_key
 from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
 from retrieval.ingest import collection_changes
-from retrieval.store.base import VectorStore
+from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import FilterValue, ScoredChunk
 
 
@@ -108,7 +108,8 @@ class Retriever:
         if calibration is None:
             return None, False
         changes = collection_changes(self.store, collection)
-        return calibration, calibration.is_stale(changes, self._stale_fraction)
+        builds = index_builds(self.store, collection)
+        return calibration, calibration.is_stale(changes, builds, self._stale_fraction)
 
     def retrieve(
         self,

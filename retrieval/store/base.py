@@ -13,7 +13,9 @@ Contract (``tests/retrieval/test_store_contract.py`` runs it against both backen
   epsilon from the threshold.
 - Upserting an existing id replaces the point. Writes are durable once the call returns.
 - ``build_index`` leaves the collection's content as it was: searches and writes made while it
-  runs are served and kept.
+  runs are served and kept. A build that ran (Edge) adds one to the collection's
+  ``index_builds`` metadata: a calibration taken before it no longer holds (see
+  ``retrieval.conformal.Calibration``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, Sc
 
 #: A valid collection name; the API declares the same pattern, so clients learn it from the schema.
 COLLECTION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+#: Metadata key: how many index builds a collection has had (Qdrant server indexes on its own
+#: and never counts one).
+INDEX_BUILDS_KEY = "index_builds"
 
 #: Payload fields with an index: ``doc_id`` for per-document replacement and deletion.
 INDEXED_KEYWORDS = ("doc_id", "title", "source")
@@ -129,3 +135,8 @@ def check_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def index_builds(store: VectorStore, name: str) -> int:
+    """The collection's count of completed index builds (0: never built)."""
+    return int(store.get_metadata(name).get(INDEX_BUILDS_KEY, 0))

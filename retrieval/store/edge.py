@@ -34,7 +34,14 @@ from retrieval.errors import (
     IndexBuildRunning,
     StoreUnavailable,
 )
-from retrieval.store.base import INDEXED_KEYWORDS, IndexReport, check_dims, check_name
+from retrieval.store.base import (
+    INDEX_BUILDS_KEY,
+    INDEXED_KEYWORDS,
+    IndexReport,
+    check_dims,
+    check_name,
+    index_builds,
+)
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
 
 SHARD, INDEXING, OLD = "shard", "shard.indexing", "shard.old"
@@ -377,6 +384,7 @@ class EdgeStore:
                 build.check(name, stderr)
                 info = self._swap(name, build.ops)
                 replayed = len(build.ops)
+                self.update_metadata(name, {INDEX_BUILDS_KEY: index_builds(self, name) + 1})
         finally:
             _drop_leftovers(folder)  # outside the lock: removing a shard-sized folder takes time
             with self._lock:

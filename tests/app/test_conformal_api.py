@@ -79,6 +79,7 @@ def test_calibrate_then_retrieve_through_the_threshold(
         0.2,
     )
     assert cal["min_alpha"] == pytest.approx(1 / (len(qa) + 1))
+    assert cal["indexed"] == 0  # scored on exact search: the collection has no index
     assert status["job"]["id"] == job["id"]
 
     question = qa[0]["question"]

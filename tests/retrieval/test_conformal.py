@@ -177,13 +177,14 @@ def test_calibration_json_round_trip_keeps_infinite_scores(scores: list[float]) 
     assert back == cal
 
 
-def test_is_stale_after_a_fraction_of_the_collection_changed() -> None:
+def test_is_stale_after_a_fraction_changed_or_an_index_build() -> None:
     cal = _calibration([0.1, 0.2])
-    assert not cal.is_stale(100, 0.1)
-    assert not cal.is_stale(200, 0.1)  # 100 changes of 1000 chunks = exactly 10 %
-    assert cal.is_stale(201, 0.1)
+    assert not cal.is_stale(100, 0, 0.1)
+    assert not cal.is_stale(200, 0, 0.1)  # 100 changes of 1000 chunks = exactly 10 %
+    assert cal.is_stale(201, 0, 0.1)
+    assert cal.is_stale(100, 1, 0.1)  # indexed since: a threshold search may miss what it kept
     empty = _calibration([0.1], chunks_at=0)
-    assert empty.is_stale(102, 1.0)  # an empty collection counts as one chunk
+    assert empty.is_stale(102, 0, 1.0)  # an empty collection counts as one chunk
     assert cal.coverage_of(0.15) == 0.5
 
 

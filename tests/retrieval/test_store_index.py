@@ -1,5 +1,6 @@
 """``EdgeStore.build_index`` on real Qdrant Edge shards: the index serves the same hits, writes
-made while the child builds are kept, crashes and failures leave the collection whole."""
+made while the child builds are kept, crashes and failures leave the collection whole, and a
+calibration accounts for what the index misses."""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval.calibration import CalibrationItem, calibrate, score_vectors
+from retrieval.embed.onnx import OnnxEmbedder
 from retrieval.errors import IndexBuildFailed, IndexBuildRunning
+from retrieval.retriever import Retriever
 from retrieval.store import EdgeStore, HnswParams, QdrantStore
+from retrieval.store.base import index_builds
 from retrieval.store.edge import INDEXER, INDEXING, OLD, SHARD
 from retrieval.types import EmbedderSpec, Point
 
@@ -210,4 +215,43 @@ def test_a_qdrant_store_reports_the_server_index() -> None:
     report = store.build_index("c")
     assert (report.indexed, report.replayed) == (0, 0)  # local mode has no index
     assert store.get_collection("c").indexed == 0
+    store.close()
+
+
+def test_calibrating_through_an_index_counts_its_misses_and_a_build_stales_it(
+    root: Path,
+) -> None:
+    """The guarantee needs the threshold search to return every chunk above the threshold, and
+    HNSW may not. Scored through a weak index (ef 10), an answer chunk the search misses counts
+    as uncovered (∞) where exact scoring gives its similarity; and a build after a calibration
+    makes that calibration stale."""
+    store = _filled(root, hnsw=GRAPH)
+    queries = _vectors(40, 3)
+    nearest = np.argmax(queries @ CORPUS.T, axis=1)  # each question's answer: its true top hit
+    items = [
+        CalibrationItem(id=f"q{i}", question="", source_chunk_id=_id(int(n)))
+        for i, n in enumerate(nearest)
+    ]
+    vectors = queries.tolist()
+    exact = score_vectors(store, "c", items, vectors, search_k=1)
+    assert all(s.rank == 1 for s in exact)  # brute force: every top hit is found
+    retriever = Retriever(store, OnnxEmbedder())
+    calibrate(store, retriever.embedder, "c", items[:5], source="test", default_alpha=0.5)
+    assert retriever.calibration("c")[1] is False
+    store.build_index("c")
+    assert index_builds(store, "c") == 1
+    assert retriever.calibration("c")[1] is True  # made on exact search: no longer backed
+    store.close()
+
+    store = EdgeStore(root, hnsw_ef=10)
+    assert index_builds(store, "c") == 1  # kept with the collection
+    found = [
+        store.search("c", q, limit=1)[0].id == item.source_chunk_id
+        for q, item in zip(vectors, items, strict=True)
+    ]
+    assert not all(found)  # the weak index misses some true top hits
+    through = score_vectors(store, "c", items, vectors, search_k=1, approximate=True)
+    assert [not s.missed for s in through] == found
+    filled_in = score_vectors(store, "c", items, vectors, search_k=1)
+    assert [s.score for s in filled_in] == pytest.approx([s.score for s in exact])
     store.close()
