@@ -382,9 +382,11 @@ class EdgeStore:
             stderr = self._wait(build, timeout_s)
             with self._lock:
                 build.check(name, stderr)
+                # Counted first: a swap cut short may still leave the index in place (finished
+                # by the next open), and a calibration wrongly kept is worse than one redone.
+                self.update_metadata(name, {INDEX_BUILDS_KEY: index_builds(self, name) + 1})
                 info = self._swap(name, build.ops)
                 replayed = len(build.ops)
-                self.update_metadata(name, {INDEX_BUILDS_KEY: index_builds(self, name) + 1})
         finally:
             _drop_leftovers(folder)  # outside the lock: removing a shard-sized folder takes time
             with self._lock:
