@@ -254,4 +254,8 @@ def test_calibrating_through_an_index_counts_its_misses_and_a_build_stales_it(
     assert [not s.missed for s in through] == found
     filled_in = score_vectors(store, "c", items, vectors, search_k=1)
     assert [s.score for s in filled_in] == pytest.approx([s.score for s in exact])
+    again = Retriever(store, retriever.embedder)
+    redone = calibrate(store, again.embedder, "c", items[:5], source="test", default_alpha=0.5)
+    assert (redone.indexed_at, redone.index_builds_at) == (N, 1)  # scored through the index
+    assert again.calibration("c")[1] is False  # fresh again
     store.close()
