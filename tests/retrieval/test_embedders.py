@@ -23,18 +23,19 @@ def _texts(wiki_sample: list[Document]) -> list[str]:
     ]
 
 
-def _check_agrees(got: np.ndarray, want: np.ndarray) -> None:
+def _check_agrees(got: np.ndarray, want: np.ndarray, min_cosine: float) -> None:
     assert got.shape == want.shape == (got.shape[0], MINILM.dim)
     assert got.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    assert float((got * want).sum(axis=1).min()) >= 0.999
+    assert float((got * want).sum(axis=1).min()) >= min_cosine
 
 
 def test_onnx_matches_torch(
     embedder: Embedder, reference: Embedder, wiki_sample: list[Document]
 ) -> None:
     texts = _texts(wiki_sample)
-    _check_agrees(embedder.embed(texts), reference.embed(texts))
+    # the same fp32 maths as the torch model, fused kernels aside
+    _check_agrees(embedder.embed(texts), reference.embed(texts), min_cosine=0.99999)
     # order is kept although the ONNX backend batches by length
     single = embedder.embed([texts[5]])[0]
     assert float(single @ embedder.embed(texts)[5]) > 0.99999
@@ -47,7 +48,7 @@ def test_remote_vllm_matches_torch(
     remote = make_embedder("remote", url=embedder_url, batch_size=7)
     try:
         texts = _texts(wiki_sample)
-        _check_agrees(remote.embed(texts), reference.embed(texts))
+        _check_agrees(remote.embed(texts), reference.embed(texts), min_cosine=0.999)
         assert remote.spec == MINILM
     finally:
         remote.close()
