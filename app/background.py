@@ -24,6 +24,7 @@ from app.schemas import (
     to_items,
 )
 from retrieval.ingest import Ingestor
+from retrieval.store.base import index_due
 
 
 async def index_job_under_way(jobs: JobRegistry, collection: str) -> Job | None:
@@ -44,19 +45,19 @@ def job_runners(
     ingestion starts."""
 
     async def index_when_due(job: Job, chunks_written: int) -> None:
-        """After an ingestion into an Edge collection of at least ``COVRAG_INDEX_THRESHOLD``
-        chunks: start an index job if none was built, or if ``COVRAG_REINDEX_FRACTION`` of
-        the chunks is unindexed (a build copies the whole collection: not one per job),
-        unless one is under way."""
-        if settings.store != "edge" or settings.index_threshold == 0:
+        """After an ingestion into an Edge collection: start an index job when ``index_due``
+        says so (``COVRAG_INDEX_THRESHOLD``, ``COVRAG_REINDEX_FRACTION``), unless one is under
+        way."""
+        if settings.store != "edge":
             return
         info = await anyio.to_thread.run_sync(pipeline.store.get_collection, job.collection)
-        # ``indexed`` still counts deleted points, so chunks written over deleted ones show
-        # only in this job's count.
-        unindexed = max(info.chunks - info.indexed, chunks_written)
-        if info.chunks < settings.index_threshold or unindexed <= 0:
-            return
-        if info.indexed > 0 and unindexed < settings.reindex_fraction * info.chunks:
+        due = index_due(
+            info,
+            chunks_written,
+            threshold=settings.index_threshold,
+            reindex_fraction=settings.reindex_fraction,
+        )
+        if not due:
             return
         if await index_job_under_way(jobs, job.collection) is not None:
             return

@@ -38,6 +38,7 @@ from retrieval.corpus import fetch_wiki, load_files, load_wiki
 from retrieval.embed import Embedder
 from retrieval.errors import RetrievalError
 from retrieval.store import VectorStore
+from retrieval.store.base import index_due
 
 cli = typer.Typer(
     add_completion=False,
@@ -113,6 +114,15 @@ def ingest(
         ingestor = build_ingestor(settings, store, build_embedder(settings))
         with tqdm(total=len(docs), unit="doc", desc=f"ingest → {name}") as bar:
             report = ingestor.ingest(name, docs, progress=bar.update)
+        due = settings.store == "edge" and index_due(
+            store.get_collection(name),
+            report.chunks_written,
+            threshold=settings.index_threshold,
+            reindex_fraction=settings.reindex_fraction,
+        )
+        if due:  # as the server does after an ingestion job
+            typer.echo(f"indexing {name} (COVRAG_INDEX_THRESHOLD reached) ...", err=True)
+            typer.echo(json.dumps(asdict(store.build_index(name))), err=True)
     except RetrievalError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -50,10 +50,10 @@ class Settings(BaseSettings):
         None, ge=1, description="Edge HNSW candidates per search; none = the index's ef_construct."
     )
     index_threshold: int = Field(
-        20_000,
+        10_000,
         ge=0,
-        description="After an ingestion job, build the Edge HNSW index once a collection has "
-        "this many chunks and some are not indexed; 0 = only on request.",
+        description="After an ingestion (job or CLI), build the Edge HNSW index once a "
+        "collection has this many chunks and none are indexed; 0 = only on request.",
     )
     reindex_fraction: float = Field(
         0.1,
@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     # --- embeddings ----------------------------------------------------------------------
     embedder: Literal["onnx", "torch", "remote"] = Field(
         "onnx",
-        description="onnx = int8 MiniLM in process (default, no torch); torch = fp32 "
-        "sentence-transformers; remote = /v1/embeddings of a vLLM pooling worker.",
+        description="onnx = fp32 MiniLM on onnxruntime's fused kernels in process (default, "
+        "no torch); torch = fp32 sentence-transformers; remote = /v1/embeddings of a vLLM "
+        "pooling worker.",
     )
     embedder_url: str = Field(
         "http://127.0.0.1:8101/v1", description="Base URL of the remote embedding worker."

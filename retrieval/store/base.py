@@ -140,3 +140,18 @@ def check_name(name: str) -> str:
 def index_builds(store: VectorStore, name: str) -> int:
     """The collection's count of completed index builds (0: never built)."""
     return int(store.get_metadata(name).get(INDEX_BUILDS_KEY, 0))
+
+
+def index_due(
+    info: CollectionInfo, chunks_written: int, *, threshold: int, reindex_fraction: float
+) -> bool:
+    """Whether an ingestion that wrote ``chunks_written`` chunks into ``info``'s collection
+    should be followed by an index build: once it has ``threshold`` chunks (0 = never) and none
+    are indexed, then again once ``reindex_fraction`` of them are not (a build copies the whole
+    collection, so not one per ingestion)."""
+    # ``indexed`` still counts deleted points, so chunks written over deleted ones show only in
+    # this ingestion's count.
+    unindexed = max(info.chunks - info.indexed, chunks_written)
+    if threshold == 0 or info.chunks < threshold or unindexed <= 0:
+        return False
+    return info.indexed == 0 or unindexed >= reindex_fraction * info.chunks

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.config import get_settings
+from app.services import build_store
 from retrieval.types import Document
 
 DEV_QA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qa" / "dev.jsonl"
@@ -68,6 +69,38 @@ def test_ingest_calibrate_and_eval_coverage(
     assert {"coverage.json", "coverage.md"} <= {p.name for p in out.iterdir()}
     assert list(out.glob("*.png"))
     assert "| 0.1 |" in (out / "coverage.md").read_text()
+
+
+def test_ingest_past_the_threshold_builds_the_index(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the server does after an ingestion job: the first ingestion that reaches
+    ``COVRAG_INDEX_THRESHOLD`` chunks builds the index; one that writes nothing new does not."""
+    monkeypatch.setenv("COVRAG_INDEX_THRESHOLD", "3")
+    get_settings.cache_clear()
+    corpus = tmp_path / "docs.jsonl"
+    rows = [{"id": f"d{i}", "text": f"Short document number {i}."} for i in range(4)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+
+    def ingest() -> str:
+        result = runner.invoke(cli, ["ingest", str(corpus)])
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    def indexed() -> tuple[int, int]:
+        store = build_store(get_settings())
+        try:
+            info = store.get_collection("wiki")
+        finally:
+            store.close()
+        return info.chunks, info.indexed
+
+    assert "indexing" not in ingest()  # 2 chunks: under the threshold
+    assert indexed() == (2, 0)
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert "indexing wiki" in ingest()
+    assert indexed() == (4, 4)
+    assert "indexing" not in ingest()  # unchanged documents: nothing unindexed
 
 
 def test_calibrate_needs_exactly_one_source(runner: CliRunner) -> None:
