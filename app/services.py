@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
@@ -103,6 +104,7 @@ class Backends:
     pipe: PipelinedRedis | None = None
 
     async def aclose(self) -> None:
+        await anyio.to_thread.run_sync(self.query_cache.close)  # before its Redis client
         if self.redis is not None:
             await self.redis.aclose()
         if self.pipe is not None:
