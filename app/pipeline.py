@@ -250,13 +250,21 @@ class Pipeline:
             added, evicted = extend_context(
                 context, retrieval.hits, index > 0, self._limits.max_context_chars, dropped
             )
-            t = time.perf_counter()
-            reasoning = await self.reasoner.answer(
-                question, context, request_id, _answer_sink(on_event, index)
-            )
-            llm_calls += 1
-            usage += reasoning.usage
-            timings = {**retrieval.timings_ms, "reason": _ms(t)}
+            timings = dict(retrieval.timings_ms)
+            if rounds and not (added or evicted) and self.reasoner.deterministic:
+                # The same prompt as last round, decoded greedily: the same answer, no LLM call.
+                # (Self-practice logs: 156 of 177 later rounds brought nothing new.)
+                reasoning = rounds[-1].reasoning
+                if on_event is not None:
+                    await on_event(AnswerText(index, reasoning.answer))
+            else:
+                t = time.perf_counter()
+                reasoning = await self.reasoner.answer(
+                    question, context, request_id, _answer_sink(on_event, index)
+                )
+                llm_calls += 1
+                usage += reasoning.usage
+                timings["reason"] = _ms(t)
             signals = _signals(retrieval, context, reasoning, index)
             t = time.perf_counter()
             scored = await self._score(policy, question, context, reasoning, signals, warnings)

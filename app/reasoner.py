@@ -158,6 +158,11 @@ class Reasoner:
         self._max_tokens = max_tokens
         self._temperature = temperature
 
+    @property
+    def deterministic(self) -> bool:
+        """Greedy decoding: the same prompt gets the same reply, so it need not be asked twice."""
+        return self._temperature == 0
+
     async def answer(
         self,
         question: str,

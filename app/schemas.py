@@ -171,7 +171,11 @@ class RoundOut(BaseModel):
     chunks_evicted: list[str] = Field(
         description="Ids of earlier chunks a later round's hits displaced (prompt budget)."
     )
-    answer: str = Field(description="The reasoner's answer from the context so far.")
+    answer: str = Field(
+        description="The reasoner's answer from the context so far. A later round that added "
+        "and evicted nothing keeps the previous round's answer without asking the LLM again "
+        "(the same prompt; at temperature 0 the same reply): its timings have no `reason`."
+    )
     unsure: bool
     critic_score: float | None = Field(description="P(sufficient); null without a critic.")
     decision: str = Field(description="accept, search_again, abstain (or continue: self-practice)")
