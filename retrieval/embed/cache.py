@@ -77,13 +77,21 @@ class RedisVectorCache:
 
     A write is off the caller's path (a miss already paid for the embedding; the SET is ~0.7 ms
     more here): one writer thread sends it, and until then ``get`` answers from the vectors
-    still pending, so a question repeated at once is a hit all the same.
+    still pending, so a question repeated at once is a hit all the same. While Redis hangs,
+    at most ``max_pending`` writes wait; later vectors are not cached (memory stays bounded).
     """
 
-    def __init__(self, redis: Redis, prefix: str = "covrag:", ttl_s: int = 86_400) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str = "covrag:",
+        ttl_s: int = 86_400,
+        max_pending: int = 1_000,
+    ) -> None:
         self._r = redis
         self._p = f"{prefix}qe:"
         self._ttl_s = ttl_s
+        self._max_pending = max_pending
         self._pending: dict[str, list[float]] = {}
         self._lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covrag-qe-cache")
@@ -109,6 +117,12 @@ class RedisVectorCache:
 
     def set(self, key: str, vector: list[float]) -> None:
         with self._lock:
+            if len(self._pending) >= self._max_pending:
+                self.errors += 1
+                log.warning(
+                    "query-embedding cache not written: %d writes pending", len(self._pending)
+                )
+                return
             self._pending[key] = vector
         self._writer.submit(self._write, key, vector)
 

@@ -49,3 +49,22 @@ def test_redis_down_is_a_miss_and_a_lost_write(tmp_path: Path) -> None:
         assert cache.errors == 3
     finally:
         client.close()
+
+
+def test_a_hung_redis_bounds_the_pending_writes(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    client = Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+    cache = RedisVectorCache(client, max_pending=2)
+    try:
+        server.pause()  # SIGSTOP: the writer's SET hangs until its timeout
+        for key in ("a", "b", "c"):
+            cache.set(key, VECTOR)
+        assert cache.errors == 1  # "c": two writes were already waiting, so it is not kept
+        assert cache.get("a") == VECTOR and cache.get("b") == VECTOR  # pending: no Redis call
+        cache.close()  # "a" and "b" time out in the writer
+        assert cache.errors == 3
+    finally:
+        server.resume()
+        server.stop()
+        client.close()
