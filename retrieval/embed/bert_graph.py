@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import NodeProto, TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
 MS = "com.microsoft"
@@ -37,6 +37,26 @@ def bert_onnx(model_dir: Path) -> bytes:
     def linear(name: str) -> str:
         """A torch Linear's weight, transposed to MatMul's (in, out)."""
         return w(name + ".T", weights[name].T)
+
+    def dense_add_norm(src: str, residual: str, module: str, out: str) -> list[NodeProto]:
+        """BERT's ``*Output`` module (``module`` = its checkpoint prefix): dense, then bias,
+        the residual and LayerNorm in one ``SkipLayerNormalization``."""
+        return [
+            helper.make_node("MatMul", [src, linear(module + "dense.weight")], [out + "_dense"]),
+            helper.make_node(
+                "SkipLayerNormalization",
+                [
+                    out + "_dense",
+                    residual,
+                    w(module + "LayerNorm.weight"),
+                    w(module + "LayerNorm.bias"),
+                    w(module + "dense.bias"),
+                ],
+                [out],
+                domain=MS,
+                epsilon=eps,
+            ),
+        ]
 
     nodes = [
         helper.make_node("Cast", [src], [src + "_i32"], to=TensorProto.INT32)
@@ -75,44 +95,14 @@ def bert_onnx(model_dir: Path) -> bytes:
                 domain=MS,
                 num_heads=int(config["num_attention_heads"]),
             ),
-            helper.make_node(
-                "MatMul", [p + "ctx", linear(att + "output.dense.weight")], [p + "ao"]
-            ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    p + "ao",
-                    x,
-                    w(att + "output.LayerNorm.weight"),
-                    w(att + "output.LayerNorm.bias"),
-                    w(att + "output.dense.bias"),
-                ],
-                [p + "h1"],
-                domain=MS,
-                epsilon=eps,
-            ),
+            *dense_add_norm(p + "ctx", x, att + "output.", p + "h1"),
             helper.make_node(
                 "MatMul", [p + "h1", linear(p + "intermediate.dense.weight")], [p + "up"]
             ),
             helper.make_node(
                 "BiasGelu", [p + "up", w(p + "intermediate.dense.bias")], [p + "act"], domain=MS
             ),
-            helper.make_node(
-                "MatMul", [p + "act", linear(p + "output.dense.weight")], [p + "down"]
-            ),
-            helper.make_node(
-                "SkipLayerNormalization",
-                [
-                    p + "down",
-                    p + "h1",
-                    w(p + "output.LayerNorm.weight"),
-                    w(p + "output.LayerNorm.bias"),
-                    w(p + "output.dense.bias"),
-                ],
-                [p + "out"],
-                domain=MS,
-                epsilon=eps,
-            ),
+            *dense_add_norm(p + "act", p + "h1", p + "output.", p + "out"),
         ]
         x = p + "out"
     nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"]))
