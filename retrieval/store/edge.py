@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,6 +147,40 @@ def _filter(
     return qe.Filter(must=must) if must else None
 
 
+@dataclass(eq=False)
+class _Collection:
+    """One collection's open shard and its locks.
+
+    The shard binding is not documented as thread-safe (uvicorn calls us from a pool), so
+    ``calls`` admits one call into it at a time. ``writes`` is held by each write and by an
+    index build from its copy on: searches go on while a shard-sized copy is taken, only this
+    collection's writes wait, and no other collection waits at all. Lock order: ``writes``,
+    then ``calls``, then the store's own lock.
+    """
+
+    folder: Path
+    meta: dict[str, Any]
+    shard: qe.EdgeShard | None = None  # loaded on first use; None again after a broken swap
+    build: _Build | None = None
+    closed: bool = False  # deleted, or the store closed: callers get CollectionNotFound
+    calls: threading.RLock = field(default_factory=threading.RLock)
+    writes: threading.RLock = field(default_factory=threading.RLock)
+
+    def live(self) -> qe.EdgeShard:
+        """The shard, loaded now if need be; call it holding ``calls``."""
+        if self.closed:
+            raise CollectionNotFound(f"collection {self.folder.name!r} not found")
+        if self.shard is None:
+            try:
+                _recover(self.folder)
+                self.shard = qe.EdgeShard.load(str(self.folder / SHARD))
+            except Exception as exc:  # the binding raises bare Exception
+                raise StoreUnavailable(
+                    f"cannot open collection {self.folder.name!r}: {exc}"
+                ) from exc
+        return self.shard
+
+
 class EdgeStore:
     """The embedded default ``VectorStore``; see ``retrieval.store.base`` for the contract.
 
@@ -173,11 +208,8 @@ class EdgeStore:
         self._hnsw = hnsw or HnswParams()
         self._search_params = None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef)
         self._indexer = tuple(indexer)
-        self._shards: dict[str, qe.EdgeShard] = {}
-        self._meta: dict[str, dict[str, Any]] = {}
-        self._builds: dict[str, _Build] = {}
-        # The shard binding is not documented as thread-safe; uvicorn calls us from a pool.
-        self._lock = threading.RLock()
+        self._collections: dict[str, _Collection] = {}
+        self._lock = threading.Lock()  # the dict above, and which collections exist
 
     # -- collections ----------------------------------------------------------------------
     def create_collection(self, name: str, embedder: EmbedderSpec) -> CollectionInfo:
@@ -201,37 +233,38 @@ class EdgeStore:
                 "dim": embedder.dim,
                 "created_at": datetime.now(UTC).isoformat(),
             }
-            self._write_meta(name, meta)  # the collection exists once this lands
-            self._shards[name] = shard
+            _write_meta(folder, meta)  # the collection exists once this lands
+            self._collections[name] = _Collection(folder, meta, shard)
         return self.get_collection(name)
 
-    def _open(self, name: str) -> qe.EdgeShard:
+    def _open(self, name: str) -> _Collection:
+        """The collection (its shard is loaded by the first call into it)."""
         with self._lock:
-            shard = self._shards.get(name)
-            if shard is not None:
-                return shard
+            collection = self._collections.get(name)
+            if collection is not None:
+                return collection
             meta_path = self._root / check_name(name) / "meta.json"
             if not meta_path.exists():
                 raise CollectionNotFound(f"collection {name!r} not found")
-            try:
-                _recover(meta_path.parent)
-                shard = qe.EdgeShard.load(str(meta_path.parent / SHARD))
-            except Exception as exc:  # the binding raises bare Exception
-                raise StoreUnavailable(f"cannot open collection {name!r}: {exc}") from exc
-            self._shards[name] = shard
-            self._meta[name] = json.loads(meta_path.read_text())
-            return shard
+            collection = _Collection(meta_path.parent, json.loads(meta_path.read_text()))
+            self._collections[name] = collection
+            return collection
+
+    @contextmanager
+    def _shard(self, name: str) -> Iterator[qe.EdgeShard]:
+        """The live shard, for one call into it."""
+        collection = self._open(name)
+        with collection.calls:
+            yield collection.live()
 
     def get_collection(self, name: str) -> CollectionInfo:
-        with self._lock:
-            shard = self._open(name)
-            meta = self._meta[name]
+        with self._shard(name) as shard:
             info = shard.info()
             documents = shard.count(qe.CountRequest(filter=_filter({"chunk_index": 0})))
         return CollectionInfo(
             name=name,
             embedder=self.embedder(name),
-            created_at=datetime.fromisoformat(str(meta["created_at"])),
+            created_at=datetime.fromisoformat(str(self._open(name).meta["created_at"])),
             chunks=info.points_count,
             documents=documents,
             indexed=info.indexed_vectors_count,
@@ -242,14 +275,18 @@ class EdgeStore:
         return [self.get_collection(n) for n in names]
 
     def delete_collection(self, name: str) -> None:
-        with self._lock:
-            if name in self._builds:
-                self._builds[name].stop("the collection was deleted")
-            self._open(name).close()
-            del self._shards[name], self._meta[name]
-            # Drop the marker first: a crash mid-rmtree leaves no half-collection behind.
-            (self._root / name / "meta.json").unlink()
-            shutil.rmtree(self._root / name)
+        collection = self._open(name)
+        with collection.writes:
+            if collection.build is not None:
+                collection.build.stop("the collection was deleted")
+            with collection.calls, self._lock:
+                if collection.closed:
+                    raise CollectionNotFound(f"collection {name!r} not found")
+                _close(collection)
+                del self._collections[name]
+                # Drop the marker first: a crash mid-rmtree leaves no half-collection behind.
+                (collection.folder / "meta.json").unlink()
+                shutil.rmtree(collection.folder)
 
     # -- points ---------------------------------------------------------------------------
     def upsert(self, name: str, points: Sequence[Point]) -> None:
@@ -273,21 +310,22 @@ class EdgeStore:
 
     def _write(self, name: str, op: qe.UpdateOperation) -> None:
         """Apply ``op`` durably; during an index build, also keep it for the built copy."""
-        with self._lock:
-            shard = self._open(name)
+        collection = self._open(name)
+        with collection.writes, collection.calls:
+            shard = collection.live()
             shard.update(op)
             shard.flush()
-            if name in self._builds:
-                self._builds[name].ops.append(op)
+            if collection.build is not None:
+                collection.build.ops.append(op)
 
     def get_payloads(self, name: str, ids: Sequence[str]) -> dict[str, dict[str, object]]:
-        with self._lock:
-            records = self._open(name).retrieve(list(ids), with_payload=True, with_vector=False)
+        with self._shard(name) as shard:
+            records = shard.retrieve(list(ids), with_payload=True, with_vector=False)
         return {str(r.id): dict(r.payload or {}) for r in records}
 
     def count(self, name: str, filters: Mapping[str, FilterValue] | None = None) -> int:
-        with self._lock:
-            return self._open(name).count(qe.CountRequest(filter=_filter(filters)))
+        with self._shard(name) as shard:
+            return shard.count(qe.CountRequest(filter=_filter(filters)))
 
     def search(
         self,
@@ -307,8 +345,8 @@ class EdgeStore:
             with_payload=True,
             params=self._search_params,
         )
-        with self._lock:
-            hits = self._open(name).query(request)
+        with self._shard(name) as shard:
+            hits = shard.query(request)
         return [
             ScoredChunk(id=str(h.id), score=h.score, payload=dict(h.payload or {})) for h in hits
         ]
@@ -316,8 +354,7 @@ class EdgeStore:
     def list_ids(self, name: str) -> list[str]:
         ids: list[str] = []
         offset = None
-        with self._lock:
-            shard = self._open(name)
+        with self._shard(name) as shard:
             while True:
                 records, offset = shard.scroll(
                     qe.ScrollRequest(
@@ -329,27 +366,17 @@ class EdgeStore:
                     return sorted(ids)
 
     def get_metadata(self, name: str) -> dict[str, Any]:
-        with self._lock:
-            self._open(name)
-            return dict(self._meta[name].get("extra") or {})
+        return dict(self._open(name).meta.get("extra") or {})
 
     def update_metadata(self, name: str, values: Mapping[str, Any]) -> None:
-        with self._lock:
-            self._open(name)
-            meta = dict(self._meta[name])
-            meta["extra"] = {**self.get_metadata(name), **values}
-            self._write_meta(name, meta)
-
-    def _write_meta(self, name: str, meta: dict[str, Any]) -> None:
-        """Atomically replace meta.json (write, fsync, rename)."""
-        path = self._root / name / "meta.json"
-        tmp = path.with_suffix(".json.tmp")
-        with tmp.open("w") as fh:
-            json.dump(meta, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-        self._meta[name] = meta
+        collection = self._open(name)
+        with collection.writes:  # one read-modify-write at a time
+            if collection.closed:
+                raise CollectionNotFound(f"collection {name!r} not found")
+            meta = dict(collection.meta)
+            meta["extra"] = {**(meta.get("extra") or {}), **values}
+            _write_meta(collection.folder, meta)
+            collection.meta = meta
 
     # -- index ----------------------------------------------------------------------------
     def build_index(self, name: str, *, timeout_s: float | None = None) -> IndexReport:
@@ -357,40 +384,42 @@ class EdgeStore:
         at a time (a second raises ``IndexBuildRunning``).
 
         ``optimize()`` holds the GIL for its whole run (minutes at 100k chunks), so it runs in
-        a child process, on a copy of the shard taken under the lock (the collection pauses
-        while it is copied; the copy needs the shard's size in free disk). Searches and writes
-        go on against the live shard meanwhile; the writes are also kept (in memory), and
-        replayed on the built copy before it is swapped in, under the lock again. A failed,
+        a child process, on a copy of the shard. While the copy is taken (it needs the shard's
+        size in free disk), searches go on and this collection's writes wait. From then on,
+        writes go to the live shard and are also kept (in memory), to be replayed on the
+        built copy before it is swapped in, with writes and calls locked out. A failed,
         timed-out or stopped build (``delete_collection``, ``close``) drops the copy and
         raises ``IndexBuildFailed``; the live shard was never touched. ``_recover`` resolves
         what a crash leaves.
         """
         start = time.perf_counter()
-        folder = self._root / check_name(name)
-        with self._lock:
-            if name in self._builds:
+        collection = self._open(name)
+        folder = collection.folder
+        with collection.writes:
+            if collection.build is not None:
                 raise IndexBuildRunning(f"an index build of {name!r} is running already")
-            self._open(name).flush()
+            with collection.calls:
+                collection.live().flush()
             try:
                 shutil.copytree(folder / SHARD, folder / INDEXING)
                 child = self._spawn(folder / INDEXING, name)
             except OSError as exc:
                 shutil.rmtree(folder / INDEXING, ignore_errors=True)
                 raise IndexBuildFailed(f"cannot start the index build of {name!r}: {exc}") from exc
-            build = self._builds[name] = _Build(child)
+            build = collection.build = _Build(child)
         try:
             stderr = self._wait(build, timeout_s)
-            with self._lock:
+            with collection.writes, collection.calls:
                 build.check(name, stderr)
                 # Counted first: a swap cut short may still leave the index in place (finished
-                # by the next open), and a calibration wrongly kept is worse than one redone.
+                # by the next call), and a calibration wrongly kept is worse than one redone.
                 self.update_metadata(name, {INDEX_BUILDS_KEY: index_builds(self, name) + 1})
-                info = self._swap(name, build.ops)
+                info = _swap(collection, build.ops)
                 replayed = len(build.ops)
         finally:
-            _drop_leftovers(folder)  # outside the lock: removing a shard-sized folder takes time
-            with self._lock:
-                del self._builds[name]
+            _drop_leftovers(folder)  # outside the locks: removing a shard-sized folder takes time
+            with collection.writes:
+                collection.build = None
         return IndexReport(
             seconds=round(time.perf_counter() - start, 3),
             replayed=replayed,
@@ -411,36 +440,12 @@ class EdgeStore:
 
     @staticmethod
     def _wait(build: _Build, timeout_s: float | None) -> str:
-        """Wait for the child without holding the GIL or the lock; its stderr."""
+        """Wait for the child without holding the GIL or a lock; its stderr."""
         try:
             return build.child.communicate(timeout=timeout_s)[1]
         except subprocess.TimeoutExpired:
             build.stop(f"still running after the {timeout_s:g} s timeout")
             return build.child.communicate()[1]
-
-    def _swap(self, name: str, ops: Sequence[qe.UpdateOperation]) -> qe.ShardInfo:
-        """Replay ``ops`` on the built copy and put it in place of the live shard (under the
-        lock). Once the live shard is closed, the folders are always in a state ``_recover``
-        resolves, so a failure from there on is finished by the next ``_open``."""
-        folder = self._root / name
-        try:
-            built = qe.EdgeShard.load(str(folder / INDEXING))
-            for op in ops:
-                built.update(op)
-            built.flush()
-            built.close()
-        except Exception as exc:  # the binding raises bare Exception
-            raise IndexBuildFailed(f"cannot replay the writes on {name!r}'s index: {exc}") from exc
-        self._shards.pop(name).close()
-        try:
-            (folder / SHARD).rename(folder / OLD)
-            (folder / INDEXING).rename(folder / SHARD)
-            _fsync_dir(folder)
-            shard = qe.EdgeShard.load(str(folder / SHARD))  # not _open: shard.old goes later
-        except Exception as exc:  # OSError from a rename, bare Exception from the binding
-            raise IndexBuildFailed(f"swap of {name!r}'s index cut short: {exc}") from exc
-        self._shards[name] = shard
-        return shard.info()
 
     def ping(self) -> None:
         if not self._root.is_dir():
@@ -448,16 +453,64 @@ class EdgeStore:
 
     def close(self) -> None:
         with self._lock:
-            for build in self._builds.values():
-                build.stop("the store was closed")
-            for shard in self._shards.values():
-                shard.flush()
-                shard.close()
-            self._shards.clear()
-            self._meta.clear()
+            collections = list(self._collections.values())
+        for collection in collections:
+            with collection.writes:  # a build being copied is registered by then
+                if collection.build is not None:
+                    collection.build.stop("the store was closed")
+                with collection.calls:
+                    _close(collection)
+        with self._lock:
+            self._collections.clear()
 
     def embedder(self, name: str) -> EmbedderSpec:
-        with self._lock:
-            self._open(name)
-            meta = self._meta[name]
+        meta = self._open(name).meta
         return EmbedderSpec(model=str(meta["model"]), dim=int(str(meta["dim"])))
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    """Atomically replace ``folder``'s meta.json (write, fsync, rename)."""
+    path = folder / "meta.json"
+    tmp = path.with_suffix(".json.tmp")
+    with tmp.open("w") as fh:
+        json.dump(meta, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _close(collection: _Collection) -> None:
+    """Flush and close the shard, if open; later callers get ``CollectionNotFound``."""
+    if collection.shard is not None:
+        collection.shard.flush()
+        collection.shard.close()
+        collection.shard = None
+    collection.closed = True
+
+
+def _swap(collection: _Collection, ops: Sequence[qe.UpdateOperation]) -> qe.ShardInfo:
+    """Replay ``ops`` on the built copy and put it in place of the live shard (holding the
+    collection's locks). Once the live shard is closed, the folders are always in a state
+    ``_recover`` resolves, so a failure from there on is finished by the next call into it."""
+    folder = collection.folder
+    try:
+        built = qe.EdgeShard.load(str(folder / INDEXING))
+        for op in ops:
+            built.update(op)
+        built.flush()
+        built.close()
+    except Exception as exc:  # the binding raises bare Exception
+        raise IndexBuildFailed(
+            f"cannot replay the writes on {folder.name!r}'s index: {exc}"
+        ) from exc
+    collection.live().close()
+    collection.shard = None  # from here on, the next call loads what the folders hold
+    try:
+        (folder / SHARD).rename(folder / OLD)
+        (folder / INDEXING).rename(folder / SHARD)
+        _fsync_dir(folder)
+        shard = qe.EdgeShard.load(str(folder / SHARD))  # not live(): shard.old goes later
+    except Exception as exc:  # OSError from a rename, bare Exception from the binding
+        raise IndexBuildFailed(f"swap of {folder.name!r}'s index cut short: {exc}") from exc
+    collection.shard = shard
+    return shard.info()

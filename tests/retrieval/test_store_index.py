@@ -9,8 +9,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -128,6 +129,52 @@ def test_writes_and_reads_during_the_build_are_served_and_kept(root: Path) -> No
         _id(N + 42): {"doc_id": f"d{N + 42}", "chunk_index": 0}
     }
     assert _folders(root) == ["meta.json", SHARD]
+    store.close()
+
+
+def test_taking_the_copy_holds_back_only_this_collections_writes(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the shard is copied, searches of it and writes to another collection go on; its
+    own writes wait, then land in the live shard and are replayed on the built copy."""
+    store = _filled(root)
+    store.create_collection("other", SPEC)
+    copying, release = threading.Event(), threading.Event()
+    copytree = shutil.copytree
+
+    def held_copy(src: Path, dst: Path, *args: Any, **kwargs: Any) -> object:
+        if Path(dst).name == INDEXING:  # the build's copy (not one of its recursive calls)
+            copying.set()
+            release.wait(30)
+        return copytree(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "copytree", held_copy)
+
+    def started(work: Callable[[], object]) -> threading.Thread:
+        thread = threading.Thread(target=work)
+        thread.start()
+        return thread
+
+    result: dict[str, object] = {}
+    builder = started(lambda: result.update(report=store.build_index("c")))
+    try:
+        assert copying.wait(10)
+        found: list[str] = []
+        reader = started(lambda: found.append(store.search("c", CORPUS[3].tolist(), limit=1)[0].id))
+        other = started(lambda: store.upsert("other", _points(range(1), _vectors(1, 4))))
+        writer = started(lambda: store.upsert("c", _points(range(N, N + 10), _vectors(10, 5))))
+        for thread in (reader, other):
+            thread.join(10)
+            assert not thread.is_alive(), "blocked by the copy of another shard"
+        assert found == [_id(3)] and store.count("other") == 1
+        assert writer.is_alive()  # its write waits for the copy
+    finally:
+        release.set()
+    writer.join(10)
+    builder.join(60)
+    assert not writer.is_alive() and not builder.is_alive()
+    assert result["report"].replayed == 1  # type: ignore[attr-defined]
+    assert store.count("c") == N + 10
     store.close()
 
 
