@@ -8,7 +8,9 @@ server builds HNSW indexes itself, in the background, so ``build_index`` only re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,6 +73,12 @@ class QdrantStore:
             "write_consistency_factor": write_consistency_factor,
         }
         self._specs: dict[str, EmbedderSpec] = {}
+        # Local mode is numpy state without locks of its own: calls from the server's thread
+        # pool must take turns (tests/retrieval/test_store_contract.py). A server's client is
+        # safe across threads.
+        self._turns: AbstractContextManager[object] = (
+            nullcontext() if url is not None else threading.Lock()
+        )
 
     def create_collection(self, name: str, embedder: EmbedderSpec) -> CollectionInfo:
         check_name(name)
@@ -236,11 +244,11 @@ class QdrantStore:
             self._specs[name] = spec
         return spec
 
-    @staticmethod
-    def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Turn transport failures into ``StoreUnavailable`` (503), keeping domain errors."""
         try:
-            return fn(*args, **kwargs)
+            with self._turns:
+                return fn(*args, **kwargs)
         except (
             ResponseHandlingException,
             UnexpectedResponse,

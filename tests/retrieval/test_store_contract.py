@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,26 @@ def test_edge_metadata_persists(tmp_path: Path) -> None:
     again = EdgeStore(tmp_path / "edge")
     assert again.get_metadata("c") == {"changes": 9}
     again.close()
+
+
+def test_concurrent_calls_on_two_collections(store: VectorStore) -> None:
+    """The server calls the store from a thread pool: writes, searches and reads of two
+    collections, interleaved across threads, all land and all answer."""
+    for name in ("a", "b"):
+        store.create_collection(name, SPEC)
+    batches = [_points(40, seed)[seed * 4 : seed * 4 + 4] for seed in range(10)]
+    probe = _points(1, 99)[0]
+    store.upsert("b", [probe])
+
+    def work(i: int) -> None:
+        name = "ab"[i % 2]
+        store.upsert(name, batches[i])
+        assert store.search("b", probe.vector, limit=1)[0].id == probe.id
+        assert store.get_collection(name).chunks >= 1
+        store.count(name, {"doc_id": "doc0"})
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(work, range(10)))  # re-raises a failed call
+    ids = {p.id for batch in batches[0::2] for p in batch}
+    assert set(store.list_ids("a")) == ids
+    assert store.get_collection("b").chunks == 1 + sum(len(b) for b in batches[1::2])
