@@ -283,7 +283,7 @@ class EdgeStore:
                 if collection.closed:
                     raise CollectionNotFound(f"collection {name!r} not found")
                 _close(collection)
-                del self._collections[name]
+                self._collections.pop(name, None)  # close() may have emptied it already
                 # Drop the marker first: a crash mid-rmtree leaves no half-collection behind.
                 (collection.folder / "meta.json").unlink()
                 shutil.rmtree(collection.folder)

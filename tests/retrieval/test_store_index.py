@@ -165,7 +165,7 @@ def test_taking_the_copy_holds_back_only_this_collections_writes(
         writer = started(lambda: store.upsert("c", _points(range(N, N + 10), _vectors(10, 5))))
         for thread in (reader, other):
             thread.join(10)
-            assert not thread.is_alive(), "blocked by the copy of another shard"
+            assert not thread.is_alive(), "blocked while the shard of 'c' was copied"
         assert found == [_id(3)] and store.count("other") == 1
         assert writer.is_alive()  # its write waits for the copy
     finally:
