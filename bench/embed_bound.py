@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/embed_bound.py [--data-dir .covrag]
 
-Counts the tokens of every chunk the ``wiki`` collection embedded (title + text, as ingestion
-embeds them), turns them into the FLOPs of all-MiniLM-L6-v2 (6 layers, hidden 384, FFN 1536:
-the dense layers per token plus attention per token pair), and sets the rate 150 chunks/s would
+Counts the tokens of every chunk of the demo corpus, cut and prefixed as ingestion does it
+(``chunk_document``, ``embedding_text``), turns them into the FLOPs of all-MiniLM-L6-v2
+(6 layers, hidden 384, FFN 1536: the dense layers per token plus attention per token pair),
+and sets the rate 150 chunks/s would
 need against two measured rates: numpy's fp32 matrix multiply on a BERT-FFN shape with all
 cores (a practical ceiling) and the default ONNX embedder on 512 of the chunks. Writes
 ``bench/results/embed_bound.json``.
@@ -16,9 +17,7 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,8 +27,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from app.config import Settings  # noqa: E402
+from retrieval.chunking import chunk_document, embedding_text  # noqa: E402
+from retrieval.corpus import fetch_wiki, load_wiki  # noqa: E402
 from retrieval.embed.onnx import OnnxEmbedder  # noqa: E402
-from retrieval.store import EdgeStore  # noqa: E402
 
 LAYERS, HIDDEN, FFN = 6, 384, 1536
 DENSE_PER_TOKEN = 2 * LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)  # Q, K, V, out; FFN
@@ -37,19 +38,14 @@ ATTENTION_PER_PAIR = 2 * LAYERS * 2 * HIDDEN  # QKᵀ and the weighted sum of V
 TARGET = 150  # chunks/s, issue #7
 
 
-def chunk_texts(data_dir: Path, collection: str) -> list[str]:
-    """What ingestion embedded, from a copy of the collection (a server may hold the original)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(data_dir / "edge" / collection, Path(tmp, collection))
-        store = EdgeStore(Path(tmp))
-        ids = store.list_ids(collection)
-        payloads = [
-            p
-            for start in range(0, len(ids), 1000)
-            for p in store.get_payloads(collection, ids[start : start + 1000]).values()
-        ]
-        store.close()
-    return [f"{p['title']}. {p['text']}" for p in payloads]
+def chunk_texts(corpus_dir: Path) -> list[str]:
+    """What ingestion embeds for the demo corpus, with the server's chunking settings."""
+    settings = Settings()
+    return [
+        embedding_text(chunk)
+        for doc in load_wiki(fetch_wiki(corpus_dir))
+        for chunk in chunk_document(doc, words=settings.chunk_words, overlap=settings.chunk_overlap)
+    ]
 
 
 def gflop(tokens: np.ndarray) -> np.ndarray:
@@ -71,11 +67,10 @@ def sgemm_gflops(repeats: int = 20) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=REPO / ".covrag")
-    parser.add_argument("--collection", default="wiki")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/embed_bound.json")
     args = parser.parse_args()
 
-    texts = chunk_texts(args.data_dir, args.collection)
+    texts = chunk_texts(args.data_dir / "corpus")
     embedder = OnnxEmbedder()
     tokens = np.array([sum(e.attention_mask) for e in embedder._tokenizer.encode_batch(texts)])
     per_chunk = float(gflop(tokens).mean())
