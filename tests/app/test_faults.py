@@ -35,6 +35,7 @@ from app.generator import (
 )
 from app.main import create_app
 from app.worker.vllm import (
+    GENERATOR_NAME,
     WorkerHandle,
     launch_worker,
     prepare_generator_model,
@@ -382,6 +383,44 @@ def own_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnWorker]:
         yield worker
     finally:
         stop_worker(worker.handle)
+
+
+def _process_group(pgid: int) -> dict[int, str]:
+    """pid → process name of every process in group ``pgid`` (a worker and its children)."""
+    group: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, _, rest = stat.read_text().rpartition(")")
+        except OSError:  # gone meanwhile
+            continue
+        if int(rest.split()[2]) == pgid:
+            group[int(stat.parent.name)] = head.split("(", 1)[1]
+    return group
+
+
+@pytest.mark.integration
+def test_the_model_runs_in_the_engine_process(own_worker: OwnWorker) -> None:
+    """covrag's worker settings: no separate model process, whose shared-memory queue would
+    busy-poll a core for 1 s after every call (``bench/colocated.py`` measures what it cost),
+    and the engine's OMP threads on every core."""
+    r = httpx.post(
+        f"{own_worker.handle.url}/chat/completions",
+        json={
+            "model": GENERATOR_NAME,
+            "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 4,
+        },
+        timeout=120,
+    )
+    r.raise_for_status()
+    group = _process_group(own_worker.handle.pid)
+    engines = [pid for pid, name in group.items() if name.startswith("VLLM::EngineCor")]
+    assert len(engines) == 1, group
+    assert not [name for name in group.values() if name.startswith("VLLM::Worker")], group
+    # The server's: the engine retitles itself over its environment block.
+    environ = Path(f"/proc/{own_worker.handle.pid}/environ").read_bytes().split(b"\0")
+    cores = os.environ.get("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
+    assert f"OMP_NUM_THREADS={cores}".encode() in environ
 
 
 @pytest.mark.integration
