@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from app.worker.vllm import (  # noqa: E402
     GENERATOR_NAME,
+    group_members,
     launch_worker,
     prepare_generator_model,
     stop_worker,
@@ -62,14 +63,7 @@ COMPLETION_TOKENS = 64
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of every process in ``pid``'s process group (the worker's session)."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[2]) == pid:  # field 5 of stat: the process group
-            ticks += int(fields[11]) + int(fields[12])
+    ticks = sum(int(stat[11]) + int(stat[12]) for stat in group_members(pid).values())
     return ticks / os.sysconf("SC_CLK_TCK")
 
 

@@ -344,12 +344,19 @@ def _group_alive(pgid: int) -> bool:
     if not Path("/proc/self").is_dir():
         return True
     # killpg(.., 0) also succeeds while only zombies remain; on Linux look for a live member.
+    return bool(group_members(pgid))
+
+
+def group_members(pgid: int) -> dict[int, list[str]]:
+    """The live (non-zombie) processes of group ``pgid``, Linux only: pid → ``_proc_stat``
+    fields. A worker leads its group, so this is the worker and the processes vLLM forked."""
+    members: dict[int, list[str]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             stat = _proc_stat(entry.name)
             if stat and len(stat) > 2 and stat[2] == str(pgid) and stat[0] != "Z":
-                return True
-    return False
+                members[int(entry.name)] = stat
+    return members
 
 
 def _wait_group_gone(pgid: int, timeout_s: float) -> bool:

@@ -37,6 +37,7 @@ from app.main import create_app
 from app.worker.vllm import (
     GENERATOR_NAME,
     WorkerHandle,
+    group_members,
     launch_worker,
     prepare_generator_model,
     stop_worker,
@@ -385,19 +386,6 @@ def own_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnWorker]:
         stop_worker(worker.handle)
 
 
-def _process_group(pgid: int) -> dict[int, str]:
-    """pid → process name of every process in group ``pgid`` (a worker and its children)."""
-    group: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, _, rest = stat.read_text().rpartition(")")
-        except OSError:  # gone meanwhile
-            continue
-        if int(rest.split()[2]) == pgid:
-            group[int(stat.parent.name)] = head.split("(", 1)[1]
-    return group
-
-
 @pytest.mark.integration
 def test_the_model_runs_in_the_engine_process(own_worker: OwnWorker) -> None:
     """covrag's worker settings: no separate model process, whose shared-memory queue would
@@ -413,7 +401,10 @@ def test_the_model_runs_in_the_engine_process(own_worker: OwnWorker) -> None:
         timeout=120,
     )
     r.raise_for_status()
-    group = _process_group(own_worker.handle.pid)
+    group = {
+        pid: Path(f"/proc/{pid}/comm").read_text().strip()
+        for pid in group_members(own_worker.handle.pid)
+    }
     engines = [pid for pid, name in group.items() if name.startswith("VLLM::EngineCor")]
     assert len(engines) == 1, group
     assert not [name for name in group.values() if name.startswith("VLLM::Worker")], group
