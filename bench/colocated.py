@@ -10,7 +10,7 @@ shared-memory queue for 1 s after each step. covrag's worker settings (``app/wor
 every core. This starts one real worker with each, one after the other on the same machine, and
 measures per configuration:
 
-1. the generator: RAG-sized requests (five demo-corpus summaries and a question, ~640 prompt
+1. the generator: RAG-sized requests (five demo-corpus summaries and a question, ~555 prompt
    tokens, exactly 64 completion tokens), one and four in flight;
 2. the API's side: a question embedding (the in-process ONNX embedder, as ``/v1/query`` runs
    it) right after a generator call, and the same after 2 s idle;
@@ -123,7 +123,7 @@ def after_a_call(
                     },
                 )
                 r.raise_for_status()
-                cpu = cpu_seconds(pid)
+                cpu = cpu_seconds(pid) if pause else 0.0  # no /proc scan before "right after"
                 time.sleep(pause)
                 start = time.perf_counter()
                 embedder.embed([questions[-1 - i]])
