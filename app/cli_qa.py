@@ -15,8 +15,11 @@ from tqdm import tqdm
 from app.config import get_settings
 from app.eval_qa import (
     MODES,
+    Failure,
     Mode,
     QaResult,
+    costs,
+    costs_markdown,
     critic_auroc,
     load_questions,
     results_json,
@@ -80,7 +83,8 @@ def qa(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/qa"),
 ) -> None:
-    """Answer every question in each mode, side by side; EM, F1, containment, abstention."""
+    """Answer every question in each mode, side by side: EM, F1, containment, abstention, and
+    LLM calls, tokens and wall time per question and per correct answer."""
     chosen: list[Mode] = []
     for m in (t.strip() for t in modes.split(",") if t.strip()):
         if m not in MODES:
@@ -89,7 +93,7 @@ def qa(
     settings = get_settings()
     questions = _load(qa, per_type)
 
-    async def go() -> list[QaResult]:
+    async def go() -> tuple[list[QaResult], list[Failure]]:
         services = build_services(settings)
         try:
             with tqdm(total=len(questions) * len(chosen), unit="run", desc="eval qa") as bar:
@@ -105,16 +109,25 @@ def qa(
         finally:
             await services.aclose()
 
-    results = asyncio.run(go())
+    results, failures = asyncio.run(go())
+    for failure in failures:
+        typer.echo(f"left out {failure.qid} ({failure.mode}): {failure.error}", err=True)
+    if not results:
+        typer.echo(f"every question failed on the generator ({len(failures)} runs)", err=True)
+        raise typer.Exit(1)
     summary = summarize(results)
     held_out = critic_auroc(results)
+    spent = costs(results)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "qa": [str(p) for p in qa],
         "modes": chosen,
         "per_type": per_type,
+        "top_k": top_k,
+        "concurrency": concurrency,
         "questions": len(questions),
+        "left_out": sorted({f.qid for f in failures}),
         "critic": settings.critic,
         "max_rounds": settings.max_rounds,
         "generator": settings.generator_model,
@@ -125,7 +138,9 @@ def qa(
                 "meta": meta,
                 "summary": summary,
                 "critic_auroc": held_out,
+                "cost": spent,
                 "results": results_json(results),
+                "failures": [asdict(f) for f in failures],
             },
             indent=1,
         )
@@ -136,6 +151,7 @@ def qa(
             f"\n\nCritic AUROC (round 0, right vs wrong answer): {held_out['auroc']:.3f} "
             f"over {held_out['n']} questions ({held_out['right']} right)"
         )
+    table += "\n\nCost (sums over each mode's questions):\n\n" + costs_markdown(spent)
     (out / "qa.md").write_text(f"# QA evaluation\n\n```\n{json.dumps(meta)}\n```\n\n{table}\n")
     _plot(summary, out / "qa.png")
     typer.echo(table)

@@ -6,7 +6,9 @@
 
 Answerable questions are scored by EM / F1 / containment against their gold aliases; for
 unanswerable ones the right outcome is to abstain. Abstention precision = the share of a mode's
-abstentions where single-round RAG was wrong (or the question has no answer).
+abstentions where single-round RAG was wrong (or the question has no answer). A correct answer
+(for the cost per correct answer) = an answerable question answered, not abstained, with a gold
+alias in it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.pipeline import LoopPolicy, Pipeline, QueryParams
+from app.generator import GeneratorError
+from app.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
 from app.scoring import contains, exact_match, f1
 from critic.train import auroc
 from retrieval.jsonl import question_of, read_jsonl
@@ -52,6 +55,16 @@ class QaResult:
     timings_ms: dict[str, float]
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A question left out of the comparison: the pipeline refused it or the generator failed
+    it in ``mode``."""
+
+    qid: str
+    mode: Mode
+    error: str
+
+
 def _setup(
     pipeline: Pipeline, mode: Mode, question: str, collection: str, top_k: int
 ) -> tuple[QueryParams, LoopPolicy]:
@@ -76,18 +89,28 @@ async def run_modes(
     top_k: int = 5,
     concurrency: int = 2,
     progress: Callable[[int], None] | None = None,
-) -> list[QaResult]:
-    """Every question in every mode (each question's modes back to back, for fair timing)."""
+) -> tuple[list[QaResult], list[Failure]]:
+    """Every question in every mode (each question's modes back to back, for fair timing).
+
+    A question the pipeline refuses (too long) or the generator fails (a timeout, a worker
+    gone, a prompt over the model's context) fails that question, not an hour's run: it leaves
+    every mode's results, so the modes are still compared on the same questions, and comes
+    back as a ``Failure``.
+    """
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(qa: dict[str, Any], mode: Mode) -> QaResult:
+    async def one(qa: dict[str, Any], mode: Mode) -> QaResult | Failure:
         params, policy = _setup(pipeline, mode, qa["question"], collection, top_k)
-        async with gate:
-            start = time.perf_counter()
-            outcome = await pipeline.run(params, policy)
-            wall = (time.perf_counter() - start) * 1000
-        if progress is not None:
-            progress(1)
+        try:
+            async with gate:
+                start = time.perf_counter()
+                outcome = await pipeline.run(params, policy)
+                wall = (time.perf_counter() - start) * 1000
+        except (InvalidQuery, GeneratorError) as exc:
+            return Failure(qa["id"], mode, f"{type(exc).__name__}: {exc}")
+        finally:
+            if progress is not None:
+                progress(1)
         golds = [str(a) for a in qa.get("answers") or []]
         answer = outcome.answer
         return QaResult(
@@ -109,8 +132,10 @@ async def run_modes(
             timings_ms=outcome.timings_ms,
         )
 
-    tasks = [one(qa, mode) for qa in questions for mode in modes]
-    return list(await asyncio.gather(*tasks))
+    done = await asyncio.gather(*(one(qa, mode) for qa in questions for mode in modes))
+    failures = [d for d in done if isinstance(d, Failure)]
+    failed = {f.qid for f in failures}
+    return [d for d in done if isinstance(d, QaResult) and d.qid not in failed], failures
 
 
 def load_questions(
@@ -231,6 +256,75 @@ def to_markdown(summary: dict[str, Any]) -> str:
             for k in ("abstention_precision", "abstain_when_single_right", "answered_accuracy")
         ]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cost(rows: Sequence[QaResult]) -> dict[str, Any]:
+    """One mode's LLM calls, tokens and wall time, per question and per correct answer."""
+    correct = sum(r.contains for r in rows)
+    totals = {
+        "llm_calls": sum(r.llm_calls for r in rows),
+        "prompt_tokens": sum(r.prompt_tokens for r in rows),
+        "completion_tokens": sum(r.completion_tokens for r in rows),
+        "wall_s": sum(r.wall_ms for r in rows) / 1000,
+    }
+    answerable = [r for r in rows if r.answerable]
+    unanswerable = [r for r in rows if not r.answerable]
+    return {
+        "questions": len(rows),
+        "correct": correct,
+        "accuracy_answerable": round(correct / len(answerable), 4) if answerable else None,
+        "abstain_unanswerable": round(statistics.mean(r.abstained for r in unanswerable), 4)
+        if unanswerable
+        else None,
+        "totals": {k: round(v, 1) for k, v in totals.items()},
+        "per_question": {k: round(v / len(rows), 2) for k, v in totals.items()},
+        "per_correct": {k: round(v / correct, 2) if correct else None for k, v in totals.items()},
+    }
+
+
+def costs(results: Sequence[QaResult]) -> dict[str, Any]:
+    """``cost`` of every mode in ``results``, and each mode's wall time against plain top-k's
+    (in total and per correct answer): the ratios of the performance target."""
+    modes = {m: cost(rows) for m in MODES if (rows := [r for r in results if r.mode == m])}
+    ratios: dict[str, float] = {}
+    if "single" in modes:
+        base = modes["single"]
+        for m in modes.keys() - {"single"}:
+            c = modes[m]
+            ratios[f"{m}_vs_single_wall"] = round(
+                c["totals"]["wall_s"] / base["totals"]["wall_s"], 3
+            )
+            if c["per_correct"]["wall_s"] and base["per_correct"]["wall_s"]:
+                ratios[f"{m}_vs_single_wall_per_correct"] = round(
+                    c["per_correct"]["wall_s"] / base["per_correct"]["wall_s"], 3
+                )
+    return {"modes": modes, "ratios": dict(sorted(ratios.items()))}
+
+
+def costs_markdown(report: dict[str, Any]) -> str:
+    """``costs`` as a table, one row a mode, and the ratios under it."""
+    keys = ("llm_calls", "prompt_tokens", "completion_tokens", "wall_s")
+    lines = [
+        "| mode | questions | correct | accuracy (answerable) | abstain (unanswerable) "
+        "| LLM calls / q | prompt tok / q | completion tok / q | wall s / q "
+        "| LLM calls / correct | prompt tok / correct | completion tok / correct "
+        "| wall s / correct |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for mode, c in report["modes"].items():
+        q, k = c["per_question"], c["per_correct"]
+        lines.append(
+            f"| {mode} | {c['questions']} | {c['correct']} | {c['accuracy_answerable']} "
+            f"| {c['abstain_unanswerable']} | "
+            + " | ".join(str(q[x]) for x in keys)
+            + " | "
+            + " | ".join("—" if k[x] is None else str(k[x]) for x in keys)
+            + " |"
+        )
+    if report["ratios"]:
+        ratios = ", ".join(f"{k} {v}" for k, v in report["ratios"].items())
+        lines += ["", f"Ratios (same run): {ratios}"]
     return "\n".join(lines)
 
 

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +39,16 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.config import get_settings  # noqa: E402
-from app.eval_qa import MODES, QaResult, load_questions, results_json, run_modes  # noqa: E402
+from app.eval_qa import (  # noqa: E402
+    MODES,
+    Failure,
+    QaResult,
+    costs,
+    costs_markdown,
+    load_questions,
+    results_json,
+    run_modes,
+)
 from app.services import build_services  # noqa: E402
 from bench.stats import percentiles  # noqa: E402
 
@@ -59,53 +67,16 @@ def stage_times(r: QaResult) -> dict[str, float]:
     return t
 
 
-def cost(rows: list[QaResult]) -> dict[str, Any]:
-    """Per question and per correct answer: LLM calls, tokens, wall time."""
-    correct = sum(r.contains for r in rows)
-    totals = {
-        "llm_calls": sum(r.llm_calls for r in rows),
-        "prompt_tokens": sum(r.prompt_tokens for r in rows),
-        "completion_tokens": sum(r.completion_tokens for r in rows),
-        "wall_s": sum(r.wall_ms for r in rows) / 1000,
-    }
-    answerable = [r for r in rows if r.answerable]
-    unanswerable = [r for r in rows if not r.answerable]
-    return {
-        "questions": len(rows),
-        "correct": correct,
-        "accuracy_answerable": round(correct / len(answerable), 4) if answerable else None,
-        "abstain_unanswerable": round(statistics.mean(r.abstained for r in unanswerable), 4)
-        if unanswerable
-        else None,
-        "totals": {k: round(v, 1) for k, v in totals.items()},
-        "per_question": {k: round(v / len(rows), 2) for k, v in totals.items()},
-        "per_correct": {k: round(v / correct, 2) if correct else None for k, v in totals.items()},
-    }
-
-
 def report(results: list[QaResult]) -> dict[str, Any]:
+    spent = costs(results)
     modes: dict[str, Any] = {}
-    for mode in MODES:
-        rows = [r for r in results if r.mode == mode]
-        if not rows:
-            continue
-        times = [stage_times(r) for r in rows]
+    for mode, cost in spent["modes"].items():
+        times = [stage_times(r) for r in results if r.mode == mode]
         modes[mode] = {
             "stages_ms": {s: percentiles([t[s] for t in times]) for s in STAGES},
-            "cost": cost(rows),
+            "cost": cost,
         }
-    ratios: dict[str, float] = {}
-    if "single" in modes and "full" in modes:
-        wall = {m: modes[m]["cost"]["totals"]["wall_s"] for m in modes}
-        ratios["full_vs_single_wall"] = round(wall["full"] / wall["single"], 3)
-        if "conformal" in modes:
-            ratios["conformal_vs_single_wall"] = round(wall["conformal"] / wall["single"], 3)
-        per_correct = {m: modes[m]["cost"]["per_correct"]["wall_s"] for m in modes}
-        if per_correct["single"] and per_correct["full"]:
-            ratios["full_vs_single_wall_per_correct"] = round(
-                per_correct["full"] / per_correct["single"], 3
-            )
-    return {"modes": modes, "ratios": ratios}
+    return {"modes": modes, "ratios": spent["ratios"]}
 
 
 def markdown(rep: dict[str, Any]) -> str:
@@ -118,30 +89,8 @@ def markdown(rep: dict[str, Any]) -> str:
             p = data["stages_ms"][stage]
             name = f"**{stage}**" if stage in ("non_llm", "total") else stage
             lines.append(f"| {mode} | {name} | {p['p50']} | {p['p95']} | {p['p99']} |")
-    lines += [
-        "",
-        "| mode | questions | correct | accuracy (answerable) | abstain (unanswerable) "
-        "| LLM calls / q | prompt tok / q | completion tok / q | wall s / q "
-        "| LLM calls / correct | prompt tok / correct | completion tok / correct "
-        "| wall s / correct |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for mode, data in rep["modes"].items():
-        c = data["cost"]
-        q, k = c["per_question"], c["per_correct"]
-        keys = ("llm_calls", "prompt_tokens", "completion_tokens", "wall_s")
-        lines.append(
-            f"| {mode} | {c['questions']} | {c['correct']} | {c['accuracy_answerable']} "
-            f"| {c['abstain_unanswerable']} | "
-            + " | ".join(str(q[x]) for x in keys)
-            + " | "
-            + " | ".join("—" if k[x] is None else str(k[x]) for x in keys)
-            + " |"
-        )
-    if rep["ratios"]:
-        ratios = ", ".join(f"{k} {v}" for k, v in rep["ratios"].items())
-        lines += ["", f"Ratios (same run): {ratios}"]
-    return "\n".join(lines) + "\n"
+    spent = {"modes": {m: d["cost"] for m, d in rep["modes"].items()}, "ratios": rep["ratios"]}
+    return "\n".join(lines) + "\n\n" + costs_markdown(spent) + "\n"
 
 
 def plot(rep: dict[str, Any], out: Path, target_p50: float, target_p99: float) -> None:
@@ -214,7 +163,7 @@ def main() -> None:
         sys.exit(f"malformed QA lines: {errors}")
     load_start = os.getloadavg()
 
-    async def go() -> list[QaResult]:
+    async def go() -> tuple[list[QaResult], list[Failure]]:
         services = build_services(settings)
         if not args.query_cache:  # every mode pays for its embedding, as a new question does
             services.pipeline.retriever.query_cache = None
@@ -231,8 +180,10 @@ def main() -> None:
         finally:
             await services.aclose()
 
-    results = asyncio.run(go())
+    results, failures = asyncio.run(go())
     print(file=sys.stderr)
+    if failures:
+        sys.exit(f"generator failures, not a clean side-by-side run: {failures}")
     rep = report(results)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,4 +1,5 @@
-"""The ``covrag`` CLI in process: ingest files, calibrate from a QA file, evaluate coverage."""
+"""The ``covrag`` CLI in process: ingest files, calibrate from a QA file, evaluate coverage and
+answers (against the real vLLM worker)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,12 @@ def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     get_settings.cache_clear()
 
 
-def test_ingest_calibrate_and_eval_coverage(
-    runner: CliRunner, tmp_path: Path, wiki_docs: list[Document]
+def test_ingest_calibrate_and_eval_coverage_and_answers(
+    runner: CliRunner,
+    tmp_path: Path,
+    wiki_docs: list[Document],
+    generator_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rows = [json.loads(line) for line in DEV_QA.read_text().splitlines()]
     singles = [r for r in rows if r["type"] == "single"][:40]
@@ -69,6 +74,45 @@ def test_ingest_calibrate_and_eval_coverage(
     assert {"coverage.json", "coverage.md"} <= {p.name for p in out.iterdir()}
     assert list(out.glob("*.png"))
     assert "| 0.1 |" in (out / "coverage.md").read_text()
+
+    # eval qa on two questions, one the pipeline refuses (over COVRAG_MAX_QUESTION_CHARS) and
+    # one vLLM rejects (within the limit, but 6,000 tokens: over the model's context). Both are
+    # left out of all three modes, not the run.
+    monkeypatch.setenv("COVRAG_GENERATOR_URLS", generator_url)
+    monkeypatch.setenv("COVRAG_CRITIC", "features")
+    get_settings.cache_clear()
+    refused = {"id": "refused", "type": "single", "answers": ["x"], "question": "Why? " * 1000}
+    smiles = "\U0001f642" * 3000  # two tokens each
+    rejected = {"id": "rejected", "type": "single", "answers": ["x"], "question": smiles}
+    asked = tmp_path / "asked.jsonl"
+    asked.write_text("".join(json.dumps(r) + "\n" for r in [*singles[:2], refused, rejected]))
+    out = tmp_path / "qa"
+    result = runner.invoke(cli, ["eval", "qa", "--qa", str(asked), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "qa.json").read_text())
+    assert report["meta"]["left_out"] == ["refused", "rejected"]
+    errors = {(f["qid"], f["mode"]): f["error"].split(":")[0] for f in report["failures"]}
+    assert errors == {
+        (qid, mode): error
+        for qid, error in (("refused", "InvalidQuery"), ("rejected", "GeneratorRejected"))
+        for mode in ("single", "conformal", "full")
+    }
+    assert "left out rejected (single): GeneratorRejected" in result.stderr
+    rows = report["results"]
+    assert sorted((r["qid"], r["mode"]) for r in rows) == sorted(
+        (q["id"], m) for q in singles[:2] for m in ("single", "conformal", "full")
+    )
+    for mode, cost in report["cost"]["modes"].items():
+        mine = [r for r in rows if r["mode"] == mode]
+        assert cost["questions"] == 2
+        assert cost["correct"] == sum(r["contains"] for r in mine)
+        assert cost["totals"]["llm_calls"] == sum(r["llm_calls"] for r in mine)
+        assert cost["totals"]["prompt_tokens"] == sum(r["prompt_tokens"] for r in mine) > 0
+        assert cost["per_question"]["wall_s"] > 0
+    assert report["cost"]["modes"]["single"]["totals"]["llm_calls"] == 2
+    assert report["cost"]["ratios"]["full_vs_single_wall"] > 0
+    assert "| wall s / correct |" in (out / "qa.md").read_text()
+    assert (out / "qa.png").stat().st_size > 0
 
 
 def test_ingest_past_the_threshold_builds_the_index(
