@@ -113,7 +113,7 @@ def qa(
     for failure in failures:
         typer.echo(f"left out {failure.qid} ({failure.mode}): {failure.error}", err=True)
     if not results:
-        typer.echo(f"every question failed on the generator ({len(failures)} runs)", err=True)
+        typer.echo(f"every question was left out ({len(failures)} failed runs)", err=True)
         raise typer.Exit(1)
     summary = summarize(results)
     held_out = critic_auroc(results)
