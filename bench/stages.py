@@ -183,7 +183,7 @@ def main() -> None:
     results, failures = asyncio.run(go())
     print(file=sys.stderr)
     if failures:
-        sys.exit(f"generator failures, not a clean side-by-side run: {failures}")
+        sys.exit(f"questions refused or failed on the generator, not a clean run: {failures}")
     rep = report(results)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
