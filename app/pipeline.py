@@ -19,6 +19,7 @@ import anyio
 from app.generator import TextSink
 from app.prompt import cited_numbers, is_refusal
 from app.reasoner import Reasoner, Reasoning, TokenUsage
+from app.vector_cache import VectorCache, vector_key
 from critic.base import Critic
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput, Signals
@@ -154,8 +155,10 @@ class Pipeline:
         critic: Critic | None = None,
         fallback_critic: Critic | None = None,
         model: str = "",
+        query_cache: VectorCache | None = None,
     ) -> None:
         self.retriever = retriever
+        self.query_cache = query_cache
         self.store = retriever.store
         self.embedder = retriever.embedder
         self.reasoner = reasoner
@@ -185,7 +188,27 @@ class Pipeline:
             )
         return question
 
-    def _retrieve_sync(self, query: str, params: QueryParams) -> Retrieval:
+    async def _retrieve(self, query: str, params: QueryParams) -> Retrieval:
+        """One retrieval, off the event loop; the question's vector from the cache if there.
+
+        ``embed`` in its timings is the cache lookup plus, on a miss, the embedding.
+        """
+        if self.query_cache is None:
+            return await anyio.to_thread.run_sync(self._retrieve_sync, query, params, None)
+        start = time.perf_counter()
+        key = vector_key(self.embedder.spec, query)
+        vector = await self.query_cache.get(key)
+        lookup = time.perf_counter() - start
+        result = await anyio.to_thread.run_sync(self._retrieve_sync, query, params, vector)
+        if vector is None:
+            self.query_cache.put(key, result.vector)
+        t = result.timings_ms
+        t["embed"] = round(t.get("embed", 0.0) + lookup * 1000, 3)
+        return result
+
+    def _retrieve_sync(
+        self, query: str, params: QueryParams, vector: list[float] | None
+    ) -> Retrieval:
         calibrated = (
             params.conformal and self.retriever.calibration(params.collection)[0] is not None
         )
@@ -198,13 +221,14 @@ class Pipeline:
             budget=budget,
             filters=params.filters,
             conformal=params.conformal,
+            vector=vector,
         )
 
     async def retrieve(self, params: QueryParams) -> Retrieval:
         """The conformal retrieval step alone (``/v1/retrieve``), off the event loop."""
         question = self._question(params)
         start = time.perf_counter()
-        result = await anyio.to_thread.run_sync(self._retrieve_sync, question, params)
+        result = await self._retrieve(question, params)
         result.timings_ms["total"] = _ms(start)
         return result
 
@@ -245,7 +269,7 @@ class Pipeline:
         query = question
         for index in range(policy.max_rounds):
             round_start = time.perf_counter()
-            retrieval = await anyio.to_thread.run_sync(self._retrieve_sync, query, params)
+            retrieval = await self._retrieve(query, params)
             tried.append(query)
             added, evicted = extend_context(
                 context, retrieval.hits, index > 0, self._limits.max_context_chars, dropped

@@ -1,5 +1,5 @@
-"""One Redis connection for the calls every request makes: the rate-limit token and the
-answer-cache lookup.
+"""One Redis connection for the calls every request makes: the rate-limit token, the
+answer-cache lookup and the question's cached embedding.
 
 Commands from all in-flight requests are written together once per event-loop turn and
 matched to their replies in order (Redis answers a connection's commands in order). redis-py

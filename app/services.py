@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import anyio
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.auth import Gate, KeyRing, MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -19,9 +17,9 @@ from app.jobs import FileJobStore, JobStore, RedisJobStore
 from app.pipeline import Pipeline, PipelineLimits
 from app.reasoner import Reasoner
 from app.redis_pipe import PipelinedRedis
+from app.vector_cache import MemoryVectorCache, RedisVectorCache, VectorCache
 from critic import Critic, make_critic
 from retrieval.embed import Embedder, make_embedder
-from retrieval.embed.cache import MemoryVectorCache, RedisVectorCache, VectorCache
 from retrieval.ingest import Ingestor
 from retrieval.retriever import Retriever
 from retrieval.store import HnswParams, VectorStore, make_store
@@ -100,17 +98,14 @@ class Backends:
     job_store: JobStore
     query_cache: VectorCache
     redis: Redis | None = None
-    sync_redis: SyncRedis | None = None
     pipe: PipelinedRedis | None = None
 
     async def aclose(self) -> None:
-        await anyio.to_thread.run_sync(self.query_cache.close)  # before its Redis client
+        await self.query_cache.aclose()  # before its Redis connection
         if self.redis is not None:
             await self.redis.aclose()
         if self.pipe is not None:
             await self.pipe.aclose()
-        if self.sync_redis is not None:
-            self.sync_redis.close()
 
 
 def build_backends(settings: Settings) -> Backends:
@@ -129,16 +124,14 @@ def build_backends(settings: Settings) -> Backends:
         "socket_connect_timeout": settings.redis_timeout_s,
     }
     redis = Redis.from_url(settings.redis_url, **timeouts)
-    sync_redis = SyncRedis.from_url(settings.redis_url, **timeouts)
     pipe = PipelinedRedis.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
     prefix = settings.redis_prefix
     return Backends(
         answers=AnswerCache(RedisAnswers(redis, pipe, prefix), settings.answer_cache_ttl_s),
         limiter=RedisRateLimiter(pipe, prefix),
         job_store=RedisJobStore(redis, prefix=prefix),
-        query_cache=RedisVectorCache(sync_redis, prefix),
+        query_cache=RedisVectorCache(pipe, prefix),
         redis=redis,
-        sync_redis=sync_redis,
         pipe=pipe,
     )
 
@@ -206,7 +199,6 @@ def build_services(settings: Settings) -> Services:
         embedder,
         stale_fraction=settings.stale_fraction,
         unreachable=settings.conformal_unreachable,
-        query_cache=backends.query_cache,
     )
     reasoner = Reasoner(generator, max_tokens=settings.max_tokens, temperature=settings.temperature)
     pipeline = Pipeline(
@@ -216,6 +208,7 @@ def build_services(settings: Settings) -> Services:
         critic=critic,
         fallback_critic=fallback,
         model=settings.generator_model,
+        query_cache=backends.query_cache,
     )
     return Services(
         pipeline=pipeline,

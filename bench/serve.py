@@ -63,10 +63,13 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_api(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_api(
+    env: dict[str, str], port: int, log: Path, code: Path = REPO
+) -> subprocess.Popen[bytes]:
+    """``covrag serve`` of the checkout at ``code``, once its ``/healthz`` answers."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
-        cwd=REPO,
+        cwd=code,
         env={**os.environ, **env},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
@@ -218,6 +221,7 @@ def main() -> None:
         "command": " ".join(["bench/serve.py", *sys.argv[1:]]),
         "api": "1 uvicorn process, Redis cache + rate limiter, API key auth, JSON access log",
         "generator": f"max_concurrency {args.max_concurrency}, max_queue {args.max_queue}",
+        "load_avg": {"start": os.getloadavg()},
     }
     try:
         headers = {"Authorization": f"Bearer {KEY}"}
@@ -257,6 +261,7 @@ def main() -> None:
         api.terminate()
         api.wait(60)
         redis.stop()
+    result["load_avg"]["end"] = os.getloadavg()
     (args.out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
     c, h, f = result["cached_query"], result["healthz"], result["full_chain"]
     print("| measure | value |\n|---|---|")

@@ -166,7 +166,7 @@ def main() -> None:
     async def go() -> tuple[list[QaResult], list[Failure]]:
         services = build_services(settings)
         if not args.query_cache:  # every mode pays for its embedding, as a new question does
-            services.pipeline.retriever.query_cache = None
+            services.pipeline.query_cache = None
         try:
             return await run_modes(
                 services.pipeline,

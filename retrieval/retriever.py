@@ -17,7 +17,6 @@ from typing import Literal
 from retrieval.calibration import load_calibration
 from retrieval.conformal import Calibration, score_threshold
 from retrieval.embed.base import Embedder
-from retrieval.embed.cache import VectorCache, vector_key
 from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
 from retrieval.ingest import collection_changes
 from retrieval.store.base import VectorStore, index_builds
@@ -45,6 +44,8 @@ class Retrieval:
     budget: int = 0
     budget_cut: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The question's embedding, searched with; the caller may cache it.
+    vector: list[float] = field(default_factory=list, repr=False)
 
     @property
     def coverage_target(self) -> float | None:
@@ -73,8 +74,6 @@ class Retriever:
         unreachable: when q̂ is infinite for the asked α (too many calibration misses),
             ``"budget"`` passes the top chunks up to the budget with no guarantee and
             ``"error"`` refuses the request.
-        query_cache: where question vectors are kept, so a repeated question is not embedded
-            again.
     """
 
     def __init__(
@@ -84,23 +83,11 @@ class Retriever:
         *,
         stale_fraction: float = 0.1,
         unreachable: Literal["budget", "error"] = "budget",
-        query_cache: VectorCache | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
-        self.query_cache = query_cache
         self._stale_fraction = stale_fraction
         self._unreachable = unreachable
-
-    def _embed_query(self, question: str) -> list[float]:
-        if self.query_cache is None:
-            return list(self.embedder.embed([question])[0].tolist())
-        key = vector_key(self.embedder.spec, question)
-        vector = self.query_cache.get(key)
-        if vector is None:
-            vector = list(self.embedder.embed([question])[0].tolist())
-            self.query_cache.set(key, vector)
-        return vector
 
     def calibration(self, collection: str) -> tuple[Calibration | None, bool]:
         """The collection's calibration and whether it is stale."""
@@ -120,10 +107,13 @@ class Retriever:
         budget: Budget,
         filters: Mapping[str, FilterValue] | None = None,
         conformal: bool = True,
+        vector: list[float] | None = None,
     ) -> Retrieval:
         """Blocking (embedding, search): callers on an event loop run it in a thread.
 
         ``conformal=False`` ignores a calibration: plain top-k (the evaluation's baseline).
+        ``vector``: the question's embedding if the caller has it (cached); else it is
+        computed here, timed as ``embed``.
         """
         built_with = self.store.embedder(collection)  # 404 before any model work
         if built_with != self.embedder.spec:
@@ -136,9 +126,10 @@ class Retriever:
         calibration, stale = self.calibration(collection) if conformal else (None, False)
         threshold, alpha = self._threshold(collection, calibration, alpha)
         timings["filter"] = _ms(start)
-        start = time.perf_counter()
-        vector = self._embed_query(question)
-        timings["embed"] = _ms(start)
+        if vector is None:
+            start = time.perf_counter()
+            vector = self.embedder.embed([question])[0].tolist()
+            timings["embed"] = _ms(start)
         start = time.perf_counter()
         # One more than the budget when filtering: seeing it tells that the budget cut.
         hits = self.store.search(
@@ -161,6 +152,7 @@ class Retriever:
             budget=budget.chunks,
             budget_cut=len(kept) < len(hits),
             timings_ms=timings,
+            vector=vector,
         )
 
     def _threshold(

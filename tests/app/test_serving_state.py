@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from app.main import create_app
 from app.redis_pipe import PipelinedRedis
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest, wait_job
+from tests.app.test_observability import EIFFEL, EIFFEL_DOC, scrape, value
 from tests.redis_server import RedisServer
 
 QUESTION = {"question": "What is the capital of Somaliland?"}
@@ -301,6 +303,33 @@ def test_replicas_share_one_bucket_through_redis(settings: Settings, redis_url: 
         assert two.get("/v1/collections").status_code == 200
         assert one.get("/v1/collections").status_code == 429
         assert two.get("/v1/collections").status_code == 429
+
+
+def test_replicas_share_question_embeddings_through_redis(
+    settings: Settings, redis_url: str
+) -> None:
+    """A question one replica embedded is a hit on the other: the vector is in Redis, TTL'd."""
+    prefix = f"t{uuid.uuid4().hex}:"
+    shared = settings.model_copy(update={"redis_url": redis_url, "redis_prefix": prefix})
+    other = shared.model_copy(update={"data_dir": settings.data_dir.parent / "replica2"})
+    ask = {"question": EIFFEL, "collection": "docs"}
+    with TestClient(create_app(shared)) as one, TestClient(create_app(other)) as two:
+        for client in (one, two):
+            client.app.state.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
+        first = one.post("/v1/retrieve", json=ask)
+        assert first.status_code == 200, first.text
+        r = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 5  # the write is a task on one's loop, after the reply
+        while not (stored := r.keys(f"{prefix}qe:*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(stored) == 1 and r.ttl(stored[0]) > 0
+        r.close()
+        second = two.post("/v1/retrieve", json=ask)
+        assert second.status_code == 200, second.text
+        assert second.json()["citations"] == first.json()["citations"]
+        samples = scrape(two)
+        assert value(samples, "covrag_query_embedding_lookups_total", result="hit") == 1
+        assert value(samples, "covrag_query_embedding_lookups_total", result="miss") == 0
 
 
 # --- Redis down --------------------------------------------------------------------------
