@@ -31,9 +31,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.serve import KEY, retrieve_path, start_api  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from bench.serve import KEY, retrieve_path, running_api  # noqa: E402
 
 WARMUP = 30  # first requests pay for onnxruntime's and the store's first runs
 #: (pass, view) pairs compared: the server's whole request and the client's wall time.
@@ -41,28 +39,12 @@ MEASURES = [(p, v) for p in ("cold_embedding", "cached_embedding") for v in ("se
 
 
 def one_server(code: Path, data_dir: Path, questions: list[str]) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="covrag-ab-"))
-    redis = RedisServer(work)
-    redis.start()
-    port = free_port()
-    env = {
-        "COVRAG_DATA_DIR": str(data_dir),
-        "COVRAG_REDIS_URL": redis.url,
-        "COVRAG_API_KEYS": json.dumps(
-            [{"name": "bench", "key": KEY, "rate_limit_per_minute": 10_000_000}]
-        ),
-    }
-    api = start_api(env, port, work / "api.log", code)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as http:
+    with running_api(data_dir, {}, code) as api:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.Client(base_url=api.base, headers=headers) as http:
             for i, question in enumerate(questions[:WARMUP]):
                 http.post("/v1/retrieve", json={"question": f"{question} (warm-up {i})"})
-        return retrieve_path(base, questions, work / "api.log")
-    finally:
-        api.terminate()
-        api.wait(60)
-        redis.stop()
+        return retrieve_path(api.base, questions, api.log)
 
 
 def p50(part: dict[str, Any], view: str) -> float:
@@ -89,9 +71,13 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
-    rev = subprocess.run(
-        ["git", "rev-parse", "--short", args.base], cwd=REPO, check=True, capture_output=True
-    ).stdout.decode()
+    rev = (
+        subprocess.run(
+            ["git", "rev-parse", "--short", args.base], cwd=REPO, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .strip()
+    )
     versions = {"base": base_tree, "tree": REPO}
     runs: dict[str, list[dict[str, Any]]] = {"base": [], "tree": []}
     try:
@@ -122,7 +108,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_avg": {"start": load_start, "end": os.getloadavg()},
         "command": " ".join(["bench/retrieve_ab.py", *sys.argv[1:]]),
-        "base": rev.strip(),
+        "base": rev,
         "rounds": args.rounds,
         "questions": len(questions),
         "verdict": verdict,
@@ -130,7 +116,7 @@ def main() -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "retrieve_ab.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| p50 ms ({args.rounds} rounds) | base {rev.strip()} | tree | paired Δ | ratio |")
+    print(f"| p50 ms ({args.rounds} rounds) | base {rev} | tree | paired Δ | ratio |")
     print("|---|---:|---:|---:|---:|")
     for key, v in verdict.items():
         print(

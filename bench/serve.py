@@ -32,6 +32,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,26 +66,56 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def start_api(
-    env: dict[str, str], port: int, log: Path, code: Path = REPO
-) -> subprocess.Popen[bytes]:
-    """``covrag serve`` of the checkout at ``code``, once its ``/healthz`` answers."""
+@dataclass(frozen=True)
+class Api:
+    """A running ``covrag serve``: its URL, its process and its log (the JSON access log)."""
+
+    base: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def running_api(data_dir: Path, env: dict[str, str], code: Path = REPO) -> Iterator[Api]:
+    """A fresh Redis and ``covrag serve`` of the checkout at ``code`` on it (``data_dir``, API
+    key ``KEY`` with no practical rate limit, plus ``env``), once ``/healthz`` answers; both
+    are stopped after."""
+    work = Path(tempfile.mkdtemp(prefix="covrag-bench-"))
+    redis = RedisServer(work)
+    redis.start()
+    port = free_port()
+    full_env = {
+        "COVRAG_DATA_DIR": str(data_dir),
+        "COVRAG_REDIS_URL": redis.url,
+        "COVRAG_API_KEYS": json.dumps(
+            [{"name": "bench", "key": KEY, "rate_limit_per_minute": 10_000_000}]
+        ),
+        **env,
+    }
+    log = work / "api.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         cwd=code,
-        env={**os.environ, **env},
+        env={**os.environ, **full_env},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the API exited; see {log}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise RuntimeError("the API did not come up")
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"the API exited; see {log}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        else:
+            raise RuntimeError("the API did not come up")
+        yield Api(f"http://127.0.0.1:{port}", proc, log)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        redis.stop()
 
 
 def wrk(url: str, seconds: int, script: Path | None, connections: int = 32) -> dict[str, float]:
@@ -198,23 +231,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/serving")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="covrag-bench-"))
-    redis = RedisServer(work)
-    redis.start()
-    port = free_port()
-    env = {
-        "COVRAG_DATA_DIR": str(args.data_dir),
-        "COVRAG_REDIS_URL": redis.url,
-        "COVRAG_GENERATOR_URLS": args.generator_url,
-        "COVRAG_API_KEYS": json.dumps(
-            [{"name": "bench", "key": KEY, "rate_limit_per_minute": 10_000_000}]
-        ),
-        "COVRAG_GENERATOR_TIMEOUT_S": "300",
-        "COVRAG_GENERATOR_MAX_CONCURRENCY": str(args.max_concurrency),
-        "COVRAG_GENERATOR_MAX_QUEUE": str(args.max_queue),
-    }
-    api = start_api(env, port, work / "api.log")
-    base = f"http://127.0.0.1:{port}"
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -223,20 +239,28 @@ def main() -> None:
         "generator": f"max_concurrency {args.max_concurrency}, max_queue {args.max_queue}",
         "load_avg": {"start": os.getloadavg()},
     }
-    try:
+    env = {
+        "COVRAG_GENERATOR_URLS": args.generator_url,
+        "COVRAG_GENERATOR_TIMEOUT_S": "300",
+        "COVRAG_GENERATOR_MAX_CONCURRENCY": str(args.max_concurrency),
+        "COVRAG_GENERATOR_MAX_QUEUE": str(args.max_queue),
+    }
+    with running_api(args.data_dir, env) as api:
         headers = {"Authorization": f"Bearer {KEY}"}
         first = httpx.post(
-            f"{base}/v1/query", json={"question": CACHED_QUESTION}, headers=headers, timeout=600
+            f"{api.base}/v1/query", json={"question": CACHED_QUESTION}, headers=headers, timeout=600
         )
         first.raise_for_status()
-        again = httpx.post(f"{base}/v1/query", json={"question": CACHED_QUESTION}, headers=headers)
+        again = httpx.post(
+            f"{api.base}/v1/query", json={"question": CACHED_QUESTION}, headers=headers
+        )
         assert again.json()["cached"] is True, again.text
-        script = work / "query.lua"
+        script = api.log.with_name("query.lua")
         script.write_text(WRK_LUA % (CACHED_QUESTION, KEY))
-        result["healthz"] = wrk(f"{base}/healthz", args.wrk_seconds, None)
-        result["cached_query"] = wrk(f"{base}/v1/query", args.wrk_seconds, script)
+        result["healthz"] = wrk(f"{api.base}/healthz", args.wrk_seconds, None)
+        result["cached_query"] = wrk(f"{api.base}/v1/query", args.wrk_seconds, script)
         # One connection: the service time itself (with 32 in flight, p50 ≈ 32 / throughput).
-        result["cached_query_1conn"] = wrk(f"{base}/v1/query", 10, script, connections=1)
+        result["cached_query_1conn"] = wrk(f"{api.base}/v1/query", 10, script, connections=1)
         result["cached_vs_healthz"] = round(
             result["cached_query"]["rps"] / result["healthz"]["rps"], 3
         )
@@ -245,22 +269,20 @@ def main() -> None:
             for path in ("test.jsonl", "unanswerable_test.jsonl")
             for line in (args.data_dir / "qa" / path).read_text().splitlines()
         ]
-        result["retrieve_path"] = retrieve_path(base, questions, work / "api.log")
-        rss_start = rss_mb(api.pid)
-        result["full_chain"] = asyncio.run(load(base, questions, args.clients, args.load_seconds))
-        rss_end = rss_mb(api.pid)
+        result["retrieve_path"] = retrieve_path(api.base, questions, api.log)
+        rss_start = rss_mb(api.proc.pid)
+        result["full_chain"] = asyncio.run(
+            load(api.base, questions, args.clients, args.load_seconds)
+        )
+        rss_end = rss_mb(api.proc.pid)
         result["full_chain"]["rss_mb_start"] = round(rss_start, 1)
         result["full_chain"]["rss_mb_end"] = round(rss_end, 1)
         result["full_chain"]["rss_change_pct"] = round(100 * (rss_end - rss_start) / rss_start, 1)
         result["metrics_sample"] = [
             line
-            for line in httpx.get(f"{base}/metrics").text.splitlines()
+            for line in httpx.get(f"{api.base}/metrics").text.splitlines()
             if line.startswith(("covrag_http_requests_total", "covrag_cache_requests_total"))
         ][:20]
-    finally:
-        api.terminate()
-        api.wait(60)
-        redis.stop()
     result["load_avg"]["end"] = os.getloadavg()
     (args.out / "serving.json").write_text(json.dumps(result, indent=2) + "\n")
     c, h, f = result["cached_query"], result["healthz"], result["full_chain"]
