@@ -72,7 +72,7 @@ def main() -> None:
 
     texts = chunk_texts(args.data_dir / "corpus")
     embedder = OnnxEmbedder()
-    tokens = np.array([sum(e.attention_mask) for e in embedder._tokenizer.encode_batch(texts)])
+    tokens = np.array(embedder.count_tokens(texts))
     per_chunk = float(gflop(tokens).mean())
     picked = np.random.default_rng(0).choice(len(texts), 512, replace=False)
     sample = [texts[i] for i in picked]

@@ -49,6 +49,10 @@ class OnnxEmbedder:
         )
         self._batch_size = batch_size
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text is embedded as, after truncation (what its compute scales with)."""
+        return [sum(e.attention_mask) for e in self._tokenizer.encode_batch(list(texts))]
+
     def embed(self, texts: Sequence[str]) -> Matrix:
         out = np.zeros((len(texts), self.spec.dim), dtype=np.float32)
         if not texts:

@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -318,12 +319,11 @@ def test_replicas_share_question_embeddings_through_redis(
             client.app.state.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
         first = one.post("/v1/retrieve", json=ask)
         assert first.status_code == 200, first.text
-        r = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + 5  # the write is a task on one's loop, after the reply
-        while not (stored := r.keys(f"{prefix}qe:*")) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(stored) == 1 and r.ttl(stored[0]) > 0
-        r.close()
+        with closing(redis.Redis.from_url(redis_url)) as r:
+            deadline = time.monotonic() + 5  # the write is a task on one's loop, after the reply
+            while not (stored := r.keys(f"{prefix}qe:*")) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(stored) == 1 and r.ttl(stored[0]) > 0
         second = two.post("/v1/retrieve", json=ask)
         assert second.status_code == 200, second.text
         assert second.json()["citations"] == first.json()["citations"]

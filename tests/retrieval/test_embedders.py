@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from retrieval.embed import MINILM, Embedder, make_embedder
+from retrieval.embed.base import MAX_TOKENS
+from retrieval.embed.onnx import OnnxEmbedder
 from retrieval.errors import EmbedderUnavailable
 from retrieval.types import Document
 from tests.conftest import free_port
@@ -39,6 +41,13 @@ def test_onnx_matches_torch(
     # order is kept although the ONNX backend batches by length
     single = embedder.embed([texts[5]])[0]
     assert float(single @ embedder.embed(texts)[5]) > 0.99999
+
+
+def test_onnx_counts_tokens_as_embedded(embedder: Embedder) -> None:
+    """[CLS] and [SEP] around the word pieces; a long text counts as the MAX_TOKENS it keeps."""
+    assert isinstance(embedder, OnnxEmbedder)
+    texts = ["a", "the Eiffel tower", "word " * 1000]  # Eiffel: e ##iff ##el
+    assert embedder.count_tokens(texts) == [3, 7, MAX_TOKENS]
 
 
 @pytest.mark.integration
