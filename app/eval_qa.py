@@ -14,6 +14,7 @@ alias in it.
 from __future__ import annotations
 
 import asyncio
+import math
 import statistics
 import time
 from collections import Counter
@@ -285,7 +286,7 @@ def cost(rows: Sequence[QaResult]) -> dict[str, Any]:
 
 def costs(results: Sequence[QaResult]) -> dict[str, Any]:
     """``cost`` of every mode in ``results``, and each mode's wall time against plain top-k's
-    (in total and per correct answer): the ratios of the performance target."""
+    (in total and per correct answer): the ratios of the performance target; and ``paired``."""
     modes = {m: cost(rows) for m in MODES if (rows := [r for r in results if r.mode == m])}
     ratios: dict[str, float] = {}
     if "single" in modes:
@@ -299,11 +300,40 @@ def costs(results: Sequence[QaResult]) -> dict[str, Any]:
                 ratios[f"{m}_vs_single_wall_per_correct"] = round(
                     c["per_correct"]["wall_s"] / base["per_correct"]["wall_s"], 3
                 )
-    return {"modes": modes, "ratios": dict(sorted(ratios.items()))}
+    return {"modes": modes, "ratios": dict(sorted(ratios.items())), "paired": paired(results)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test: how likely a split at least this uneven is if neither side
+    is better (ties, the questions both got right or both wrong, carry no information)."""
+    n = wins + losses
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(results: Sequence[QaResult]) -> dict[str, Any]:
+    """Each mode against plain top-k question by question: the ones only it got right, the ones
+    only plain got right, and the sign test's p. A few more right answers in total can be
+    noise; this says how likely."""
+    right = {(r.mode, r.qid): r.contains for r in results if r.answerable}
+    out: dict[str, Any] = {}
+    for mode in MODES[1:]:
+        both = [q for m, q in right if m == mode and ("single", q) in right]
+        if not both:
+            continue
+        wins = sum(right[mode, q] and not right["single", q] for q in both)
+        losses = sum(right["single", q] and not right[mode, q] for q in both)
+        out[f"{mode}_vs_single"] = {
+            "questions": len(both),
+            "only_this_right": wins,
+            "only_single_right": losses,
+            "sign_test_p": round(sign_test(wins, losses), 4),
+        }
+    return out
 
 
 def costs_markdown(report: dict[str, Any]) -> str:
-    """``costs`` as a table, one row a mode, and the ratios under it."""
+    """``costs`` as a table, one row a mode, and the ratios and paired tests under it."""
     keys = ("llm_calls", "prompt_tokens", "completion_tokens", "wall_s")
     lines = [
         "| mode | questions | correct | accuracy (answerable) | abstain (unanswerable) "
@@ -325,6 +355,13 @@ def costs_markdown(report: dict[str, Any]) -> str:
     if report["ratios"]:
         ratios = ", ".join(f"{k} {v}" for k, v in report["ratios"].items())
         lines += ["", f"Ratios (same run): {ratios}"]
+    for name, p in report["paired"].items():
+        lines += [
+            "",
+            f"Paired, {name} ({p['questions']} answerable questions): right only here "
+            f"{p['only_this_right']}, right only in single {p['only_single_right']}, "
+            f"two-sided sign test p {p['sign_test_p']}",
+        ]
     return "\n".join(lines)
 
 

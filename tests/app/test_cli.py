@@ -111,6 +111,14 @@ def test_ingest_calibrate_and_eval_coverage_and_answers(
         assert cost["per_question"]["wall_s"] > 0
     assert report["cost"]["modes"]["single"]["totals"]["llm_calls"] == 2
     assert report["cost"]["ratios"]["full_vs_single_wall"] > 0
+    right = {(r["mode"], r["qid"]): r["contains"] for r in rows}
+    for mode in ("conformal", "full"):
+        split = report["cost"]["paired"][f"{mode}_vs_single"]
+        assert split["questions"] == 2
+        assert split["only_this_right"] == sum(
+            right[mode, q["id"]] and not right["single", q["id"]] for q in singles[:2]
+        )
+        assert 0 < split["sign_test_p"] <= 1
     assert "| wall s / correct |" in (out / "qa.md").read_text()
     assert (out / "qa.png").stat().st_size > 0
 
