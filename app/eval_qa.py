@@ -317,7 +317,7 @@ def paired(results: Sequence[QaResult]) -> dict[str, Any]:
     noise; this says how likely."""
     right = {(r.mode, r.qid): r.contains for r in results if r.answerable}
     out: dict[str, Any] = {}
-    for mode in MODES[1:]:
+    for mode in (m for m in MODES if m != "single"):
         both = [q for m, q in right if m == mode and ("single", q) in right]
         if not both:
             continue
