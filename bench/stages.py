@@ -76,7 +76,7 @@ def report(results: list[QaResult]) -> dict[str, Any]:
             "stages_ms": {s: percentiles([t[s] for t in times]) for s in STAGES},
             "cost": cost,
         }
-    return {"modes": modes, "ratios": spent["ratios"]}
+    return {**spent, "modes": modes}
 
 
 def markdown(rep: dict[str, Any]) -> str:
@@ -89,7 +89,7 @@ def markdown(rep: dict[str, Any]) -> str:
             p = data["stages_ms"][stage]
             name = f"**{stage}**" if stage in ("non_llm", "total") else stage
             lines.append(f"| {mode} | {name} | {p['p50']} | {p['p95']} | {p['p99']} |")
-    spent = {"modes": {m: d["cost"] for m, d in rep["modes"].items()}, "ratios": rep["ratios"]}
+    spent = {**rep, "modes": {m: d["cost"] for m, d in rep["modes"].items()}}
     return "\n".join(lines) + "\n\n" + costs_markdown(spent) + "\n"
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from app.eval_qa import Mode, QaResult, paired, sign_test
+from bench import stages
 
 
 @pytest.mark.parametrize(
@@ -60,3 +63,17 @@ def test_paired_counts_discordant_answerable_questions_only() -> None:
             "sign_test_p": 1.0,
         }
     }
+
+
+def test_the_stage_benchmark_renders_every_figure_of_the_evaluation() -> None:
+    """``bench/stages.py`` re-shapes ``costs()``; it once dropped ``paired`` and so crashed
+    after its whole run."""
+    timings = {"embed": 8.0, "search": 2.0, "reason": 900.0, "total": 911.0}
+    results = [
+        replace(_result(q, m, right=(q, m) != ("b", "single")), timings_ms=timings, wall_ms=911.0)
+        for q in ("a", "b")
+        for m in ("single", "conformal", "full")
+    ]
+    table = stages.markdown(stages.report(results))
+    assert "| full | **non_llm** | 11.0 |" in table
+    assert "Paired, full_vs_single (2 answerable questions): right only here 1," in table
