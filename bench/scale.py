@@ -235,7 +235,8 @@ def run_cell(backend: str, size: int, args: argparse.Namespace, path: Path) -> N
         upsert_s = ingest(edge, corpus, args.batch, args.seed)
 
         def state() -> dict[str, Any]:
-            info = edge._open(COLLECTION).info()  # below the API: segments are no API matter
+            with edge._shard(COLLECTION) as shard:  # below the API: segments are no API matter
+                info = shard.info()
             return {
                 "segments": info.segments_count,
                 "indexed_vectors": info.indexed_vectors_count,
