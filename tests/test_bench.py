@@ -1,5 +1,5 @@
 """The scale benchmark still runs on today's store: it reads segment counts below the
-``VectorStore`` API, and once broke there unnoticed until a 1M-chunk run was due."""
+``VectorStore`` API, and once broke there with no test to notice."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 def test_the_scale_benchmark_measures_a_small_corpus_on_both_paths(tmp_path: Path) -> None:
     out = tmp_path / "out"
     small = ["--sizes", "2000", "--queries", "50", "--centres", "64"]
-    subprocess.run(
+    run = subprocess.run(
         [sys.executable, "bench/scale.py", *small, "--out", str(out), "--tmp", str(tmp_path)],
         cwd=REPO,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert run.returncode == 0, run.stderr[-3000:]
     rows = json.loads((out / "scale.json").read_text())["rows"]
     states = {(r["backend"], r["state"]): r for r in rows}
     plain = states["edge", "as ingested (brute force)"]
