@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -79,7 +80,8 @@ class Api:
 def running_api(data_dir: Path, env: dict[str, str], code: Path = REPO) -> Iterator[Api]:
     """A fresh Redis and ``covrag serve`` of the checkout at ``code`` on it (``data_dir``, API
     key ``KEY`` with no practical rate limit, plus ``env``), once ``/healthz`` answers; both
-    are stopped after."""
+    are stopped after. Their scratch folder (Redis data, the API's log) is removed after a clean
+    run and kept after a failure, for the log."""
     work = Path(tempfile.mkdtemp(prefix="covrag-bench-"))
     redis = RedisServer(work)
     redis.start()
@@ -116,6 +118,7 @@ def running_api(data_dir: Path, env: dict[str, str], code: Path = REPO) -> Itera
         proc.terminate()
         proc.wait(60)
         redis.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def wrk(url: str, seconds: int, script: Path | None, connections: int = 32) -> dict[str, float]:
