@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -92,6 +93,7 @@ def main() -> None:
                 )
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(base_tree)], cwd=REPO)
+        shutil.rmtree(base_tree.parent, ignore_errors=True)
     verdict: dict[str, Any] = {}
     for p, v in MEASURES:
         rounds = zip(runs["base"], runs["tree"], strict=True)

@@ -58,6 +58,9 @@ _KIND_ARGS: dict[str, tuple[str, list[str]]] = {
     "embed": (EMBEDDER_NAME, ["--runner", "pooling", "--enforce-eager", "--dtype", "float32"]),
 }
 
+# A worker's own temporary folder, removed with it: see start_detached's ``scratch_env``.
+_SCRATCH_PREFIX = "covrag-worker-"
+
 # Popen objects of workers this process started: keeps them from being garbage-collected (which
 # warns "subprocess is still running") and lets stop_worker reap them instead of leaving zombies.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -287,6 +290,23 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
+def _forget(pidfile: Path) -> None:
+    """Remove a gone worker's pidfile and its scratch folder (named on the pidfile's 2nd line).
+
+    Only a folder named like those `start_detached` makes is removed, so a damaged pidfile can
+    never make this delete anything else.
+    """
+    try:
+        lines = pidfile.read_text().splitlines()
+    except OSError:
+        return
+    if len(lines) > 1:
+        scratch = Path(lines[1])
+        if scratch.name.startswith(_SCRATCH_PREFIX) and not scratch.is_symlink():
+            shutil.rmtree(scratch, ignore_errors=True)
+    pidfile.unlink(missing_ok=True)
+
+
 def _log_tail(log_path: Path, n: int = 40) -> str:
     try:
         with log_path.open(errors="replace") as fh:
@@ -323,7 +343,7 @@ def find_detached(
     if pid is None:
         return None
     if not _alive(pid, spec.marker):
-        pidfile.unlink(missing_ok=True)
+        _forget(pidfile)
         return None
     if not _healthy(host, port):
         return None
@@ -421,7 +441,15 @@ def launch_worker(
         environ["VLLM_API_KEY"] = api_key  # not --api-key: keeps the secret out of `ps`
     environ.update(env or {})
     return start_detached(
-        _spec(kind), cmd, environ, port=port, logs_dir=logs_dir, host=host, timeout_s=timeout_s
+        _spec(kind),
+        cmd,
+        environ,
+        port=port,
+        logs_dir=logs_dir,
+        host=host,
+        timeout_s=timeout_s,
+        # vLLM leaves its ZMQ sockets and torch's rendezvous file behind (4 a start, in /tmp).
+        scratch_env="TMPDIR",
     )
 
 
@@ -434,6 +462,7 @@ def start_detached(
     logs_dir: Path,
     host: str = "127.0.0.1",
     timeout_s: float = 300.0,
+    scratch_env: str | None = None,
 ) -> WorkerHandle:
     """Run `cmd` (an HTTP server on `port`) detached and wait until GET /health answers 200.
 
@@ -441,6 +470,9 @@ def start_detached(
     so stop_worker can signal the whole group. If our pidfile names a live worker on this port,
     that one is reused (waiting for it if still starting) instead of starting a second. On an
     early exit or timeout the process is killed and WorkerError carries the log's tail.
+    ``scratch_env`` names a variable given a new private folder, removed when the worker is
+    stopped or found dead, even killed by SIGKILL with no hook run. It sits in this process's
+    temporary folder: vLLM puts sockets there, and a socket's path has at most 107 bytes.
     """
     logs_dir = logs_dir.resolve()  # the handle must stay valid if the caller changes directory
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -451,23 +483,32 @@ def start_detached(
     if pid is not None and _alive(pid, spec.marker):
         pass  # ours, healthy or still starting: adopt it below
     else:
-        pidfile.unlink(missing_ok=True)
+        _forget(pidfile)
         if _port_open(host, port):
             raise WorkerError(f"port {port} is already in use by something that is not our worker")
+        scratch = ""
+        if scratch_env:
+            scratch = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{spec.name}-")
+            env = {**env, scratch_env: scratch}
         with log_path.open("wb") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
-            proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+            try:
+                proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            except OSError:
+                if scratch:
+                    shutil.rmtree(scratch)
+                raise
         pid = proc.pid
         _CHILDREN[pid] = proc
-        pidfile.write_text(f"{pid}\n")
+        pidfile.write_text(f"{pid}\n{scratch}\n")
 
     deadline = time.monotonic() + timeout_s
     while True:
@@ -476,7 +517,7 @@ def start_detached(
         exited = proc.poll() is not None if proc is not None else not _alive(pid, spec.marker)
         if exited or time.monotonic() > deadline:
             _kill_group(pid, 5.0)
-            pidfile.unlink(missing_ok=True)
+            _forget(pidfile)
             why = "exited" if exited else f"not healthy after {timeout_s:.0f}s"
             raise WorkerError(
                 f"{spec.name} worker on port {port} {why}; last log lines ({log_path}):\n"
@@ -486,8 +527,9 @@ def start_detached(
 
 
 def stop_worker(handle: WorkerHandle, timeout_s: float = 15.0) -> None:
-    """Stop the worker's whole process group (SIGTERM, then SIGKILL) and remove its pidfile."""
+    """Stop the worker's whole process group (SIGTERM, then SIGKILL); remove its pidfile and
+    scratch folder."""
     _kill_group(handle.pid, timeout_s)
     pidfile = handle.log_path.with_suffix(".pid")
     if _read_pid(pidfile) == handle.pid:
-        pidfile.unlink(missing_ok=True)
+        _forget(pidfile)

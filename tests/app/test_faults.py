@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +38,7 @@ from app.main import create_app
 from app.worker.vllm import (
     GENERATOR_NAME,
     WorkerHandle,
+    find_running,
     group_members,
     launch_worker,
     prepare_generator_model,
@@ -351,6 +353,12 @@ class OwnWorker:
             logs_dir=self.logs_dir,
         )
 
+    def scratch(self) -> Path:
+        """The temporary folder covrag gave the running worker (its TMPDIR)."""
+        environ = Path(f"/proc/{self.handle.pid}/environ").read_bytes().split(b"\0")
+        [path] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"TMPDIR=")]
+        return Path(path.decode())
+
     def kill(self) -> None:
         """SIGKILL the whole group (API server and engine core): no shutdown hook runs."""
         os.killpg(self.handle.pid, signal.SIGKILL)
@@ -384,6 +392,25 @@ def own_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnWorker]:
         yield worker
     finally:
         stop_worker(worker.handle)
+
+
+def test_a_dead_workers_pidfile_and_scratch_folder_go_and_nothing_else(tmp_path: Path) -> None:
+    """A worker that died unseen: the next look removes its pidfile and scratch folder, but
+    never a folder not named like one covrag makes, whatever a damaged pidfile says."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    for name, removed in [("covrag-worker-vllm-generate-x1", True), ("precious", False)]:
+        scratch = tmp_path / name
+        (scratch / "sub").mkdir(parents=True)
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.bind(str(scratch / "engine.sock"))
+        (scratch / "sub" / "vllm_dist_1").write_text("rendezvous")
+        port = free_port()
+        pidfile = tmp_path / f"vllm-generate-{port}.pid"
+        pidfile.write_text(f"{gone.pid}\n{scratch}\n")
+        assert find_running("generate", port, tmp_path) is None
+        assert not pidfile.exists()
+        assert scratch.exists() is not removed, name
 
 
 @pytest.mark.integration
@@ -430,8 +457,11 @@ def test_worker_killed_mid_request_then_restarted(
         ingest(client, "wiki", _docs(wiki_sample[:5]))
         in_flight = pool.submit(client.post, "/v1/query", json=_question(1))
         own_worker.wait_generating()
+        scratch = own_worker.scratch()
+        assert [p for p in scratch.iterdir() if p.is_socket()], "vLLM made no sockets there"
         own_worker.kill()
         _envelope(in_flight.result(timeout=60), {503, 504})
+        assert not scratch.exists()  # vLLM's sockets went too, though SIGKILL ran no hook
 
         r = client.post("/v1/query", json=_question(2))  # refused: the 2nd failure opens it
         _envelope(r, {503}, "generator_unavailable")
