@@ -399,11 +399,11 @@ def test_a_dead_workers_pidfile_and_scratch_folder_go_and_nothing_else(tmp_path:
     never a folder not named like one covrag makes, whatever a damaged pidfile says."""
     gone = subprocess.Popen(["true"])
     gone.wait()
-    for name, removed in [("covrag-worker-vllm-generate-x1", True), ("precious", False)]:
+    for name, removed in [("covrag-worker-x", True), ("precious", False)]:
         scratch = tmp_path / name
         (scratch / "sub").mkdir(parents=True)
         with socket.socket(socket.AF_UNIX) as sock:
-            sock.bind(str(scratch / "engine.sock"))
+            sock.bind(str(scratch / "s"))  # short: a socket's path has at most 107 bytes
         (scratch / "sub" / "vllm_dist_1").write_text("rendezvous")
         port = free_port()
         pidfile = tmp_path / f"vllm-generate-{port}.pid"
