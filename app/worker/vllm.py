@@ -302,7 +302,7 @@ def _forget(pidfile: Path) -> None:
         return
     if len(lines) > 1:
         scratch = Path(lines[1])
-        if scratch.name.startswith(_SCRATCH_PREFIX) and not scratch.is_symlink():
+        if scratch.name.startswith(_SCRATCH_PREFIX):  # rmtree never follows a symlink
             shutil.rmtree(scratch, ignore_errors=True)
     pidfile.unlink(missing_ok=True)
 

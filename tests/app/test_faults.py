@@ -353,10 +353,14 @@ class OwnWorker:
             logs_dir=self.logs_dir,
         )
 
+    def environ(self) -> list[bytes]:
+        """The server's environment, ``NAME=value`` each (the engine retitles itself over its
+        own environment block)."""
+        return Path(f"/proc/{self.handle.pid}/environ").read_bytes().split(b"\0")
+
     def scratch(self) -> Path:
         """The temporary folder covrag gave the running worker (its TMPDIR)."""
-        environ = Path(f"/proc/{self.handle.pid}/environ").read_bytes().split(b"\0")
-        [path] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"TMPDIR=")]
+        [path] = [v.split(b"=", 1)[1] for v in self.environ() if v.startswith(b"TMPDIR=")]
         return Path(path.decode())
 
     def kill(self) -> None:
@@ -435,10 +439,8 @@ def test_the_model_runs_in_the_engine_process(own_worker: OwnWorker) -> None:
     engines = [pid for pid, name in group.items() if name.startswith("VLLM::EngineCor")]
     assert len(engines) == 1, group
     assert not [name for name in group.values() if name.startswith("VLLM::Worker")], group
-    # The server's: the engine retitles itself over its environment block.
-    environ = Path(f"/proc/{own_worker.handle.pid}/environ").read_bytes().split(b"\0")
     cores = os.environ.get("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    assert f"OMP_NUM_THREADS={cores}".encode() in environ
+    assert f"OMP_NUM_THREADS={cores}".encode() in own_worker.environ()
 
 
 @pytest.mark.integration
