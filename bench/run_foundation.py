@@ -37,7 +37,7 @@ from retrieval.store import EdgeStore  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 CACHE = REPO / ".covrag"
-DEV_QA = REPO.parent / "shared" / "data" / "qa" / "dev.jsonl"
+DEV_QA = REPO / "data" / "qa" / "dev.jsonl"
 
 
 def pct(values: list[float], q: float) -> float:

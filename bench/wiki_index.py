@@ -30,7 +30,7 @@ from bench.stats import percentiles  # noqa: E402
 from retrieval.embed import make_embedder  # noqa: E402
 from retrieval.store import EdgeStore  # noqa: E402
 
-DEV_QA = REPO.parent / "shared" / "data" / "qa" / "dev.jsonl"
+DEV_QA = REPO / "data" / "qa" / "dev.jsonl"
 LIMIT = 9  # the default chunk budget + 1, as a conformal search asks
 
 

@@ -1,10 +1,10 @@
-"""Split the shared dev QA sets into disjoint calibration / critic-training / test parts.
+"""Split the dev QA sets into disjoint calibration / critic-training / test parts.
 
-    .venv/bin/python scripts/split_dev.py [--shared ../shared] [--out .covrag/qa]
+    .venv/bin/python scripts/split_dev.py [--qa data/qa]
 
-Seeded and stratified by question type, so every run writes the same parts; the id lists are
-also committed as ``bench/splits/dev_split.json``. Calibration (CONFLARE), self-practice and
-critic training (SIM-RAG) and every published evaluation use their own part.
+Seeded and stratified by question type, so every run writes the same parts, which are committed
+beside the sets (``data/qa/calib.jsonl``, ``train.jsonl``, …). Calibration (CONFLARE),
+self-practice and critic training (SIM-RAG) and every published evaluation use their own part.
 Unanswerable questions (no gold) are split in two: critic training and test.
 """
 
@@ -40,20 +40,18 @@ def split(rows: list[dict], shares: dict[str, float]) -> dict[str, list[dict]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
-    parser.add_argument("--out", type=Path, default=REPO / ".covrag" / "qa")
+    parser.add_argument("--qa", type=Path, default=REPO / "data" / "qa")
     args = parser.parse_args()
-    qa_dir = args.shared / "data" / "qa"
+    qa_dir = args.qa
     dev = [json.loads(x) for x in (qa_dir / "dev.jsonl").read_text().splitlines() if x.strip()]
     lines = (qa_dir / "unanswerable_dev.jsonl").read_text().splitlines()
     unans = [json.loads(x) for x in lines if x.strip()]
     parts = split(dev, SHARES)
     parts |= {f"unanswerable_{k}": v for k, v in split(unans, {"train": 0.5, "test": 0.5}).items()}
-    args.out.mkdir(parents=True, exist_ok=True)
     for name, rows in parts.items():
-        (args.out / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ids = {name: sorted(r["id"] for r in rows) for name, rows in parts.items()}
-    (REPO / "bench" / "splits" / "dev_split.json").write_text(json.dumps(ids, indent=1) + "\n")
+        (qa_dir / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
     for name, rows in parts.items():
         kinds: dict[str, int] = defaultdict(int)
         for r in rows:

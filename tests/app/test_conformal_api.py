@@ -17,7 +17,7 @@ from app.main import create_app
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest, wait_job
 
-DEV_QA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qa" / "dev.jsonl"
+DEV_QA = Path(__file__).resolve().parents[2] / "data" / "qa" / "dev.jsonl"
 
 
 def _dev_rows() -> list[dict]:

@@ -22,7 +22,7 @@ from retrieval.ingest import Ingestor
 from retrieval.store import EdgeStore
 from retrieval.types import Document
 
-DEV_QA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qa" / "dev.jsonl"
+DEV_QA = Path(__file__).resolve().parents[2] / "data" / "qa" / "dev.jsonl"
 
 
 @pytest.fixture(scope="module")
