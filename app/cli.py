@@ -37,8 +37,14 @@ from retrieval.calibration import calibrate as run_calibration
 from retrieval.corpus import fetch_wiki, load_files, load_wiki
 from retrieval.embed import Embedder
 from retrieval.errors import RetrievalError
+from retrieval.retriever import Retriever
 from retrieval.store import VectorStore
 from retrieval.store.base import index_due
+
+#: The calibration part of the dev QA set over the demo corpus (data/qa/README.md).
+DEMO_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "qa" / "calib.jsonl"
+#: The question ``covrag serve`` and the README offer to try first.
+QUICKSTART_QUESTION = "Which NASA center controls the Hubble Space Telescope?"
 
 cli = typer.Typer(
     add_completion=False,
@@ -55,7 +61,7 @@ eval_cli.command("qa")(qa_eval)
 
 
 def _example_curl(settings: Settings) -> str:
-    body = json.dumps({"question": "Which NASA center controls the Hubble Space Telescope?"})
+    body = json.dumps({"question": QUICKSTART_QUESTION})
     return (
         f"curl -s http://{settings.host}:{settings.port}/v1/query "
         f"-H 'Content-Type: application/json' -d '{body}'"
@@ -111,7 +117,8 @@ def ingest(
     )
     store = build_store(settings)
     try:
-        ingestor = build_ingestor(settings, store, build_embedder(settings))
+        embedder = build_embedder(settings)
+        ingestor = build_ingestor(settings, store, embedder)
         with tqdm(total=len(docs), unit="doc", desc=f"ingest → {name}") as bar:
             report = ingestor.ingest(name, docs, progress=bar.update)
         due = settings.store == "edge" and index_due(
@@ -123,6 +130,8 @@ def ingest(
         if due:  # as the server does after an ingestion job
             typer.echo(f"indexing {name} (COVRAG_INDEX_THRESHOLD reached) ...", err=True)
             typer.echo(json.dumps(asdict(store.build_index(name))), err=True)
+        if demo:
+            _calibrate_demo(settings, store, embedder, name)
     except RetrievalError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -130,6 +139,23 @@ def ingest(
         store.close()
     asyncio.run(invalidate_answers(settings, name))
     typer.echo(json.dumps(asdict(report)))
+
+
+def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, name: str) -> None:
+    """Calibrate the demo collection from the calibration part of the shipped dev QA set, unless
+    it already has a calibration that is still fresh: the first query shows the product."""
+    retriever = Retriever(store, embedder, stale_fraction=settings.stale_fraction)
+    current, stale = retriever.calibration(name)
+    if current is not None and not stale:
+        return
+    if not DEMO_CALIBRATION.is_file():  # an installed wheel has no data/ folder
+        typer.echo(f"{name} is not calibrated: no {DEMO_CALIBRATION} here", err=True)
+        return
+    qa = load_qa(DEMO_CALIBRATION)
+    typer.echo(f"calibrating {name} from {DEMO_CALIBRATION} ({len(qa.items)} questions)", err=True)
+    alpha = settings.default_alpha
+    result = _calibrate_qa(store, embedder, name, qa.items, DEMO_CALIBRATION, alpha)
+    typer.echo(json.dumps(result), err=True)
 
 
 @cli.command()
@@ -304,7 +330,9 @@ def worker_vllm(
         if embed:
             model_dir = prepare_embedding_model(settings.models_dir)
         else:
-            model_dir = prepare_generator_model(settings.models_dir, settings.vllm_python)
+            model_dir = prepare_generator_model(
+                settings.models_dir, settings.vllm_python, settings.generator_model
+            )
         handle = launch_worker(
             "embed" if embed else "generate",
             model_dir=model_dir,

@@ -90,7 +90,12 @@ def train_critic(
         rows, errors = load_rows(data)
         for error in errors:
             typer.echo(f"skipped malformed line {error}", err=True)
-        common = {"seed": seed, "costs": costs, "trained_on": _provenance(data, len(rows))}
+        common = {
+            "seed": seed,
+            "costs": costs,
+            "abstain_unanswerable": settings.critic_abstain_unanswerable,
+            "trained_on": _provenance(data, len(rows)),
+        }
         if backend is Backend.features:
             target = out or DEFAULT_WEIGHTS
             weights, metrics = train_features(rows, command=shlex.join(argv), **common)

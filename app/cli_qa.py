@@ -71,9 +71,9 @@ def selfpractice(
 
 def qa(
     qa: Annotated[list[Path], typer.Option(help="QA JSONL file(s), answerable or unanswerable.")],
-    modes: Annotated[str, typer.Option(help="Comma-separated: single,conformal,full.")] = (
-        "single,conformal,full"
-    ),
+    modes: Annotated[
+        str, typer.Option(help="Comma-separated: naive,single,conformal,full.")
+    ] = "naive,single,conformal,full",
     collection: Annotated[str | None, typer.Option()] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100, help="k of the single mode.")] = 5,
     concurrency: Annotated[int, typer.Option(min=1, max=16)] = 2,
@@ -83,8 +83,9 @@ def qa(
     ] = None,
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/qa"),
 ) -> None:
-    """Answer every question in each mode, side by side: EM, F1, containment, abstention, and
-    LLM calls, tokens and wall time per question and per correct answer."""
+    """Answer every question in each mode, side by side with naive RAG: right and wrong
+    answers, abstentions, EM, F1, risk–coverage, and LLM calls, tokens and wall time per
+    question and per right answer, with paired sign tests against naive."""
     chosen: list[Mode] = []
     for m in (t.strip() for t in modes.split(",") if t.strip()):
         if m not in MODES:
@@ -157,27 +158,40 @@ def qa(
     typer.echo(table)
 
 
+def _right_share(by_type: dict[str, Any], kind: str) -> float:
+    """Right answers per question of ``kind``; for unanswerable ones, abstentions."""
+    if kind not in by_type:
+        return 0.0
+    m = by_type[kind]
+    return float(m["abstained" if kind == "unanswerable" else "right"]) / m["n"]
+
+
 def _plot(summary: dict[str, Any], path: Path) -> None:
+    """Right answers per question type, and each mode's risk–coverage curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     kinds = sorted({k for data in summary.values() for k in data["by_type"]})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     width = 0.8 / max(len(summary), 1)
     for i, (mode, data) in enumerate(summary.items()):
-        xs = [j + i * width for j in range(len(kinds))]
-        axes[0].bar(
-            xs, [data["by_type"].get(k, {}).get("contains", 0) for k in kinds], width, label=mode
+        share = [_right_share(data["by_type"], k) for k in kinds]
+        axes[0].bar([j + i * width for j in range(len(kinds))], share, width, label=mode)
+        curve = data["risk_coverage"]
+        axes[1].plot(
+            curve["coverage"], curve["accuracy"], label=f"{mode} (area {curve['aurc']:.3f})"
         )
-        axes[1].bar(
-            xs, [data["by_type"].get(k, {}).get("abstain", 0) for k in kinds], width, label=mode
-        )
-    for ax, title in zip(axes, ("answer containment", "abstention rate"), strict=True):
-        ax.set_xticks([j + width * (len(summary) - 1) / 2 for j in range(len(kinds))], kinds)
-        ax.set_title(title)
-        ax.set_ylim(0, 1)
+    axes[0].set_xticks([j + width * (len(summary) - 1) / 2 for j in range(len(kinds))], kinds)
+    axes[0].set_title("right answers (share; for unanswerable: abstentions)")
+    axes[0].set_ylim(0, 1)
+    axes[1].set_xlabel("share of questions answered (sweeping τ)")
+    axes[1].set_ylabel("accuracy of the answered")
+    axes[1].set_title("risk–coverage")
+    axes[1].set_xlim(0, 1)
+    axes[1].set_ylim(0, 1)
+    for ax in axes:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)

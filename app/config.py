@@ -107,7 +107,9 @@ class Settings(BaseSettings):
     generator_breaker_cooldown_s: float = Field(
         10.0, gt=0, description="An open breaker lets one trial call through after this long."
     )
-    max_tokens: int = Field(128, ge=1, le=4096, description="Answer token budget.")
+    max_tokens: int = Field(
+        48, ge=1, le=4096, description="Answer token budget (a short answer needs few)."
+    )
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature.")
 
     # --- collections and ingestion ------------------------------------------------------
@@ -211,6 +213,13 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Training: cost of rejecting a right answer."
     )
     critic_cost_round: float = Field(0.1, ge=0, description="Training: cost of one more round.")
+    critic_abstain_unanswerable: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Training: tau is raised until this share of the unanswerable training "
+        "questions would be abstained on.",
+    )
 
     # --- HTTP ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Bind address of `covrag serve`.")

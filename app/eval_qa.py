@@ -1,14 +1,17 @@
-"""QA evaluation of the three modes, side by side in one run (``covrag eval qa``).
+"""QA evaluation of every mode against naive RAG, side by side in one run (``covrag eval qa``).
 
-- ``single``: plain top-k retrieval (the calibration ignored), one reasoner call.
-- ``conformal``: the conformal filter's context, one reasoner call.
+- ``naive``: the reference a user would pick instead: plain top-3 retrieval, a plain prompt
+  ("Answer the question using the context. Reply with a short answer only."), a plain-text
+  reply of at most 48 tokens; no filter, no critic, never abstains.
+- ``single``: covrag's reasoner on plain top-k retrieval (the calibration ignored), one round.
+- ``conformal``: the conformal filter's context, one reasoner round.
 - ``full``: conformal retrieval, the critic, up to ``max_rounds`` rounds, abstention.
 
-Answerable questions are scored by EM / F1 / containment against their gold aliases; for
-unanswerable ones the right outcome is to abstain. Abstention precision = the share of a mode's
-abstentions where single-round RAG was wrong (or the question has no answer). A correct answer
-(for the cost per correct answer) = an answerable question answered, not abstained, with a gold
-alias in it.
+A *right* answer (what every comparison counts, so verbosity cannot game it): a gold alias
+(SQuAD-normalised) within the answer's first 12 words and, for a comparison, the other
+compared entity not named there; EM, F1 and containment are reported beside it. For
+unanswerable questions the right outcome is to abstain. Abstention precision = the share of a
+mode's abstentions where naive RAG was not right (or the question has no answer).
 """
 
 from __future__ import annotations
@@ -25,12 +28,19 @@ from typing import Any, Literal
 
 from app.generator import GeneratorError
 from app.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
-from app.scoring import contains, exact_match, f1
+from app.reasoner import TokenUsage, context_text
+from app.scoring import contains, exact_match, f1, others_compared, right_answer
 from critic.train import auroc
 from retrieval.jsonl import question_of, read_jsonl
 
-Mode = Literal["single", "conformal", "full"]
-MODES: tuple[Mode, ...] = ("single", "conformal", "full")
+Mode = Literal["naive", "single", "conformal", "full"]
+MODES: tuple[Mode, ...] = ("naive", "single", "conformal", "full")
+#: The reference mode: paired tests and cost ratios are against it.
+BASELINE: Mode = "naive"
+
+NAIVE_SYSTEM = "Answer the question using the context. Reply with a short answer only."
+NAIVE_TOP_K = 3
+NAIVE_MAX_TOKENS = 48
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +53,18 @@ class QaResult:
     answer: str
     answerable: bool
     abstained: bool
+    #: Strictly right (see the module docstring); False when abstained.
+    right: bool
     em: bool
     f1: float
     contains: bool
+    #: How sure the mode is of ``candidate``: the critic's best score (full), else the answer
+    #: call's mean token log-probability. Sweeping a threshold on it gives the risk–coverage
+    #: curve.
+    confidence: float
+    #: The answer the mode would give if it did not abstain, and whether that one is right.
+    candidate: str
+    candidate_right: bool
     rounds: int
     llm_calls: int
     prompt_tokens: int
@@ -64,6 +83,72 @@ class Failure:
     qid: str
     mode: Mode
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """What one mode said for one question, before scoring."""
+
+    answer: str
+    abstained: bool
+    candidate: str
+    confidence: float
+    rounds: int
+    llm_calls: int
+    usage: TokenUsage
+    critic_scores: list[float | None]
+    timings_ms: dict[str, float]
+
+
+async def naive_answer(pipeline: Pipeline, question: str, collection: str) -> _Answered:
+    """The naive baseline: plain top-3, a plain prompt, the reply as it comes."""
+    params = QueryParams(
+        question=question, collection=collection, top_k=NAIVE_TOP_K, conformal=False
+    )
+    retrieval = await pipeline.retrieve(params)
+    user = f"Context:\n{context_text(retrieval.hits)}\n\nQuestion: {question}"
+    start = time.perf_counter()
+    completion = await pipeline.generator.complete(
+        [{"role": "system", "content": NAIVE_SYSTEM}, {"role": "user", "content": user}],
+        max_tokens=NAIVE_MAX_TOKENS,
+        temperature=0.0,
+        logprobs=True,
+    )
+    timings = dict(retrieval.timings_ms)
+    timings["reason"] = round((time.perf_counter() - start) * 1000, 3)
+    timings["total"] = round(timings.get("total", 0.0) + timings["reason"], 3)
+    return _Answered(
+        answer=completion.text,
+        abstained=False,
+        candidate=completion.text,
+        confidence=completion.mean_logprob or 0.0,
+        rounds=1,
+        llm_calls=1,
+        usage=TokenUsage(completion.prompt_tokens, completion.completion_tokens),
+        critic_scores=[None],
+        timings_ms=timings,
+    )
+
+
+async def _pipeline_answer(
+    pipeline: Pipeline, mode: Mode, question: str, collection: str, top_k: int
+) -> _Answered:
+    params, policy = _setup(pipeline, mode, question, collection, top_k)
+    outcome = await pipeline.run(params, policy)
+    scores = [r.critic_score for r in outcome.rounds]
+    known = [x for x in scores if x is not None]
+    shown = outcome.candidate or outcome.rounds[-1]
+    return _Answered(
+        answer=outcome.answer,
+        abstained=outcome.abstained,
+        candidate=shown.reasoning.answer,
+        confidence=max(known) if known else shown.reasoning.mean_logprob,
+        rounds=len(outcome.rounds),
+        llm_calls=outcome.llm_calls,
+        usage=outcome.usage,
+        critic_scores=scores,
+        timings_ms=outcome.timings_ms,
+    )
 
 
 def _setup(
@@ -101,11 +186,14 @@ async def run_modes(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(qa: dict[str, Any], mode: Mode) -> QaResult | Failure:
-        params, policy = _setup(pipeline, mode, qa["question"], collection, top_k)
         try:
             async with gate:
                 start = time.perf_counter()
-                outcome = await pipeline.run(params, policy)
+                said = (
+                    await naive_answer(pipeline, qa["question"], collection)
+                    if mode == "naive"
+                    else await _pipeline_answer(pipeline, mode, qa["question"], collection, top_k)
+                )
                 wall = (time.perf_counter() - start) * 1000
         except (InvalidQuery, GeneratorError) as exc:
             return Failure(qa["id"], mode, f"{type(exc).__name__}: {exc}")
@@ -113,24 +201,30 @@ async def run_modes(
             if progress is not None:
                 progress(1)
         golds = [str(a) for a in qa.get("answers") or []]
-        answer = outcome.answer
+        others = others_compared(qa) if qa.get("type") == "comparison" else []
+        answered = bool(golds) and not said.abstained
+        candidate_right = bool(golds) and right_answer(said.candidate, golds, others)
         return QaResult(
             qid=qa["id"],
             type=qa.get("type", ""),
             mode=mode,
-            answer=answer,
+            answer=said.answer,
             answerable=bool(golds),
-            abstained=outcome.abstained,
-            em=bool(golds) and not outcome.abstained and exact_match(answer, golds),
-            f1=f1(answer, golds) if golds and not outcome.abstained else 0.0,
-            contains=bool(golds) and not outcome.abstained and contains(answer, golds),
-            rounds=len(outcome.rounds),
-            llm_calls=outcome.llm_calls,
-            prompt_tokens=outcome.usage.prompt,
-            completion_tokens=outcome.usage.completion,
+            abstained=said.abstained,
+            right=answered and candidate_right,
+            em=answered and exact_match(said.answer, golds),
+            f1=f1(said.answer, golds) if answered else 0.0,
+            contains=answered and contains(said.answer, golds),
+            confidence=said.confidence,
+            candidate=said.candidate,
+            candidate_right=candidate_right,
+            rounds=said.rounds,
+            llm_calls=said.llm_calls,
+            prompt_tokens=said.usage.prompt,
+            completion_tokens=said.usage.completion,
             wall_ms=round(wall, 1),
-            critic_scores=[r.critic_score for r in outcome.rounds],
-            timings_ms=outcome.timings_ms,
+            critic_scores=said.critic_scores,
+            timings_ms=said.timings_ms,
         )
 
     done = await asyncio.gather(*(one(qa, mode) for qa in questions for mode in modes))
@@ -177,7 +271,7 @@ def critic_auroc(results: Sequence[QaResult]) -> dict[str, Any] | None:
     mode's correctness labels the full mode's first critic score; unanswerable questions count
     as wrong. None without both modes or without both outcomes.
     """
-    right = {r.qid: r.contains for r in results if r.mode == "conformal"}
+    right = {r.qid: r.right for r in results if r.mode == "conformal"}
     pairs = [
         (r.critic_scores[0], int(right[r.qid]))
         for r in results
@@ -192,9 +286,14 @@ def critic_auroc(results: Sequence[QaResult]) -> dict[str, Any] | None:
     return {"auroc": auroc([s for s, _ in pairs], labels), "n": len(pairs), "right": sum(labels)}
 
 
+def _wrong(r: QaResult) -> bool:
+    """Answered, and not right (an answer to an unanswerable question is wrong)."""
+    return not r.abstained and not r.right
+
+
 def summarize(results: Sequence[QaResult]) -> dict[str, Any]:
-    """Per mode and question type, plus the abstention figures that need the single mode."""
-    single_right = {r.qid for r in results if r.mode == "single" and r.contains}
+    """Per mode and question type, plus the abstention figures that need the naive mode."""
+    naive_right = {r.qid for r in results if r.mode == BASELINE and r.right}
     out: dict[str, Any] = {}
     for mode in MODES:
         rows = [r for r in results if r.mode == mode]
@@ -207,62 +306,93 @@ def summarize(results: Sequence[QaResult]) -> dict[str, Any]:
                 continue
             by_type[kind] = {
                 "n": len(part),
+                "right": sum(r.right for r in part),
+                "wrong": sum(_wrong(r) for r in part),
+                "abstained": sum(r.abstained for r in part),
                 "em": statistics.mean(r.em for r in part),
                 "f1": statistics.mean(r.f1 for r in part),
                 "contains": statistics.mean(r.contains for r in part),
-                "abstain": statistics.mean(r.abstained for r in part),
                 "rounds": statistics.mean(r.rounds for r in part),
                 "llm_calls": statistics.mean(r.llm_calls for r in part),
                 "wall_p50_ms": _pct([r.wall_ms for r in part], 0.5),
                 "wall_p95_ms": _pct([r.wall_ms for r in part], 0.95),
             }
         abstained = [r for r in rows if r.abstained]
-        answered = [r for r in rows if r.answerable and not r.abstained]
-        right_single = [r for r in rows if r.qid in single_right]
+        answered = [r for r in rows if not r.abstained]
+        right_naive = [r for r in rows if r.qid in naive_right]
         out[mode] = {
             "by_type": by_type,
             "abstention_precision": statistics.mean(
-                (not r.answerable) or r.qid not in single_right for r in abstained
+                (not r.answerable) or r.qid not in naive_right for r in abstained
             )
             if abstained
             else None,
-            "abstain_when_single_right": statistics.mean(r.abstained for r in right_single)
-            if right_single
+            "abstain_when_naive_right": statistics.mean(r.abstained for r in right_naive)
+            if right_naive
             else None,
-            "answered_accuracy": statistics.mean(r.contains for r in answered)
-            if answered
-            else None,
+            "answered_accuracy": statistics.mean(r.right for r in answered) if answered else None,
+            "risk_coverage": risk_coverage(rows),
         }
     return out
 
 
+def risk_coverage(rows: Sequence[QaResult]) -> dict[str, Any]:
+    """Selective answering, sweeping a threshold τ on ``confidence``: answer the questions at
+    or above it with their candidate answer, abstain on the rest.
+
+    ``coverage[k]`` is the share answered and ``accuracy[k]`` the share of those that are right
+    when the k+1 most confident are answered (an answer to an unanswerable question is wrong);
+    ``aurc`` is the mean risk (1 − accuracy) over the curve: lower is better, and a mode whose
+    confidence ranked its answers perfectly would reach the least the right answers allow.
+    """
+    ordered = sorted(rows, key=lambda r: r.confidence, reverse=True)
+    coverage: list[float] = []
+    accuracy: list[float] = []
+    right = 0
+    for k, r in enumerate(ordered, 1):
+        right += r.candidate_right
+        coverage.append(round(k / len(ordered), 4))
+        accuracy.append(round(right / k, 4))
+    return {
+        "coverage": coverage,
+        "accuracy": accuracy,
+        "aurc": round(1 - statistics.mean(accuracy), 4) if accuracy else None,
+    }
+
+
 def to_markdown(summary: dict[str, Any]) -> str:
     lines = [
-        "| mode | type | n | EM | F1 | contains | abstain | rounds | LLM calls "
+        "| mode | type | n | right | wrong | abstained | EM | F1 | contains | rounds | LLM calls "
         "| wall p50 / p95 ms |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for mode, data in summary.items():
         for kind, m in data["by_type"].items():
             lines.append(
-                f"| {mode} | {kind} | {m['n']} | {m['em']:.3f} | {m['f1']:.3f} | "
-                f"{m['contains']:.3f} | {m['abstain']:.3f} | {m['rounds']:.2f} | "
+                f"| {mode} | {kind} | {m['n']} | {m['right']} | {m['wrong']} | {m['abstained']} "
+                f"| {m['em']:.3f} | {m['f1']:.3f} | {m['contains']:.3f} | {m['rounds']:.2f} | "
                 f"{m['llm_calls']:.2f} | {m['wall_p50_ms']:.0f} / {m['wall_p95_ms']:.0f} |"
             )
-    lines += ["", "| mode | abstention precision | abstain when single right | answered accuracy |"]
-    lines.append("|---|---|---|---|")
+    lines += [
+        "",
+        "| mode | abstention precision | abstains when naive is right | answered accuracy "
+        "| risk–coverage area (lower is better) |",
+        "|---|---|---|---|---|",
+    ]
     for mode, data in summary.items():
         cells = [
             "—" if data[k] is None else f"{data[k]:.3f}"
-            for k in ("abstention_precision", "abstain_when_single_right", "answered_accuracy")
+            for k in ("abstention_precision", "abstain_when_naive_right", "answered_accuracy")
         ]
+        aurc = data["risk_coverage"]["aurc"]
+        cells.append("—" if aurc is None else f"{aurc:.3f}")
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def cost(rows: Sequence[QaResult]) -> dict[str, Any]:
-    """One mode's LLM calls, tokens and wall time, per question and per correct answer."""
-    correct = sum(r.contains for r in rows)
+    """One mode's LLM calls, tokens and wall time, per question and per right answer."""
+    correct = sum(r.right for r in rows)
     totals = {
         "llm_calls": sum(r.llm_calls for r in rows),
         "prompt_tokens": sum(r.prompt_tokens for r in rows),
@@ -274,6 +404,7 @@ def cost(rows: Sequence[QaResult]) -> dict[str, Any]:
     return {
         "questions": len(rows),
         "correct": correct,
+        "wrong": sum(_wrong(r) for r in rows),
         "accuracy_answerable": round(correct / len(answerable), 4) if answerable else None,
         "abstain_unanswerable": round(statistics.mean(r.abstained for r in unanswerable), 4)
         if unanswerable
@@ -285,19 +416,19 @@ def cost(rows: Sequence[QaResult]) -> dict[str, Any]:
 
 
 def costs(results: Sequence[QaResult]) -> dict[str, Any]:
-    """``cost`` of every mode in ``results``, and each mode's wall time against plain top-k's
-    (in total and per correct answer): the ratios of the performance target; and ``paired``."""
+    """``cost`` of every mode in ``results``, and each mode's wall time against the baseline's
+    (in total and per right answer); and ``paired``."""
     modes = {m: cost(rows) for m in MODES if (rows := [r for r in results if r.mode == m])}
     ratios: dict[str, float] = {}
-    if "single" in modes:
-        base = modes["single"]
-        for m in modes.keys() - {"single"}:
+    if BASELINE in modes:
+        base = modes[BASELINE]
+        for m in modes.keys() - {BASELINE}:
             c = modes[m]
-            ratios[f"{m}_vs_single_wall"] = round(
+            ratios[f"{m}_vs_{BASELINE}_wall"] = round(
                 c["totals"]["wall_s"] / base["totals"]["wall_s"], 3
             )
             if c["per_correct"]["wall_s"] and base["per_correct"]["wall_s"]:
-                ratios[f"{m}_vs_single_wall_per_correct"] = round(
+                ratios[f"{m}_vs_{BASELINE}_wall_per_correct"] = round(
                     c["per_correct"]["wall_s"] / base["per_correct"]["wall_s"], 3
                 )
     return {"modes": modes, "ratios": dict(sorted(ratios.items())), "paired": paired(results)}
@@ -312,23 +443,25 @@ def sign_test(wins: int, losses: int) -> float:
 
 
 def paired(results: Sequence[QaResult]) -> dict[str, Any]:
-    """Each mode against plain top-k question by question: the ones only it got right, the ones
-    only plain got right, and the sign test's p. A few more right answers in total can be
-    noise; this says how likely."""
-    right = {(r.mode, r.qid): r.contains for r in results if r.answerable}
+    """Each mode against the naive baseline question by question, right answers and wrong
+    answers apart: the ones only it got right (wrong), the ones only naive did, and the sign
+    test's p. A few more in total can be noise; this says how likely."""
+    rows = {(r.mode, r.qid): r for r in results}
     out: dict[str, Any] = {}
-    for mode in (m for m in MODES if m != "single"):
-        both = [q for m, q in right if m == mode and ("single", q) in right]
+    for mode in (m for m in MODES if m != BASELINE):
+        both = [q for m, q in rows if m == mode and (BASELINE, q) in rows]
         if not both:
             continue
-        wins = sum(right[mode, q] and not right["single", q] for q in both)
-        losses = sum(right["single", q] and not right[mode, q] for q in both)
-        out[f"{mode}_vs_single"] = {
-            "questions": len(both),
-            "only_this_right": wins,
-            "only_single_right": losses,
-            "sign_test_p": round(sign_test(wins, losses), 4),
-        }
+        entry: dict[str, Any] = {"questions": len(both)}
+        for name, hit in (("right", lambda r: r.right), ("wrong", _wrong)):
+            wins = sum(hit(rows[mode, q]) and not hit(rows[BASELINE, q]) for q in both)
+            losses = sum(hit(rows[BASELINE, q]) and not hit(rows[mode, q]) for q in both)
+            entry[name] = {
+                "only_this": wins,
+                f"only_{BASELINE}": losses,
+                "sign_test_p": float(f"{sign_test(wins, losses):.3g}"),
+            }
+        out[f"{mode}_vs_{BASELINE}"] = entry
     return out
 
 
@@ -336,17 +469,17 @@ def costs_markdown(report: dict[str, Any]) -> str:
     """``costs`` as a table, one row a mode, and the ratios and paired tests under it."""
     keys = ("llm_calls", "prompt_tokens", "completion_tokens", "wall_s")
     lines = [
-        "| mode | questions | correct | accuracy (answerable) | abstain (unanswerable) "
+        "| mode | questions | right | wrong | accuracy (answerable) | abstain (unanswerable) "
         "| LLM calls / q | prompt tok / q | completion tok / q | wall s / q "
-        "| LLM calls / correct | prompt tok / correct | completion tok / correct "
-        "| wall s / correct |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| LLM calls / right | prompt tok / right | completion tok / right "
+        "| wall s / right |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for mode, c in report["modes"].items():
         q, k = c["per_question"], c["per_correct"]
         lines.append(
-            f"| {mode} | {c['questions']} | {c['correct']} | {c['accuracy_answerable']} "
-            f"| {c['abstain_unanswerable']} | "
+            f"| {mode} | {c['questions']} | {c['correct']} | {c['wrong']} "
+            f"| {c['accuracy_answerable']} | {c['abstain_unanswerable']} | "
             + " | ".join(str(q[x]) for x in keys)
             + " | "
             + " | ".join("—" if k[x] is None else str(k[x]) for x in keys)
@@ -356,12 +489,14 @@ def costs_markdown(report: dict[str, Any]) -> str:
         ratios = ", ".join(f"{k} {v}" for k, v in report["ratios"].items())
         lines += ["", f"Ratios (same run): {ratios}"]
     for name, p in report["paired"].items():
-        lines += [
-            "",
-            f"Paired, {name} ({p['questions']} answerable questions): right only here "
-            f"{p['only_this_right']}, right only in single {p['only_single_right']}, "
-            f"two-sided sign test p {p['sign_test_p']}",
-        ]
+        for what in ("right", "wrong"):
+            t = p[what]
+            lines += [
+                "",
+                f"Paired, {name}, {what} answers ({p['questions']} questions): only here "
+                f"{t['only_this']}, only in {BASELINE} {t[f'only_{BASELINE}']}, two-sided sign "
+                f"test p {t['sign_test_p']}",
+            ]
     return "\n".join(lines)
 
 

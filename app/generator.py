@@ -19,7 +19,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -220,11 +220,13 @@ class Generator(Protocol):
         temperature: float,
         request_id: str | None = None,
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
         logprobs: bool = False,
         on_text: TextSink | None = None,
     ) -> Completion:
         """One chat completion; with ``json_schema`` (flat: strings, booleans, integers) the
-        reply is one compact JSON object of it, with ``logprobs`` its mean token
+        reply is one compact JSON object of it; ``stop`` ends the reply at the first of its
+        strings; with ``logprobs`` its mean token
         log-probability is reported, with ``on_text`` it is streamed and each piece of text is
         handed over as it arrives."""
         ...
@@ -287,6 +289,7 @@ class VLLMGenerator:
         temperature: float,
         request_id: str | None = None,
         json_schema: dict[str, Any] | None = None,
+        stop: Sequence[str] | None = None,
         logprobs: bool = False,
         on_text: TextSink | None = None,
     ) -> Completion:
@@ -298,6 +301,8 @@ class VLLMGenerator:
         }
         if json_schema is not None:  # vLLM >= 0.12 takes structured_outputs, not guided_*
             body["structured_outputs"] = {"regex": compact_json_pattern(json_schema)}
+        if stop:
+            body["stop"] = list(stop)
         if logprobs:
             body["logprobs"] = True
         if on_text is not None:

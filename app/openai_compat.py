@@ -120,11 +120,15 @@ def collection_of(model: str, default: str) -> str | None:
 
 
 def sources_text(response: QueryResponse) -> str:
-    """Numbered source lines for the passages the answer stands on."""
-    if response.abstained or not response.citations:
+    """One numbered line per document the answer was taken from; none when no passage holds
+    the answer (a list of everything retrieved would claim support that is not there)."""
+    if response.abstained:
         return ""
-    cited = [c for c in response.citations if c.cited] or response.citations
-    return "\n\nSources:\n" + "\n".join(f"[{c.n}] {c.title} ({c.doc_id})" for c in cited)
+    lines: dict[str, str] = {}
+    for c in response.citations:
+        if c.cited and c.doc_id not in lines:
+            lines[c.doc_id] = f"[{c.n}] {c.title} ({c.doc_id})"
+    return "\n\nSources:\n" + "\n".join(lines.values()) if lines else ""
 
 
 def completion_of(response: QueryResponse, model: str) -> ChatCompletion:

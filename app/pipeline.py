@@ -9,24 +9,29 @@ Without a critic the first answer stands: plain single-round RAG.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import anyio
 
 from app.generator import TextSink
-from app.prompt import cited_numbers, is_refusal
+from app.prompt import comparison, supporting
 from app.reasoner import Reasoner, Reasoning, TokenUsage
 from app.vector_cache import VectorCache, vector_key
 from critic.base import Critic
 from critic.errors import CriticUnavailable
+from critic.features import is_refusal
 from critic.types import CriticInput, Signals
 from retrieval.retriever import Budget, Retrieval, Retriever
 from retrieval.types import FilterValue, ScoredChunk
 
 Decision = Literal["accept", "search_again", "abstain", "continue"]
+#: Where a round's search came from: the question; a document the context names (searched with
+#: the question); or the model's rewrite.
+QueryFrom = Literal["question", "link", "model"]
 
 
 class InvalidQuery(ValueError):
@@ -86,6 +91,7 @@ class Round:
 
     index: int
     query: str
+    query_from: QueryFrom
     retrieval: Retrieval
     added: list[str]
     evicted: list[str]
@@ -266,13 +272,18 @@ class Pipeline:
         if params.history:
             rewrite = await self.reasoner.standalone_question(params.history, question, request_id)
             question, usage, llm_calls = rewrite.query, rewrite.usage, 1
-        query = question
+        query, search = question, (question, params)
+        origin: QueryFrom = "question"
+        pair = comparison(question)
         for index in range(policy.max_rounds):
             round_start = time.perf_counter()
-            retrieval = await self._retrieve(query, params)
+            retrieval = await self._retrieve(*search)
             tried.append(query)
+            hits = retrieval.hits
+            if index == 0 and pair is not None:
+                hits = [*await self._entity_hits(pair, params), *hits]
             added, evicted = extend_context(
-                context, retrieval.hits, index > 0, self._limits.max_context_chars, dropped
+                context, hits, index > 0, self._limits.max_context_chars, dropped
             )
             timings = dict(retrieval.timings_ms)
             if rounds and not (added or evicted) and self.reasoner.deterministic:
@@ -301,6 +312,7 @@ class Pipeline:
                 Round(
                     index=index,
                     query=query,
+                    query_from=origin,
                     retrieval=retrieval,
                     added=added,
                     evicted=evicted,
@@ -317,14 +329,48 @@ class Pipeline:
             if decision in ("accept", "abstain") or last:
                 break
             t = time.perf_counter()
-            rewrite = await self.reasoner.next_query(
-                question, context, reasoning, tried, request_id
-            )
-            query = rewrite.query
-            usage += rewrite.usage
-            llm_calls += 1
+            link = await self._next_link(rounds[0].retrieval.vector, context, tried, params)
+            if link is not None:  # a document the passages name: searched with the question
+                query, origin = link, "link"
+                within = {**params.filters, "title": link}
+                search = (
+                    question,
+                    replace(params, conformal=False, top_k=LATER_ROUND_CHUNKS, filters=within),
+                )
+            else:
+                rewrite = await self.reasoner.next_query(
+                    question, context, reasoning, tried, request_id
+                )
+                usage += rewrite.usage
+                llm_calls += 1
+                query, search, origin = rewrite.query, (rewrite.query, params), "model"
             rounds[-1].timings_ms["rewrite"] = _ms(t)
+            if not query:  # nothing new to search: another round would find nothing
+                if not policy.always_continue:
+                    rounds[-1] = replace(rounds[-1], decision="abstain")
+                break
         return self._outcome(rounds, start, llm_calls, usage, warnings, policy, tau)
+
+    async def _next_link(
+        self,
+        vector: list[float],
+        context: list[ScoredChunk],
+        tried: list[str],
+        params: QueryParams,
+    ) -> str | None:
+        """The title of the best document the context names that no round has searched."""
+        found = await anyio.to_thread.run_sync(
+            self.retriever.linked, params.collection, vector, context, params.filters
+        )
+        return next((h.title for h in found if h.title not in tried), None)
+
+    async def _entity_hits(self, pair: tuple[str, str], params: QueryParams) -> list[ScoredChunk]:
+        """The best passage for each of the two things a comparison names, searched apart
+        (plain top-1: the question's own conformal search still runs, and its guarantee holds
+        for the context these join)."""
+        plain = replace(params, conformal=False, top_k=1)
+        found = await asyncio.gather(*(self._retrieve(name, plain) for name in pair))
+        return [hit for retrieval in found for hit in retrieval.hits[:1]]
 
     async def _score(
         self,
@@ -342,7 +388,6 @@ class Pipeline:
             question=question,
             passages=[f"{c.title}: {c.text}" for c in context],
             answer=reasoning.answer,
-            rationale=reasoning.rationale,
             signals=signals,
         )
         critic = policy.critic
@@ -371,8 +416,12 @@ class Pipeline:
         scored = [r for r in rounds if r.critic_score is not None]
         candidate = max(scored, key=lambda r: r.critic_score or 0.0) if scored else final
         shown = candidate if abstained else final
-        text = f"{shown.reasoning.answer} {shown.reasoning.rationale}"
-        cited = cited_numbers(text, len(shown.context))
+        refused = is_refusal(shown.reasoning.answer)
+        cited = (
+            set()
+            if refused
+            else supporting(shown.reasoning.answer, [f"{c.title} {c.text}" for c in shown.context])
+        )
         timings: dict[str, float] = {}
         for r in rounds:
             for key, value in r.timings_ms.items():
@@ -382,9 +431,7 @@ class Pipeline:
         timings["total"] = _ms(start)
         return QueryOutcome(
             answer=self._limits.abstain_answer if abstained else final.reasoning.answer,
-            sufficient=not abstained
-            and bool(final.context)
-            and not is_refusal(final.reasoning.answer),
+            sufficient=not abstained and bool(final.context) and not refused,
             abstained=abstained,
             citations=[
                 Citation(n=i, chunk=c, cited=i in cited) for i, c in enumerate(shown.context, 1)
@@ -451,7 +498,8 @@ def _signals(
         margin=top - retrieval.threshold if retrieval.threshold is not None and context else 0.0,
         passed=len(context),
         none_cleared=retrieval.none_cleared,
-        unsure=reasoning.unsure,
+        truncated=reasoning.truncated,
+        choice=reasoning.choice,
         mean_logprob=reasoning.mean_logprob,
         answer_tokens=reasoning.tokens,
         round_index=index,

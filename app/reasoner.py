@@ -1,7 +1,9 @@
-"""The Reasoner (SIM-RAG): a structured answer per round, and a new search query when asked.
+"""The Reasoner (SIM-RAG): a short plain answer per round, and a new search query when asked.
 
-Both calls use vLLM's structured output, so the pipeline reads fields instead of parsing prose;
-a reply cut off mid-JSON falls back to its raw text, flagged unsure.
+The answer is plain text, shown worked examples first: a small model answers better in its own
+words than inside a JSON object, and the critic reads the call's log-probabilities instead of
+a self-reported flag. A comparison ("X or Y?") is answered with the candidate the reply names
+first. The query rewrite stays structured, so the pipeline reads a field.
 """
 
 from __future__ import annotations
@@ -13,21 +15,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.generator import Completion, Generator, TextSink
-from app.prompt import NO_EVIDENCE, REFUSAL
+from app.prompt import NO_EVIDENCE, REFUSAL, comparison
+from critic.features import is_refusal
+from retrieval.calibration import normalize_answer
 from retrieval.types import ScoredChunk
 
-# Bounded strings, and `unsure` before the rationale: a 135M model rambles, and a reply cut at
-# max_tokens must still carry its answer and flag.
-ANSWER_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "answer": {"type": "string", "minLength": 1, "maxLength": 100},
-        "unsure": {"type": "boolean"},
-        "rationale": {"type": "string", "maxLength": 160},
-    },
-    "required": ["answer", "unsure", "rationale"],
-}
-_FIELD = re.compile(r'"answer"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_ANSWER_SYSTEM = (
+    "Answer the question from the numbered passages. Reply with the answer alone: a name, a "
+    "number, a date or a few words taken from the passages, with no sentence around it. If the "
+    f"passages do not contain the answer, reply: {REFUSAL}"
+)
+#: Worked examples, shown as earlier turns (passage, question, answer); the prompt prefix they
+#: make is constant, so vLLM's prefix cache prefills it once.
+_EXAMPLES = (
+    (
+        "Mount Fuji: Mount Fuji is the highest mountain in Japan, rising 3,776 metres.",
+        "How high is Mount Fuji?",
+        "3,776 metres",
+    ),
+    (
+        "Danube: The Danube flows through ten countries into the Black Sea.",
+        "Into which sea does the Danube flow?",
+        "the Black Sea",
+    ),
+    (
+        "Kobe: Kobe is a port city in Hyogo Prefecture, Japan.",
+        "Who founded the city of Kobe?",
+        REFUSAL,
+    ),
+)
+#: An answer ends at its line.
+_STOP = ("\n",)
 
 
 def one_string_schema(key: str, min_length: int, max_length: int) -> dict[str, Any]:
@@ -38,22 +56,15 @@ def one_string_schema(key: str, min_length: int, max_length: int) -> dict[str, A
 
 QUERY_SCHEMA = one_string_schema("query", 2, 80)
 
-_ANSWER_SYSTEM = (
-    "You answer questions using only the numbered passages. Reply as JSON with: "
-    '"answer" (a short answer, a few words), "rationale" (one sentence naming the passage '
-    'numbers you used, like [1]) and "unsure" (true if the passages do not clearly contain the '
-    f'answer). If they do not contain it, answer "{REFUSAL}"'
-)
-# A 135M model cannot plan a search, but it can copy a name: multi-hop questions hide their
+# A small model cannot plan a search, but it can copy a name: multi-hop questions hide their
 # second-hop entity ("the author of X") and the first passages usually name it. Asked as a
-# follow-up turn of the round's answer conversation (see ``Reasoner.next_query``).
+# follow-up turn of the round's answer conversation (see ``Reasoner.next_query``). No worked
+# example: a 135M model copied the example's name as its query.
 _QUERY_FOLLOWUP = (
     "The passages do not answer the question yet. The question asks about someone or something "
-    'it does not name, like "the author of X". Find that name in the passages and reply as '
-    'JSON with "query" set to it, or to a short search query for the missing fact.\n'
-    'Example: question "When did the founder of Acme die?", passage "Acme was founded by John '
-    'Smith." -> {{"query": "John Smith"}}\n'
-    "Queries already tried: {tried}"
+    "it does not name, such as the author of a book. Find that name in the passages and reply "
+    'as JSON with "query" set to it, or to a short search query for the missing fact. Do not '
+    "repeat a query already tried: {tried}"
 )
 STANDALONE_SCHEMA = one_string_schema("question", 3, 300)
 _STANDALONE_SYSTEM = (
@@ -63,36 +74,6 @@ _STANDALONE_SYSTEM = (
 )
 #: Turns of history the standalone rewrite sees (the newest ones), each cut to this many chars.
 _HISTORY_TURNS, _HISTORY_CHARS = 6, 400
-
-
-class _AnswerField:
-    """Passes on the characters of the reply's "answer" value as the JSON streams in.
-
-    The compact-JSON constraint fixes the reply's opening and forbids escapes, so the value is
-    everything after ``{"answer": "`` up to the next quote.
-    """
-
-    OPENING = '{"answer": "'
-
-    def __init__(self, sink: TextSink) -> None:
-        self._sink = sink
-        self._reply = ""
-        self._sent = 0
-        self._closed = False
-
-    async def feed(self, text: str) -> None:
-        if self._closed:
-            return
-        self._reply += text
-        if not self._reply.startswith(self.OPENING):
-            return
-        value = self._reply[len(self.OPENING) :]
-        end = value.find('"')
-        if end >= 0:
-            value, self._closed = value[:end], True
-        if len(value) > self._sent:
-            await self._sink(value[self._sent :])
-            self._sent = len(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +96,12 @@ class Reasoning:
     """One round's answer and the signals of the call that produced it."""
 
     answer: str
-    rationale: str
-    unsure: bool
     mean_logprob: float
     usage: TokenUsage
+    #: The reply hit the token budget; the answer was cut back to its last whole word.
+    truncated: bool = False
+    #: The answer was chosen between the two things a comparison question names.
+    choice: bool = False
     #: The reply as generated (the next query is asked as a follow-up to it).
     reply: str = ""
 
@@ -130,7 +113,7 @@ class Reasoning:
 
 @dataclass(frozen=True, slots=True)
 class Rewrite:
-    """The next round's search query."""
+    """A rewritten question or the next round's search query (empty: nothing new to search)."""
 
     query: str
     usage: TokenUsage
@@ -143,11 +126,77 @@ def context_text(passages: Sequence[ScoredChunk], chars: int | None = None) -> s
     )
 
 
+def _ask(passages: str, question: str) -> str:
+    return f"Passages:\n{passages}\n\nQuestion: {question}"
+
+
 def _answer_messages(question: str, passages: Sequence[ScoredChunk]) -> list[dict[str, str]]:
-    return [
-        {"role": "system", "content": _ANSWER_SYSTEM},
-        {"role": "user", "content": f"Passages:\n{context_text(passages)}\n\nQuestion: {question}"},
+    messages = [{"role": "system", "content": _ANSWER_SYSTEM}]
+    for passage, asked, answer in _EXAMPLES:
+        messages.append({"role": "user", "content": _ask(f"[1] {passage}", asked)})
+        messages.append({"role": "assistant", "content": answer})
+    messages.append({"role": "user", "content": _ask(context_text(passages), question)})
+    return messages
+
+
+#: Words a reply wraps its answer in ("The answer is: …") besides the question's own words.
+_WRAPPING = frozenset(
+    [
+        "the",
+        "a",
+        "an",
+        "answer",
+        "answers",
+        "is",
+        "was",
+        "are",
+        "were",
+        "to",
+        "this",
+        "that",
+        "question",
+        "passage",
+        "passages",
+        "it",
+        "its",
     ]
+)
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)\]])[.!?](?:\s|$)")
+
+
+def plain_answer(reply: str, question: str) -> str:
+    """The answer inside a reply: a small model restates the question before answering ("The
+    capital of Somaliland is Hargeisa."), so leading words of the question (and of "the answer
+    is") go, and so does everything after the first sentence. A reply that is all restatement
+    stays as it is."""
+    asked = set(normalize_answer(question).split()) | _WRAPPING
+    words = reply.split()
+    start = 0
+    while start < len(words) and (normalize_answer(words[start]) or "") in asked | {""}:
+        start += 1
+    rest = " ".join(words[start:]) if start < len(words) else reply
+    end = _SENTENCE_END.search(rest)
+    return (rest[: end.start()] if end else rest).strip(" ,;:-")
+
+
+def chosen_one(reply: str, pair: tuple[str, str]) -> str | None:
+    """Which of a comparison's two candidates the reply names first, by the words only that
+    candidate has ("Babe Ruth's career spanned more seasons" names Babe Ruth's, not Kareem
+    Abdul-Jabbar's); None when it names neither. A small model reasons better in a sentence
+    ("X covers a larger area than Y") than when made to pick one of two names."""
+    words = normalize_answer(reply).split()
+    own = [set(normalize_answer(c).split()) for c in pair]
+    marks = [own[0] - own[1], own[1] - own[0]]
+    first = [next((i for i, w in enumerate(words) if w in m), len(words)) for m in marks]
+    if first[0] == first[1]:
+        return None
+    return pair[0] if first[0] < first[1] else pair[1]
+
+
+def whole_words(text: str) -> str:
+    """``text`` cut back to its last whole word (a reply that ran into the token budget)."""
+    head, space, _ = text.rstrip().rpartition(" ")
+    return (head if space else text).rstrip(" ,;:-(")
 
 
 class Reasoner:
@@ -170,30 +219,33 @@ class Reasoner:
         request_id: str | None = None,
         on_answer: TextSink | None = None,
     ) -> Reasoning:
-        """This round's answer; with ``on_answer`` the answer's text is streamed as decoded."""
+        """This round's answer; with ``on_answer`` its text is streamed as decoded.
+
+        A line of plain text, cut back to a whole word if it ran into the token budget (and
+        flagged, so the critic sees it) and stripped of a restated question; for a comparison,
+        the one of the two things compared that the reply names first.
+        """
         completion = await self.generator.complete(
             _answer_messages(question, passages),
             max_tokens=self._max_tokens,
             temperature=self._temperature,
             request_id=request_id,
-            json_schema=ANSWER_SCHEMA,
+            stop=_STOP,
             logprobs=True,
-            on_text=None if on_answer is None else _AnswerField(on_answer).feed,
+            on_text=on_answer,
         )
-        try:
-            reply = json.loads(completion.text)
-            answer, rationale = str(reply["answer"]).strip(), str(reply["rationale"]).strip()
-            unsure = bool(reply["unsure"])
-        except (ValueError, KeyError, TypeError):  # cut off mid-JSON: keep what came through
-            found = _FIELD.search(completion.text)
-            answer = found.group(1).strip() if found else completion.text.strip()
-            rationale, unsure = "", True
+        truncated = completion.finish_reason == "length"
+        text = completion.text.strip()
+        pair = comparison(question)
+        chosen = chosen_one(text, pair) if pair is not None else None
+        if chosen is None:
+            text = plain_answer(whole_words(text) if truncated else text, question)
         return Reasoning(
-            answer=answer,
-            rationale=rationale,
-            unsure=unsure,
+            answer=chosen or text,
             mean_logprob=completion.mean_logprob or 0.0,
             usage=_usage(completion),
+            truncated=truncated,
+            choice=chosen is not None,
             reply=completion.text,
         )
 
@@ -205,8 +257,13 @@ class Reasoner:
         tried: Sequence[str],
         request_id: str | None = None,
     ) -> Rewrite:
-        """A new search query; the question itself when the model gives nothing usable.
+        """A new search query: the model's, else this round's answer (for a bridge question it
+        often names the hidden entity); an empty ``query`` when neither is new, so the loop
+        stops instead of searching again for what it has searched.
 
+        Not new: a query already tried (or the question), a refusal, or words the passages do
+        not hold (the model was asked for a name found there; a 135M model otherwise copies
+        its instructions, such as the JSON key, as the query).
         Asked as a follow-up to ``reasoning``, the answer this round gave on ``passages``: the
         conversation opens token for token as that answer call did, so vLLM's prefix cache
         holds it and this call prefills only the reply and the follow-up — on a CPU, where
@@ -217,7 +274,14 @@ class Reasoner:
             {"role": "assistant", "content": reasoning.reply},
             {"role": "user", "content": _QUERY_FOLLOWUP.format(tried="; ".join(tried))},
         ]
-        return await self._rewrite(messages, QUERY_SCHEMA, 40, question, request_id)
+        rewrite = await self._rewrite(messages, QUERY_SCHEMA, 40, "", request_id)
+        seen = {normalize_answer(t) for t in (*tried, question)}
+        where = " ".join(f" {normalize_answer(f'{p.title} {p.text}')} " for p in passages)
+        for candidate in (rewrite.query, reasoning.answer):
+            norm = normalize_answer(candidate)
+            if norm and norm not in seen and f" {norm} " in where and not is_refusal(candidate):
+                return Rewrite(candidate, rewrite.usage)
+        return Rewrite("", rewrite.usage)
 
     async def standalone_question(
         self, history: Sequence[tuple[str, str]], question: str, request_id: str | None = None

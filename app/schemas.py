@@ -131,7 +131,9 @@ class CitationOut(BaseModel):
     """A passage given to the generator, numbered as in the prompt."""
 
     n: int = Field(description="The passage's number in the prompt; the answer cites it as [n].")
-    cited: bool = Field(description="Whether the answer cites [n].")
+    cited: bool = Field(
+        description="Whether the answer was taken from this passage (it holds the answer)."
+    )
     chunk_id: str
     doc_id: str
     title: str
@@ -176,7 +178,13 @@ class RoundOut(BaseModel):
         "and evicted nothing keeps the previous round's answer without asking the LLM again "
         "(the same prompt; at temperature 0 the same reply): its timings have no `reason`."
     )
-    unsure: bool
+    query_from: str = Field(
+        description="question; link (a document the context names by title, searched with the "
+        "question); or model (the LLM's rewrite)"
+    )
+    truncated: bool = Field(
+        description="The reply ran into the token budget; the answer was cut back to a whole word."
+    )
     critic_score: float | None = Field(description="P(sufficient); null without a critic.")
     decision: str = Field(description="accept, search_again, abstain (or continue: self-practice)")
     timings_ms: dict[str, float]
@@ -309,7 +317,8 @@ def to_round_out(r: Round) -> RoundOut:
         chunks_added=r.added,
         chunks_evicted=r.evicted,
         answer=r.reasoning.answer,
-        unsure=r.reasoning.unsure,
+        query_from=r.query_from,
+        truncated=r.reasoning.truncated,
         critic_score=r.critic_score,
         decision=r.decision,
         timings_ms=r.timings_ms,

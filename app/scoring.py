@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from retrieval.calibration import normalize_answer
 
@@ -40,3 +40,28 @@ def match(answer: str, golds: Sequence[str]) -> Match:
     if exact_match(answer, golds):
         return "em"
     return "contains" if contains(answer, golds) else "none"
+
+
+#: A right answer names a gold alias within this many words (so verbosity cannot game it).
+RIGHT_WITHIN_WORDS = 12
+
+
+def _has(text: str, phrase: str) -> bool:
+    return bool(phrase) and f" {phrase} " in f" {text} "
+
+
+def right_answer(answer: str, golds: Sequence[str], others: Sequence[str] = ()) -> bool:
+    """A gold alias within the answer's first ``RIGHT_WITHIN_WORDS`` words, and none of
+    ``others`` (a comparison's other candidate) named there."""
+    head = " ".join(normalize_answer(answer).split()[:RIGHT_WITHIN_WORDS])
+    if any(_has(head, normalize_answer(o)) for o in others):
+        return False
+    return any(_has(head, normalize_answer(g)) for g in golds)
+
+
+def others_compared(qa: Mapping[str, Any]) -> list[str]:
+    """A comparison's candidates that are not the answer: its gold titles that neither hold
+    nor sit inside any gold alias."""
+    golds = [normalize_answer(str(a)) for a in qa.get("answers") or []]
+    titles = [(str(t), normalize_answer(str(t))) for t in qa.get("gold_titles") or []]
+    return [t for t, norm in titles if not any(_has(norm, g) or _has(g, norm) for g in golds)]

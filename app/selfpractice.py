@@ -1,8 +1,9 @@
 """Self-practice (SIM-RAG): run the loop with the critic off and label every round.
 
-Each round of each training question becomes one row: (question, passages, answer, rationale,
-signals) with label 1 when the answer matches a gold answer (normalized exact match or
-containment; ``match`` records which), else 0. Unanswerable questions label every round 0: their
+Each round of each training question becomes one row: (question, passages, answer, signals),
+labelled 1 when the answer is right as ``covrag eval qa`` counts it (a gold alias within its
+first words, a comparison's other candidate not named; ``match`` records how it matched), else
+0. Unanswerable questions label every round 0: their
 evidence never suffices. No human labels. Resumable: questions already in the output are skipped.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 
 from app.generator import GeneratorError
 from app.pipeline import LoopPolicy, Pipeline, QueryParams, Round
-from app.scoring import match
+from app.scoring import match, others_compared, right_answer
 from retrieval.errors import RetrievalError
 
 log = logging.getLogger("covrag.selfpractice")
@@ -37,6 +38,7 @@ def round_row(qa: dict[str, Any], r: Round) -> dict[str, Any]:
     """The training row of one round (the format ``train-critic`` reads)."""
     golds = [str(a) for a in qa.get("answers") or []]
     how = match(r.reasoning.answer, golds) if golds else "none"
+    others = others_compared(qa) if qa.get("type") == "comparison" else []
     return {
         "qid": qa["id"],
         "type": qa.get("type", ""),
@@ -54,10 +56,8 @@ def round_row(qa: dict[str, Any], r: Round) -> dict[str, Any]:
             for c in r.context
         ],
         "answer": r.reasoning.answer,
-        "rationale": r.reasoning.rationale,
-        "unsure": r.reasoning.unsure,
         "signals": r.signals.to_json(),
-        "label": int(how != "none"),
+        "label": int(bool(golds) and right_answer(r.reasoning.answer, golds, others)),
         "match": how,
         "gold": golds,
     }

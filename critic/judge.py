@@ -32,7 +32,7 @@ def judge_messages(item: CriticInput, max_context_chars: int) -> list[dict[str, 
     context = "\n".join(f"[{i}] {p}" for i, p in enumerate(item.passages, 1))
     user = (
         f"Question: {item.question}\n\nPassages:\n{context[:max_context_chars] or '(none)'}\n\n"
-        f"Proposed answer: {item.answer or '(empty)'}\nRationale: {item.rationale or '(none)'}"
+        f"Proposed answer: {item.answer or '(empty)'}"
         f"\n\n{QUESTION}"
     )
     return [

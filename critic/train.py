@@ -10,6 +10,7 @@ scikit-learn (the ``train`` extra) is imported only by ``train_features``.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -52,7 +53,10 @@ class Metrics:
 
     Attributes:
         tau: the accept threshold with the least expected cost on the held-out rows (chosen on
-            them, so accuracy and cost at τ are slightly optimistic; AUROC and ECE are not).
+            them, so accuracy and cost at τ are slightly optimistic; AUROC and ECE are not),
+            raised to ``tau_floor`` if below it.
+        tau_floor: the least τ at which the target share of the unanswerable training
+            questions would abstain (no round of theirs scores at or above it); 0 without any.
         accuracy: share of rows where "score ≥ τ" equals the label.
         ece: expected calibration error over 10 equal-width bins.
         expected_cost: mean cost per round when deciding at τ.
@@ -65,6 +69,7 @@ class Metrics:
     positive_rate: float
     auroc: float
     tau: float
+    tau_floor: float
     accuracy: float
     ece: float
     expected_cost: float
@@ -99,7 +104,6 @@ def row_input(row: Row) -> CriticInput:
         question=str(row["question"]),
         passages=[f"{p.get('title', '')}: {p.get('text', '')}" for p in row["passages"]],
         answer=str(row["answer"]),
-        rationale=str(row.get("rationale", "")),
         signals=Signals.from_json(row.get("signals") or {}),
     )
 
@@ -195,12 +199,37 @@ def best_tau(scores: Sequence[float], labels: Sequence[int], costs: Costs) -> fl
     return min(candidates, key=lambda tau: expected_cost(scores, labels, tau, costs))
 
 
+def unanswerable_floor(rows: Sequence[Row], scores: Sequence[float], share: float) -> float:
+    """The least τ below which at least ``share`` of the unanswerable questions among ``rows``
+    score in every round (so the loop abstains on them): a midpoint between adjacent question
+    maxima, as ``best_tau`` takes. 0 when there are none or ``share`` is 0."""
+    best: dict[str, float] = {}
+    for row, score in zip(rows, scores, strict=True):
+        if row.get("type") == "unanswerable":
+            qid = str(row["qid"])
+            best[qid] = max(best.get(qid, 0.0), score)
+    if not best or share <= 0:
+        return 0.0
+    ordered = sorted(best.values())
+    below = math.ceil(share * len(ordered))  # questions that must score below τ
+    if below >= len(ordered):
+        return (ordered[-1] + 1.0) / 2
+    return (ordered[below - 1] + ordered[below]) / 2
+
+
 def evaluate(
-    scores: Sequence[float], labels: Sequence[int], costs: Costs, *, n_train: int, questions: int
+    scores: Sequence[float],
+    labels: Sequence[int],
+    costs: Costs,
+    *,
+    n_train: int,
+    questions: int,
+    tau_floor: float = 0.0,
 ) -> Metrics:
-    """Held-out metrics of ``scores`` (P(sufficient)) against ``labels``."""
+    """Held-out metrics of ``scores`` (P(sufficient)) against ``labels``, at the cost-optimal
+    τ or ``tau_floor``, whichever is higher."""
     y = np.asarray(labels, dtype=np.int64)
-    tau = best_tau(scores, labels, costs)
+    tau = max(best_tau(scores, labels, costs), tau_floor)
     return Metrics(
         n_train=n_train,
         n_test=len(y),
@@ -208,6 +237,7 @@ def evaluate(
         positive_rate=float(y.mean()),
         auroc=auroc(scores, labels),
         tau=tau,
+        tau_floor=tau_floor,
         accuracy=float(((np.asarray(scores) >= tau) == (y == 1)).mean()),
         ece=expected_calibration_error(scores, labels),
         expected_cost=expected_cost(scores, labels, tau, costs),
@@ -216,7 +246,11 @@ def evaluate(
 
 
 def _held_out_metrics(
-    train: Sequence[Row], test: Sequence[Row], scores: Sequence[float], costs: Costs
+    train: Sequence[Row],
+    test: Sequence[Row],
+    scores: Sequence[float],
+    costs: Costs,
+    tau_floor: float,
 ) -> Metrics:
     return evaluate(
         scores,
@@ -224,6 +258,7 @@ def _held_out_metrics(
         costs,
         n_train=len(train),
         questions=len({str(r["qid"]) for r in test}),
+        tau_floor=tau_floor,
     )
 
 
@@ -285,12 +320,20 @@ def _platt(x: np.ndarray, y: np.ndarray, groups: list[str], seed: int) -> dict[s
 
 
 def train_features(
-    rows: Sequence[Row], *, seed: int, costs: Costs, trained_on: str = "", command: str = ""
+    rows: Sequence[Row],
+    *,
+    seed: int,
+    costs: Costs,
+    abstain_unanswerable: float = 0.0,
+    trained_on: str = "",
+    command: str = "",
 ) -> tuple[dict[str, Any], Metrics]:
     """Fit the features critic; returns (its weights file as a dict, held-out metrics).
 
     The held-out probabilities come from the same numpy code that serves the weights, so the
-    metrics describe exactly what the server will do. The weights' ``tau`` is the metrics' τ.
+    metrics describe exactly what the server will do. The weights' ``tau`` is the metrics' τ:
+    the cost-optimal one, raised so that ``abstain_unanswerable`` of the unanswerable
+    questions among all ``rows`` would be abstained on (``unanswerable_floor``).
     """
     train, test = _split(rows, seed)
     x_train, y_train = feature_matrix([row_input(r) for r in train]), _labels(train)
@@ -298,7 +341,9 @@ def train_features(
     weights = _weights(_fit_logit(x_train, y_train, seed), platt, 0.5)
     model = LogisticModel.from_weights(weights, "training")
     scores = model.probabilities(feature_matrix([row_input(r) for r in test])).tolist()
-    metrics = _held_out_metrics(train, test, scores, costs)
+    every = model.probabilities(feature_matrix([row_input(r) for r in rows])).tolist()
+    floor = unanswerable_floor(rows, every, abstain_unanswerable)
+    metrics = _held_out_metrics(train, test, scores, costs, floor)
     weights.update(
         tau=metrics.tau, trained_on=trained_on, command=command, metrics=metrics.to_json()
     )
@@ -312,6 +357,7 @@ def train_cross_encoder(
     out_dir: Path,
     epochs: int,
     costs: Costs,
+    abstain_unanswerable: float = 0.0,
     trained_on: str = "",
     command: str = "",
 ) -> Metrics:
@@ -330,8 +376,12 @@ def train_cross_encoder(
         seed=seed,
         epochs=epochs,
     )
-    scores = CrossEncoderModel.load(out_dir).predict([row_input(r) for r in test])
-    metrics = _held_out_metrics(balanced, test, scores, costs)
+    model = CrossEncoderModel.load(out_dir)
+    scores = model.predict([row_input(r) for r in test])
+    floor = unanswerable_floor(
+        rows, model.predict([row_input(r) for r in rows]), abstain_unanswerable
+    )
+    metrics = _held_out_metrics(balanced, test, scores, costs, floor)
     write_info(
         out_dir,
         {

@@ -15,7 +15,8 @@ class Signals:
         margin: ``top_similarity`` minus the conformal threshold (0 when there is none).
         passed: passages in the context so far.
         none_cleared: no passage cleared the conformal threshold this round.
-        unsure: the reasoner flagged its own answer as unsure.
+        truncated: the reply ran into the token budget and its answer was cut back.
+        choice: the answer was chosen between the two things a comparison question names.
         mean_logprob: the generator's mean token log-probability over its reply.
         answer_tokens: tokens in the reply.
         round_index: 0 for the first retrieval round.
@@ -25,7 +26,8 @@ class Signals:
     margin: float = 0.0
     passed: int = 0
     none_cleared: bool = False
-    unsure: bool = False
+    truncated: bool = False
+    choice: bool = False
     mean_logprob: float = 0.0
     answer_tokens: int = 0
     round_index: int = 0
@@ -45,7 +47,6 @@ class CriticInput:
     question: str
     passages: list[str]
     answer: str
-    rationale: str = ""
     signals: Signals = field(default_factory=Signals)
 
     def to_json(self) -> dict[str, Any]:
@@ -53,7 +54,6 @@ class CriticInput:
             "question": self.question,
             "passages": self.passages,
             "answer": self.answer,
-            "rationale": self.rationale,
             "signals": self.signals.to_json(),
         }
 
@@ -63,6 +63,5 @@ class CriticInput:
             question=str(data["question"]),
             passages=[str(p) for p in data.get("passages", [])],
             answer=str(data.get("answer", "")),
-            rationale=str(data.get("rationale", "")),
             signals=Signals.from_json(data.get("signals") or {}),
         )

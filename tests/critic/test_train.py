@@ -23,6 +23,7 @@ from critic.train import (
     row_input,
     split_by_question,
     train_features,
+    unanswerable_floor,
 )
 from retrieval.types import Document
 from tests.critic.conftest import COSTS, train_tiny_cross_encoder
@@ -121,3 +122,22 @@ def test_cross_encoder_training_is_seeded(
     items = [CriticInput("Who?", ["Ada Lovelace: a mathematician."], "Ada Lovelace")]
     first = CrossEncoderModel.load(cross_encoder_dir, device="cpu").predict(items)
     assert CrossEncoderModel.load(tmp_path / "again", device="cpu").predict(items) == first
+
+
+def test_tau_floor_abstains_on_the_target_share_of_unanswerable_questions() -> None:
+    """A question is abstained on only if every round of it scores below τ, so the floor is
+    taken over each unanswerable question's best round."""
+    rows = [
+        {"qid": f"u{i}", "type": "unanswerable", "label": 0} for i in range(10) for _ in (0, 1)
+    ] + [{"qid": "a", "type": "single", "label": 1}]
+    best = [0.05 * (i + 1) for i in range(10)]  # u0 0.05 … u9 0.5
+    scores = [s for b in best for s in (b / 2, b)] + [0.99]  # each question's 2nd round is best
+    assert unanswerable_floor(rows, scores, 0.9) == pytest.approx((0.45 + 0.5) / 2)
+    assert unanswerable_floor(rows, scores, 0.5) == pytest.approx((0.25 + 0.3) / 2)
+    assert unanswerable_floor(rows, scores, 1.0) == pytest.approx((0.5 + 1.0) / 2)
+    assert unanswerable_floor(rows, scores, 0.0) == 0.0
+    assert unanswerable_floor(rows[-1:], scores[-1:], 0.9) == 0.0  # none unanswerable
+    below = sum(
+        max(scores[2 * i : 2 * i + 2]) < unanswerable_floor(rows, scores, 0.9) for i in range(10)
+    )
+    assert below == 9
