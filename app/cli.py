@@ -44,7 +44,7 @@ from retrieval.store.base import index_due
 #: The calibration part of the dev QA set over the demo corpus (data/qa/README.md).
 DEMO_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "qa" / "calib.jsonl"
 #: The question ``covrag serve`` and the README offer to try first.
-QUICKSTART_QUESTION = "Which NASA center controls the Hubble Space Telescope?"
+QUICKSTART_QUESTION = "Melbourne is the capital of which Australian state?"
 
 cli = typer.Typer(
     add_completion=False,

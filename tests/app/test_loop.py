@@ -2,8 +2,8 @@
 
 The critic here is scripted (a fake, allowed for control flow): a real critic cannot be steered
 into "reject, then accept". Everything else — retrieval, the reasoner, the next round's search —
-is real. The collection holds documents the Hubble article names by title (Edwin Hubble, NASA),
-so a rejected round searches one of them next.
+is real. The collection holds documents the Hubble article names by title (Edwin Hubble,
+Earth) and that Edwin Hubble's does (Milky Way, Sun), so a rejected round searches one next.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def settings_live(generator_url: str, tmp_path_factory: pytest.TempPathFactory) 
     )
 
 
-#: Documents the Hubble article names by title (it names "NASA", "Edwin Hubble", "Earth").
-NAMED = {"Edwin Hubble", "NASA", "Earth"}
+#: Documents the Hubble article and Edwin Hubble's name by title.
+NAMED = {"Edwin Hubble", "Earth", "Milky Way", "Sun"}
 
 
 @pytest.fixture

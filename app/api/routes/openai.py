@@ -32,7 +32,7 @@ from app.openai_compat import (
     completion_of,
     sources_text,
 )
-from app.pipeline import AnswerText, InvalidQuery, QueryParams, Round
+from app.pipeline import InvalidQuery, QueryParams, Round
 from app.schemas import ErrorOut, QueryResponse, component, sse_event
 from retrieval.errors import CollectionNotFound
 
@@ -125,24 +125,19 @@ async def chat_completions(
             found = QueryResponse.model_validate_json(found)
         return completion_of(found, body.model)
     stream = await QueryStream.start(pipeline, params, request_id)
-    live = pipeline.critic is None  # nothing can overrule round 0: its text goes out as decoded
 
     async def frames() -> AsyncIterator[bytes]:
         def data(payload: dict[str, Any]) -> bytes:
             return f"data: {json.dumps(payload)}\n\n".encode()
 
         yield data(chunk(request_id, body.model, {"role": "assistant", "content": ""}))
-        pending: dict[int, list[str]] = {}  # a round's text, held until the critic accepts it
         sent = False
         async for item in stream.events():
             text = ""
-            if isinstance(item, AnswerText):
-                if live:
-                    text = item.text
-                else:
-                    pending.setdefault(item.round, []).append(item.text)
-            elif isinstance(item, Round) and item.decision == "accept" and not live:
-                text = "".join(pending.get(item.index, []))
+            # A round's answer goes out once it stands: the reply as decoded still holds what
+            # the answer is cut from (a restated question, later sentences).
+            if isinstance(item, Round) and item.decision == "accept":
+                text = item.reasoning.answer
             elif isinstance(item, QueryResponse):
                 metrics.observe_query(item)
                 text = ("" if sent else item.answer) + sources_text(item)
