@@ -1,10 +1,12 @@
 """The query pipeline: conformal retrieval → reasoner → critic, round after round (SIM-RAG).
 
-No HTTP in here. Round 0 retrieves for the question through the conformal filter; the Reasoner
-answers from the context; the Critic scores whether the evidence suffices. Below τ, while rounds
-remain, the Reasoner writes a new search query and the new chunks join the context (deduped by
-chunk id). If the last round is still below τ, the pipeline abstains with the best candidate.
-Without a critic the first answer stands: plain single-round RAG.
+No HTTP in here. Round 0 retrieves for the question through the conformal filter (for a
+comparison, with each compared entity's best passage); the Reasoner answers from the context;
+the Critic scores whether the evidence suffices. Below τ, while rounds remain, the next round
+searches a document the context names by title, else the Reasoner's rewritten query, and the new
+chunks join the context (deduped by chunk id); with nothing new to search the loop stops. If
+the last round is still below τ, the pipeline abstains with the best candidate. Without a
+critic the first answer stands: plain single-round RAG.
 """
 
 from __future__ import annotations

@@ -200,7 +200,8 @@ def whole_words(text: str) -> str:
 
 
 class Reasoner:
-    """Wraps the generator with the two structured calls of the loop."""
+    """Wraps the generator with the loop's calls: the answer, the rewritten query, and the
+    standalone question of a chat."""
 
     def __init__(self, generator: Generator, *, max_tokens: int, temperature: float) -> None:
         self.generator = generator
