@@ -169,10 +169,10 @@ def plain_answer(reply: str, question: str) -> str:
     capital of Somaliland is Hargeisa."), so leading words of the question (and of "the answer
     is") go, and so does everything after the first sentence. A reply that is all restatement
     stays as it is."""
-    asked = set(normalize_answer(question).split()) | _WRAPPING
+    asked = set(normalize_answer(question).split()) | _WRAPPING | {""}  # "": punctuation alone
     words = reply.split()
     start = 0
-    while start < len(words) and (normalize_answer(words[start]) or "") in asked | {""}:
+    while start < len(words) and normalize_answer(words[start]) in asked:
         start += 1
     rest = " ".join(words[start:]) if start < len(words) else reply
     end = _SENTENCE_END.search(rest)

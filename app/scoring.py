@@ -11,6 +11,11 @@ from retrieval.calibration import normalize_answer
 Match = Literal["em", "contains", "none"]
 
 
+def _has(text: str, phrase: str) -> bool:
+    """``phrase`` (normalized) stands in ``text`` as whole words; an empty one never does."""
+    return bool(phrase) and f" {phrase} " in f" {text} "
+
+
 def exact_match(answer: str, golds: Sequence[str]) -> bool:
     norm = normalize_answer(answer)
     return any(norm == normalize_answer(g) for g in golds if g)
@@ -18,8 +23,8 @@ def exact_match(answer: str, golds: Sequence[str]) -> bool:
 
 def contains(answer: str, golds: Sequence[str]) -> bool:
     """A gold alias occurs in the answer (the 135M model answers in sentences)."""
-    norm = f" {normalize_answer(answer)} "
-    return any(f" {normalize_answer(g)} " in norm for g in golds if normalize_answer(g))
+    norm = normalize_answer(answer)
+    return any(_has(norm, normalize_answer(g)) for g in golds)
 
 
 def f1(answer: str, golds: Sequence[str]) -> float:
@@ -44,10 +49,6 @@ def match(answer: str, golds: Sequence[str]) -> Match:
 
 #: A right answer names a gold alias within this many words (so verbosity cannot game it).
 RIGHT_WITHIN_WORDS = 12
-
-
-def _has(text: str, phrase: str) -> bool:
-    return bool(phrase) and f" {phrase} " in f" {text} "
 
 
 def right_answer(answer: str, golds: Sequence[str], others: Sequence[str] = ()) -> bool:
