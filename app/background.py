@@ -66,12 +66,9 @@ def job_runners(
 
     async def ingest(job: Job) -> dict[str, Any]:
         docs = to_documents(DocumentsIn.model_validate(job.request))
-        done = 0
 
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            job.progress = round(done / len(docs), 3)
+        def advance(done: int, total: int) -> None:  # chunks: one large document moves it too
+            job.progress = round(done / total, 3)
 
         try:
             report = await anyio.to_thread.run_sync(

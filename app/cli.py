@@ -119,8 +119,13 @@ def ingest(
     try:
         embedder = build_embedder(settings)
         ingestor = build_ingestor(settings, store, embedder)
-        with tqdm(total=len(docs), unit="doc", desc=f"ingest → {name}") as bar:
-            report = ingestor.ingest(name, docs, progress=bar.update)
+        with tqdm(unit="chunk", desc=f"ingest → {name}") as bar:
+
+            def tick(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            report = ingestor.ingest(name, docs, progress=tick)
         due = settings.store == "edge" and index_due(
             store.get_collection(name),
             report.chunks_written,

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app.api.main import api_router
 from app.api.middleware import RequestMiddleware
 from app.background import job_runners
+from app.catalog import Catalog
 from app.config import Settings, get_settings
 from app.errors import install_error_handlers
 from app.jobs import JobBody, JobRegistry
@@ -47,6 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             job_runners(
                 services.pipeline, services.ingestor, services.backends.answers, settings, jobs
             )
+        )
+        app.state.catalog = Catalog(
+            services.ingestor, max_documents=settings.max_documents_per_request
         )
         await app.state.jobs.start(sweep=settings.redis_url is not None)
         log.info("covrag ready: store=%s embedder=%s", settings.store, settings.embedder)

@@ -362,7 +362,11 @@ class DocumentIn(_Strict):
 class DocumentsIn(_Strict):
     """``POST /v1/collections/{name}/documents``."""
 
-    documents: list[DocumentIn] = Field(min_length=1, description="Ids unique within a request.")
+    documents: list[DocumentIn] = Field(
+        min_length=1,
+        description="Ids unique within a request; at most COVRAG_MAX_DOCUMENTS_PER_REQUEST "
+        "documents, each of at most COVRAG_MAX_DOCUMENT_CHARS characters.",
+    )
 
 
 def to_documents(body: DocumentsIn) -> list[Document]:

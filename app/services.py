@@ -55,7 +55,11 @@ def build_embedder(settings: Settings) -> Embedder:
 
 def build_ingestor(settings: Settings, store: VectorStore, embedder: Embedder) -> Ingestor:
     return Ingestor(
-        store, embedder, chunk_words=settings.chunk_words, chunk_overlap=settings.chunk_overlap
+        store,
+        embedder,
+        chunk_words=settings.chunk_words,
+        chunk_overlap=settings.chunk_overlap,
+        max_document_chars=settings.max_document_chars,
     )
 
 

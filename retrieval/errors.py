@@ -22,7 +22,12 @@ class EmbedderMismatch(RetrievalError):
 
 
 class InvalidDocument(RetrievalError):
-    """A document that cannot be ingested (no text, bad id)."""
+    """A document that cannot be ingested (no text, bad id, over a limit); ``param`` names
+    the request field at fault, when known."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class StoreUnavailable(RetrievalError):

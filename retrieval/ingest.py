@@ -9,15 +9,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import TypeVar
 
-from retrieval.chunking import chunk_document, chunk_id, embedding_text
-from retrieval.embed.base import Embedder
+import numpy as np
+
+from retrieval.chunking import chunk_document, embedding_text
+from retrieval.embed.base import Embedder, Matrix
 from retrieval.errors import CollectionNotFound, DocumentNotFound, EmbedderMismatch, InvalidDocument
 from retrieval.store.base import VectorStore
-from retrieval.types import Chunk, CollectionInfo, Document, Point
+from retrieval.types import (
+    Chunk,
+    CollectionInfo,
+    Document,
+    Point,
+)
+
+T = TypeVar("T")
 
 #: Metadata key of a collection's change counter: chunks written or deleted since creation.
 CHANGES_KEY = "changes"
@@ -26,6 +36,25 @@ CHANGES_KEY = "changes"
 def collection_changes(store: VectorStore, collection: str) -> int:
     """The collection's change counter (0 for a fresh collection)."""
     return int(store.get_metadata(collection).get(CHANGES_KEY, 0))
+
+
+@dataclass(slots=True)
+class _Progress:
+    """Chunks done and known of one ``ingest`` call, reported to its ``progress`` callback."""
+
+    report: Callable[[int, int], None] | None
+    done: int = 0
+    total: int = 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if self.report is not None:
+            self.report(self.done, self.total)
+
+
+def _batched(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    while batch := list(islice(items, size)):
+        yield batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +71,11 @@ class IngestReport:
 class Ingestor:
     """Writes documents into a collection of ``store`` with ``embedder``.
 
+    Args:
+        max_document_chars: Longest document text accepted (``InvalidDocument`` beyond).
+        embed_batch: Chunks embedded between two progress reports, so a job's progress moves
+            with the chunks embedded, whatever the size of its documents.
+
     Example:
         >>> ingestor = Ingestor(store, embedder, chunk_words=160, chunk_overlap=32)
         >>> ingestor.ingest("docs", [Document(id="a", text="Some text.")])
@@ -54,7 +88,9 @@ class Ingestor:
         *,
         chunk_words: int,
         chunk_overlap: int,
+        max_document_chars: int | None = None,
         batch_docs: int = 64,
+        embed_batch: int = 64,
     ) -> None:
         if chunk_overlap >= chunk_words:
             raise ValueError("chunk_overlap must be below chunk_words")
@@ -62,7 +98,9 @@ class Ingestor:
         self._embedder = embedder
         self._words = chunk_words
         self._overlap = chunk_overlap
+        self._max_chars = max_document_chars
         self._batch_docs = batch_docs
+        self._embed_batch = embed_batch
 
     def ensure_collection(self, name: str) -> CollectionInfo:
         """The collection, created for this embedder if missing; refuses another embedder's."""
@@ -79,41 +117,56 @@ class Ingestor:
         return info
 
     def validate(self, docs: Sequence[Document]) -> list[list[Chunk]]:
-        """Chunk every document, raising ``InvalidDocument`` before any write."""
+        """Chunk every document, raising ``InvalidDocument`` (its ``param`` the document's
+        place in ``docs``) before any write."""
         seen: set[str] = set()
-        for doc in docs:
+        for i, doc in enumerate(docs):
             if doc.id in seen:
-                raise InvalidDocument(f"document id {doc.id!r} appears twice in one request")
+                raise InvalidDocument(
+                    f"document id {doc.id!r} appears twice in one request", f"documents[{i}].id"
+                )
             seen.add(doc.id)
+            if self._max_chars is not None and len(doc.text) > self._max_chars:
+                raise InvalidDocument(  # before chunking it: that is the costly part
+                    f"document {doc.id!r} (documents[{i}]) has {len(doc.text):,} characters; "
+                    f"the limit is {self._max_chars:,} (COVRAG_MAX_DOCUMENT_CHARS)",
+                    f"documents[{i}].text",
+                )
         return [chunk_document(d, words=self._words, overlap=self._overlap) for d in docs]
 
     def ingest(
         self,
         collection: str,
         docs: Iterable[Document],
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> IngestReport:
-        """Ingest ``docs`` in batches; ``progress(n)`` is called with each batch's size.
+        """Ingest ``docs`` in batches; ``progress(done, total)`` counts chunks embedded or found
+        unchanged, after every ``embed_batch`` of them.
 
-        A finite sequence is validated whole first; an unbounded iterable batch by batch.
+        A finite sequence is validated whole first (``total`` is then exact); an unbounded
+        iterable batch by batch (``total`` counts the chunks of the documents seen so far).
         """
         self.ensure_collection(collection)
-        if isinstance(docs, Sequence):
-            self.validate(docs)
         totals = [0, 0, 0, 0, 0]
-        iterator = iter(docs)
-        while batch := list(islice(iterator, self._batch_docs)):
-            for i, n in enumerate(self._ingest_batch(collection, batch)):
+        counter = _Progress(progress)
+        known = isinstance(docs, Sequence)
+        if isinstance(docs, Sequence):
+            chunked = self.validate(docs)
+            counter.total = sum(map(len, chunked))
+            batches = _batched(iter(chunked), self._batch_docs)
+        else:
+            batches = map(self.validate, _batched(iter(docs), self._batch_docs))
+        for batch in batches:
+            if not known:
+                counter.total += sum(map(len, batch))
+            for i, n in enumerate(self._ingest_batch(collection, batch, counter)):
                 totals[i] += n
-            if progress is not None:
-                progress(len(batch))
         return IngestReport(*totals)
 
     def _ingest_batch(
-        self, collection: str, docs: list[Document]
+        self, collection: str, chunked: list[list[Chunk]], counter: _Progress
     ) -> tuple[int, int, int, int, int]:
-        chunked = self.validate(docs)
-        existing = self._store.get_payloads(collection, [chunk_id(d.id, 0) for d in docs])
+        existing = self._store.get_payloads(collection, [chunks[0].id for chunks in chunked])
         todo: list[list[Chunk]] = []
         added = updated = unchanged = 0
         for chunks in chunked:
@@ -122,13 +175,20 @@ class Ingestor:
                 added += 1
             elif old.get("doc_hash") == chunks[0].doc_hash:
                 unchanged += 1
+                counter.advance(len(chunks))
                 continue
             else:
                 updated += 1
             todo.append(chunks)
         flat = [c for chunks in todo for c in chunks]
         if flat:
-            vectors = self._embedder.embed([embedding_text(c) for c in flat])
+            parts: list[Matrix] = []
+            for i in range(0, len(flat), self._embed_batch):
+                part = flat[i : i + self._embed_batch]
+                parts.append(self._embedder.embed([embedding_text(c) for c in part]))
+                counter.advance(len(part))
+            vectors = np.concatenate(parts)
+            # One write for the batch, as before: a document is replaced in one step.
             self._store.upsert(
                 collection,
                 [
@@ -146,7 +206,7 @@ class Ingestor:
                 self._store.delete(collection, doc, min_chunk_index=len(chunks))
                 changed += surplus
         self._count_changes(collection, changed)
-        return len(docs), added, updated, unchanged, len(flat)
+        return len(chunked), added, updated, unchanged, len(flat)
 
     def _count_changes(self, collection: str, n: int) -> None:
         """Advance the collection's change counter (calibration staleness, cache versions)."""

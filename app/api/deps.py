@@ -13,6 +13,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from app.auth import Gate, Principal, RateLimited
 from app.cache import AnswerCache
+from app.catalog import Catalog
 from app.config import Settings
 from app.jobs import JobRegistry
 from app.metrics import Metrics
@@ -33,6 +34,11 @@ async def _pipeline(request: Request) -> Pipeline:
 async def _ingestor(request: Request) -> Ingestor:
     ingestor: Ingestor = request.app.state.ingestor
     return ingestor
+
+
+async def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
 
 
 async def _jobs(request: Request) -> JobRegistry:
@@ -88,6 +94,7 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
 IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
 JobsDep = Annotated[JobRegistry, Depends(_jobs)]
 AnswersDep = Annotated[AnswerCache, Depends(_answers)]
 PrincipalDep = Annotated[Principal, Depends(authorize)]

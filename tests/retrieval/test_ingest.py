@@ -98,3 +98,30 @@ def test_change_counter_counts_writes_and_deletes(ingestor: Ingestor, store: Vec
     assert collection_changes(store, "c") == 2 * n_a + 1
     ingestor.delete("c", "b")
     assert collection_changes(store, "c") == 2 * n_a + 2
+
+
+def test_progress_moves_with_chunks_embedded(store: VectorStore, embedder: Embedder) -> None:
+    """One long document reports after every ``embed_batch`` chunks, not once at the end;
+    unchanged ones count at once; a sequence's total is known from the start."""
+    ingestor = Ingestor(store, embedder, chunk_words=20, chunk_overlap=5, embed_batch=2)
+    calls: list[tuple[int, int]] = []
+    ingestor.ingest("c", [Document(id="long", text=LONG)], progress=lambda *a: calls.append(a))
+    n = store.count("c")
+    assert n >= 5
+    assert calls == [(min(i, n), n) for i in range(2, n + 2, 2)]
+    calls.clear()
+    docs = [Document(id="long", text=LONG), Document(id="b", text="Short text.")]
+    ingestor.ingest("c", docs, progress=lambda *a: calls.append(a))
+    assert calls == [(n, n + 1), (n + 1, n + 1)]  # the unchanged one, then the new one
+
+
+def test_a_document_over_the_character_limit_changes_nothing(
+    store: VectorStore, embedder: Embedder
+) -> None:
+    ingestor = Ingestor(store, embedder, chunk_words=20, chunk_overlap=5, max_document_chars=20)
+    ok = Document(id="ok", text="x" * 20)
+    with pytest.raises(InvalidDocument, match=r"'big' \(documents\[1\]\) has 21 char") as err:
+        ingestor.ingest("c", [ok, Document(id="big", text="x" * 21)])
+    assert err.value.param == "documents[1].text"
+    assert store.count("c") == 0
+    assert ingestor.ingest("c", [ok]).added == 1

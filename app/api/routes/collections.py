@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import (
     AnswersDep,
+    CatalogDep,
     IngestorDep,
     JobsDep,
     PipelineDep,
@@ -58,22 +59,19 @@ async def add_documents(
     name: CollectionName,
     body: DocumentsIn,
     response: Response,
-    ingestor: IngestorDep,
+    catalog: CatalogDep,
     jobs: JobsDep,
     principal: PrincipalDep,
 ) -> JobOut:
     """Add or replace documents (the collection is created on first use; unchanged documents
     are skipped) as a background job: 202 with the job, also in ``Location``.
 
-    The documents are checked before anything is written: a bad one is a 422 and no job.
+    The documents are checked before anything is written: a bad one, too many or too long
+    ones are a 422 naming the document and the limit, and no job.
     """
     principal.check(name, "name")
-
-    def check() -> None:  # chunking a large body is CPU work: off the event loop
-        ingestor.validate(to_documents(body))
-        ingestor.ensure_collection(name)
-
-    await anyio.to_thread.run_sync(check)
+    # Chunking a large body is CPU work: off the event loop.
+    await anyio.to_thread.run_sync(catalog.check_documents, name, to_documents(body))
     return await accept(jobs, response, "ingest", name, body.model_dump(mode="json"))
 
 
