@@ -1,14 +1,19 @@
 """Collections as the routes see them, beyond one store call: an ingestion refused before its
-job.
+job, a collection's documents paged, a collection deleted with all that is kept about it.
 
 No HTTP here (the routes answer); the blocking methods are for a worker thread.
 """
 
 from __future__ import annotations
 
-from retrieval.errors import InvalidDocument
+import anyio
+
+from app.cache import AnswerCache
+from app.jobs import JobRegistry
+from retrieval.errors import CollectionBusy, InvalidDocument
 from retrieval.ingest import Ingestor
-from retrieval.types import Document
+from retrieval.store.base import VectorStore
+from retrieval.types import CollectionInfo, Document, DocumentPage
 
 
 class Catalog:
@@ -19,8 +24,19 @@ class Catalog:
             (``COVRAG_MAX_DOCUMENTS_PER_REQUEST``); the ingestor holds the per-document limit.
     """
 
-    def __init__(self, ingestor: Ingestor, *, max_documents: int) -> None:
+    def __init__(
+        self,
+        store: VectorStore,
+        ingestor: Ingestor,
+        jobs: JobRegistry,
+        answers: AnswerCache,
+        *,
+        max_documents: int,
+    ) -> None:
+        self._store = store
         self._ingestor = ingestor
+        self._jobs = jobs
+        self._answers = answers
         self._max_documents = max_documents
 
     def check_documents(self, name: str, docs: list[Document]) -> None:
@@ -34,3 +50,24 @@ class Catalog:
             )
         self._ingestor.validate(docs)
         self._ingestor.ensure_collection(name)
+
+    def documents(self, name: str, *, limit: int, cursor: str | None) -> DocumentPage:
+        """A page of the collection's documents with their chunk counts. Blocking."""
+        return self._ingestor.documents(name, limit=limit, cursor=cursor)
+
+    async def delete(self, name: str) -> CollectionInfo:
+        """Delete the collection: its documents, chunks and calibration (all in the store) and
+        its cached answers; returns what it held. ``CollectionNotFound`` if unknown,
+        ``CollectionBusy`` while a job of it is queued or running (a job would recreate or
+        half-fill it)."""
+        info = await anyio.to_thread.run_sync(self._store.get_collection, name)
+        busy = await self._jobs.unfinished(name)
+        if busy:
+            job = busy[0]
+            raise CollectionBusy(
+                f"collection {name!r} has a {job.kind} job ({job.id}) {job.status}: "
+                "delete it once the job has finished"
+            )
+        await anyio.to_thread.run_sync(self._store.delete_collection, name)
+        await self._answers.invalidate(name)
+        return info

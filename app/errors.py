@@ -32,6 +32,7 @@ from app.schemas import ErrorBody, ErrorOut
 from critic.errors import CriticUnavailable
 from retrieval.errors import (
     AlphaOutOfRange,
+    CollectionBusy,
     CollectionEmpty,
     CollectionExists,
     CollectionNotFound,
@@ -59,6 +60,7 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (CollectionEmpty, 409, "collection_empty"),
     (DocumentNotFound, 404, "not_found"),
     (CollectionExists, 409, "conflict"),
+    (CollectionBusy, 409, "conflict"),
     (IndexBuildRunning, 409, "conflict"),
     (EmbedderMismatch, 409, "embedder_mismatch"),
     (StoreUnavailable, 503, "store_unavailable"),

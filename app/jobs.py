@@ -245,6 +245,11 @@ class JobRegistry:
         job = await self._store.latest(kind, collection)
         return None if job is None else self._running(job.id) or job
 
+    async def unfinished(self, collection: str) -> list[Job]:
+        """The queued or running jobs of ``collection``, of every kind and process."""
+        jobs = await self._store.unfinished()
+        return [self._running(j.id) or j for j in jobs if j.collection == collection]
+
     async def recover(self) -> None:
         """Claim every unfinished job whose lease lapsed: rerun it, or fail it for good."""
         for job in await self._store.unfinished():

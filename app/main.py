@@ -50,7 +50,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         )
         app.state.catalog = Catalog(
-            services.ingestor, max_documents=settings.max_documents_per_request
+            services.pipeline.store,
+            services.ingestor,
+            jobs,
+            answers,
+            max_documents=settings.max_documents_per_request,
         )
         await app.state.jobs.start(sweep=settings.redis_url is not None)
         log.info("covrag ready: store=%s embedder=%s", settings.store, settings.embedder)

@@ -28,7 +28,7 @@ from retrieval.errors import InvalidCollectionName
 from retrieval.ingest import IngestReport
 from retrieval.retriever import Retrieval
 from retrieval.store.base import COLLECTION_NAME, check_name
-from retrieval.types import CollectionInfo, Document
+from retrieval.types import CollectionInfo, Document, DocumentPage
 
 
 class _Strict(BaseModel):
@@ -402,6 +402,40 @@ class DeletedOut(BaseModel):
     chunks_deleted: int
 
 
+class DocumentOut(BaseModel):
+    id: str
+    title: str
+    chunks: int = Field(description="Chunks the document was cut into.")
+
+
+class DocumentsPageOut(BaseModel):
+    """``GET /v1/collections/{name}/documents``: one page, in a stable (chunk-id) order."""
+
+    collection: str
+    documents: list[DocumentOut]
+    total: int = Field(description="Documents in the collection.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null after the last page."
+    )
+
+
+def to_documents_page(collection: str, page: DocumentPage) -> DocumentsPageOut:
+    return DocumentsPageOut(
+        collection=collection,
+        documents=[DocumentOut(id=d.id, title=d.title, chunks=d.chunks) for d in page.documents],
+        total=page.total,
+        next_cursor=page.cursor,
+    )
+
+
+class CollectionDeletedOut(BaseModel):
+    """``DELETE /v1/collections/{name}``: what the collection held."""
+
+    collection: str
+    documents_deleted: int
+    chunks_deleted: int
+
+
 class EmbedderOut(BaseModel):
     model: str
     dim: int
@@ -412,8 +446,9 @@ class CollectionOut(BaseModel):
     documents: int
     chunks: int
     indexed: int = Field(
-        description="Chunks in an HNSW index (the rest are searched by brute force); "
-        "deleted chunks count until the next index build."
+        description="Chunks in an HNSW index (the rest are searched by brute force), at most "
+        "`chunks`; chunks deleted or rewritten since the last build may still count until the "
+        "next one."
     )
     embedder: EmbedderOut
     created_at: datetime

@@ -42,6 +42,10 @@ class DocumentNotFound(RetrievalError):
     """No chunk of that document id is in the collection."""
 
 
+class CollectionBusy(RetrievalError):
+    """A job (ingestion, calibration, index build) is under way on the collection."""
+
+
 class CollectionEmpty(RetrievalError):
     """The operation needs chunks and the collection has none (e.g. calibration)."""
 

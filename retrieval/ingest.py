@@ -24,6 +24,8 @@ from retrieval.types import (
     Chunk,
     CollectionInfo,
     Document,
+    DocumentInfo,
+    DocumentPage,
     Point,
 )
 
@@ -213,6 +215,23 @@ class Ingestor:
         if n:
             changes = collection_changes(self._store, collection)
             self._store.update_metadata(collection, {CHANGES_KEY: changes + n})
+
+    def documents(self, collection: str, *, limit: int, cursor: str | None = None) -> DocumentPage:
+        """A page of ``collection``'s documents (their chunk 0s, in id order) with chunk counts;
+        ``cursor`` is the previous page's. Raises ``CollectionNotFound``."""
+        firsts, after = self._store.scroll(
+            collection, limit=limit, offset=cursor, filters={"chunk_index": 0}
+        )
+        documents = [
+            DocumentInfo(
+                id=str(payload["doc_id"]),
+                title=str(payload.get("title") or payload["doc_id"]),
+                chunks=self._store.count(collection, {"doc_id": str(payload["doc_id"])}),
+            )
+            for payload in firsts.values()
+        ]
+        total = self._store.count(collection, {"chunk_index": 0})
+        return DocumentPage(documents=documents, total=total, cursor=after)
 
     def delete(self, collection: str, doc_id: str) -> int:
         """Remove every chunk of ``doc_id``; returns how many. Raises ``DocumentNotFound``."""

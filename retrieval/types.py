@@ -22,9 +22,10 @@ class EmbedderSpec:
 class CollectionInfo:
     """A collection's identity and counts.
 
-    ``indexed`` is Qdrant's ``indexed_vectors_count``: vectors in HNSW-indexed segments (the
-    rest are searched by brute force), in which deleted points count until their segment is
-    rebuilt.
+    ``indexed`` is Qdrant's ``indexed_vectors_count`` (vectors in HNSW-indexed segments; the
+    rest are searched by brute force) capped at ``chunks``: Qdrant counts a deleted or
+    rewritten point there until its segment is rebuilt, so uncapped it claimed 9 indexed
+    chunks in a collection emptied of its 9. An upper bound until the next build.
     """
 
     name: str
@@ -104,3 +105,22 @@ class ScoredChunk:
     @property
     def text(self) -> str:
         return str(self.payload["text"])
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """A stored document: its id, title and chunk count."""
+
+    id: str
+    title: str
+    chunks: int
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentPage:
+    """One page of a collection's documents in chunk-id order; ``cursor`` starts the next
+    page (None after the last); ``total`` counts every document of the collection."""
+
+    documents: list[DocumentInfo]
+    total: int
+    cursor: str | None

@@ -11,6 +11,7 @@ Contract (``tests/retrieval/test_store_contract.py`` runs it against both backen
   equals every ``filters`` item (keys may be dotted paths into the payload). A score equal
   to the threshold within float32 rounding may fall either way: to keep ties, subtract an
   epsilon from the threshold.
+- ``CollectionInfo.indexed`` never exceeds ``chunks``.
 - Upserting an existing id replaces the point. Writes are durable once the call returns.
 - ``build_index`` leaves the collection's content as it was: searches and writes made while it
   runs are served and kept. A build that ran (Edge) adds one to the collection's
@@ -88,6 +89,18 @@ class VectorStore(Protocol):
         score_threshold: float | None = None,
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[ScoredChunk]: ...
+
+    def scroll(
+        self,
+        name: str,
+        *,
+        limit: int,
+        offset: str | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> tuple[dict[str, dict[str, object]], str | None]:
+        """Up to ``limit`` payloads of the points matching ``filters``, keyed by id in id
+        order, from id ``offset`` on; and the next page's offset (None after the last)."""
+        ...
 
     def list_ids(self, name: str) -> list[str]:
         """Every point id of the collection, sorted (for seeded sampling)."""

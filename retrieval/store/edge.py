@@ -267,7 +267,7 @@ class EdgeStore:
             created_at=datetime.fromisoformat(str(self._open(name).meta["created_at"])),
             chunks=info.points_count,
             documents=documents,
-            indexed=info.indexed_vectors_count,
+            indexed=min(info.indexed_vectors_count, info.points_count),  # see CollectionInfo
         )
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -350,6 +350,27 @@ class EdgeStore:
         return [
             ScoredChunk(id=str(h.id), score=h.score, payload=dict(h.payload or {})) for h in hits
         ]
+
+    def scroll(
+        self,
+        name: str,
+        *,
+        limit: int,
+        offset: str | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> tuple[dict[str, dict[str, object]], str | None]:
+        request = qe.ScrollRequest(
+            offset=offset,
+            limit=limit,
+            filter=_filter(filters),
+            with_payload=True,
+            with_vector=False,
+        )
+        with self._shard(name) as shard:
+            records, after = shard.scroll(request)
+        return {str(r.id): dict(r.payload or {}) for r in records}, None if after is None else str(
+            after
+        )
 
     def list_ids(self, name: str) -> list[str]:
         ids: list[str] = []

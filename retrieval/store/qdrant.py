@@ -106,13 +106,14 @@ class QdrantStore:
     def get_collection(self, name: str) -> CollectionInfo:
         info = self._info(name)
         meta = dict(info.config.metadata or {})
+        chunks = self.count(name)
         return CollectionInfo(
             name=name,
             embedder=self.embedder(name),
             created_at=datetime.fromisoformat(str(meta["created_at"])),
-            chunks=self.count(name),
+            chunks=chunks,
             documents=self.count(name, {"chunk_index": 0}),
-            indexed=info.indexed_vectors_count or 0,
+            indexed=min(info.indexed_vectors_count or 0, chunks),
         )
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -181,6 +182,27 @@ class QdrantStore:
             ScoredChunk(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
             for p in response.points
         ]
+
+    def scroll(
+        self,
+        name: str,
+        *,
+        limit: int,
+        offset: str | None = None,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> tuple[dict[str, dict[str, object]], str | None]:
+        self.embedder(name)
+        records, after = self._call(
+            self._client.scroll,
+            name,
+            scroll_filter=_filter(filters),
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+        )
+        return {str(r.id): dict(r.payload or {}) for r in records}, None if after is None else str(
+            after
+        )
 
     def list_ids(self, name: str) -> list[str]:
         self.embedder(name)

@@ -105,6 +105,19 @@ def test_counts_payloads_and_filtered_delete(store: VectorStore) -> None:
     assert store.count("c") == 9
 
 
+def test_scroll_pages_in_id_order_with_a_filter(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    points = _points(12)
+    store.upsert("c", points)
+    first, after = store.scroll("c", limit=3, filters={"chunk_index": 0})
+    assert list(first) == [p.id for p in points[:3]]
+    assert first[points[0].id]["doc_id"] == "doc0"
+    rest, end = store.scroll("c", limit=3, offset=after, filters={"chunk_index": 0})
+    assert list(rest) == [points[3].id] and end is None
+    every, _ = store.scroll("c", limit=100)
+    assert len(every) == 12
+
+
 def test_upsert_replaces_by_id(store: VectorStore) -> None:
     store.create_collection("c", SPEC)
     p = _points(1)[0]

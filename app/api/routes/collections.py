@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+from uuid import UUID
+
 import anyio
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from app.api.deps import (
     AnswersDep,
@@ -16,19 +19,24 @@ from app.api.deps import (
 from app.api.routes.jobs import ACCEPTED, COLLECTION_ERRORS, accept
 from app.background import index_job_under_way
 from app.schemas import (
+    CollectionDeletedOut,
     CollectionName,
     CollectionOut,
     CollectionsOut,
     DeletedOut,
     DocumentsIn,
+    DocumentsPageOut,
     IndexRequest,
     JobOut,
     to_collection_out,
     to_documents,
+    to_documents_page,
 )
 from retrieval.errors import IndexBuildRunning
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
+#: Most documents one page lists: a page counts each document's chunks.
+MAX_PAGE = 1000
 
 
 # Sync handlers on purpose where the embedded store blocks: FastAPI runs them in its thread pool
@@ -52,6 +60,33 @@ def get_collection(
 ) -> CollectionOut:
     principal.check(name, "name")
     return to_collection_out(pipeline.store.get_collection(name))
+
+
+@router.delete("/{name}", response_model=CollectionDeletedOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
+async def delete_collection(
+    name: CollectionName, catalog: CatalogDep, principal: PrincipalDep
+) -> CollectionDeletedOut:
+    """Delete the collection with its documents, chunks, calibration and cached answers; 409
+    while one of its jobs is queued or running."""
+    principal.check(name, "name")
+    info = await catalog.delete(name)
+    return CollectionDeletedOut(
+        collection=name, documents_deleted=info.documents, chunks_deleted=info.chunks
+    )
+
+
+@router.get("/{name}/documents", response_model=DocumentsPageOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
+def list_documents(
+    name: CollectionName,
+    catalog: CatalogDep,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="Documents per page.")] = 100,
+    cursor: Annotated[UUID | None, Query(description="The previous page's `next_cursor`.")] = None,
+) -> DocumentsPageOut:
+    """The collection's documents with their chunk counts, a page at a time."""
+    principal.check(name, "name")
+    page = catalog.documents(name, limit=limit, cursor=None if cursor is None else str(cursor))
+    return to_documents_page(name, page)
 
 
 @router.post("/{name}/documents", **ACCEPTED)
