@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -34,16 +35,28 @@ _WRITE_QUESTION = (
 )
 
 
-def usable(question: str, answer: str, passage: str) -> bool:
-    """A generated pair is kept only if it is a real question whose answer the passage states."""
+class NoUsableQuestions(ValueError):
+    """Every generated question was rejected; the message counts them by reason."""
+
+
+def rejection(question: str, answer: str, passage: str) -> str | None:
+    """Why a generated pair is unusable, or None: it must be a real question whose answer the
+    passage states and the question does not give away."""
     q, a = question.strip(), normalize_answer(answer)
-    return (
-        len(q) >= 10
-        and q.endswith("?")
-        and bool(a)
-        and a in normalize_answer(passage)
-        and a not in normalize_answer(q)
-    )
+    if len(q) < 10 or not q.endswith("?"):
+        return "not a question"
+    if not a:
+        return "no answer"
+    if a not in normalize_answer(passage):
+        return "answer not in the passage"
+    if a in normalize_answer(q):
+        return "answer given away by the question"
+    return None
+
+
+def rejections_text(rejected: Counter[str]) -> str:
+    """``5 answer not in the passage, 2 not a question``: the commonest reason first."""
+    return ", ".join(f"{n} {reason}" for reason, n in rejected.most_common())
 
 
 async def write_questions(
@@ -55,8 +68,10 @@ async def write_questions(
     seed: int,
     concurrency: int = 2,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[CalibrationItem], int]:
-    """Sample ``n`` chunks (seeded), ask for one question each; returns (items, skipped)."""
+) -> tuple[list[CalibrationItem], Counter[str]]:
+    """Sample ``n`` chunks (seeded), ask for one question each; returns the usable items and
+    the rejected ones counted by reason (see ``rejection``; also ``generator error`` and
+    ``reply not JSON``)."""
     ids = await anyio.to_thread.run_sync(store.list_ids, collection)
     if not ids:
         raise CollectionEmpty(f"collection {collection!r} is empty: ingest documents first")
@@ -64,7 +79,7 @@ async def write_questions(
     payloads = await anyio.to_thread.run_sync(store.get_payloads, collection, sample)
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(chunk_id: str) -> CalibrationItem | None:
+    async def one(chunk_id: str) -> CalibrationItem | str:
         payload = payloads[chunk_id]
         text, title = str(payload["text"]), str(payload.get("title") or "")
         async with gate:
@@ -76,14 +91,19 @@ async def write_questions(
                     json_schema=QUESTION_SCHEMA,
                 )
                 reply = json.loads(completion.text)
-            except (GeneratorError, ValueError):
-                return None
+            except GeneratorError:
+                return "generator error"
+            except ValueError:
+                return "reply not JSON"
             finally:
                 if progress is not None:
                     progress(1)
+        if not isinstance(reply, dict):
+            return "reply not JSON"
         question, answer = str(reply.get("question", "")), str(reply.get("answer", ""))
-        if not usable(question, answer, text):
-            return None
+        reason = rejection(question, answer, text)
+        if reason is not None:
+            return reason
         return CalibrationItem(
             id=f"gen-{chunk_id}",
             question=question.strip(),
@@ -92,8 +112,8 @@ async def write_questions(
         )
 
     results = await asyncio.gather(*(one(c) for c in sample))
-    items = [r for r in results if r is not None]
-    return items, len(sample) - len(items)
+    items = [r for r in results if isinstance(r, CalibrationItem)]
+    return items, Counter(r for r in results if isinstance(r, str))
 
 
 async def calibrate_generated(
@@ -106,12 +126,21 @@ async def calibrate_generated(
     seed: int,
     default_alpha: float,
     progress: Callable[[int], None] | None = None,
-) -> Calibration:
-    """CONFLARE's way: questions written from random chunks, each chunk its own gold."""
-    items, skipped = await write_questions(
+) -> tuple[Calibration, Counter[str]]:
+    """CONFLARE's way: questions written from random chunks, each chunk its own gold; returns
+    the calibration and the rejected questions counted by reason.
+
+    Raises ``NoUsableQuestions`` (counting the rejections by reason) when none is usable.
+    """
+    items, rejected = await write_questions(
         store, generator, collection, n, seed=seed, progress=progress
     )
-    return await anyio.to_thread.run_sync(
+    if not items:
+        raise NoUsableQuestions(
+            f"none of the {rejected.total()} generated questions was usable: "
+            f"{rejections_text(rejected)}"
+        )
+    calibration = await anyio.to_thread.run_sync(
         lambda: calibrate(
             store,
             embedder,
@@ -119,9 +148,10 @@ async def calibrate_generated(
             items,
             source=f"generated:n={n},seed={seed}",
             default_alpha=default_alpha,
-            skipped=skipped,
+            skipped=rejected.total(),
         )
     )
+    return calibration, rejected
 
 
 def calibration_summary(calibration: Calibration) -> dict[str, Any]:
@@ -189,7 +219,7 @@ def generated_job(
             done += k
             job.progress = round(0.9 * done / n, 3)  # scoring takes the last part
 
-        calibration = await calibrate_generated(
+        calibration, rejected = await calibrate_generated(
             store,
             embedder,
             generator,
@@ -199,6 +229,11 @@ def generated_job(
             default_alpha=default_alpha,
             progress=advance,
         )
+        if rejected:
+            job.messages.append(
+                f"{rejected.total()} of {n} generated questions rejected: "
+                f"{rejections_text(rejected)}"
+            )
         return calibration_summary(calibration)
 
     return run

@@ -1,5 +1,6 @@
-"""Collections as the routes see them, beyond one store call: an ingestion refused before its
-job, a collection's documents paged, a collection deleted with all that is kept about it.
+"""Collections as the routes see them, beyond one store call: an ingestion or a calibration
+refused before its job, a collection's documents paged, a collection deleted with all that is
+kept about it.
 
 No HTTP here (the routes answer); the blocking methods are for a worker thread.
 """
@@ -10,7 +11,7 @@ import anyio
 
 from app.cache import AnswerCache
 from app.jobs import JobRegistry
-from retrieval.errors import CollectionBusy, InvalidDocument
+from retrieval.errors import CollectionBusy, CollectionEmpty, InvalidDocument, NotEnoughChunks
 from retrieval.ingest import Ingestor
 from retrieval.store.base import VectorStore
 from retrieval.types import CollectionInfo, Document, DocumentPage
@@ -50,6 +51,21 @@ class Catalog:
             )
         self._ingestor.validate(docs)
         self._ingestor.ensure_collection(name)
+
+    def check_calibration(self, name: str, generate: int | None) -> None:
+        """Refuse a calibration that cannot succeed before its job: an empty collection
+        (``CollectionEmpty``), or more generated questions than chunks to write them from
+        (``NotEnoughChunks``: each chunk gives at most one). Blocking."""
+        chunks = self._store.get_collection(name).chunks
+        if chunks == 0:
+            raise CollectionEmpty(
+                f"collection {name!r} is empty: ingest documents before calibrating"
+            )
+        if generate is not None and generate > chunks:
+            raise NotEnoughChunks(
+                f"generate={generate} asks for more questions than collection {name!r} can "
+                f"give: one question per chunk, and it has {chunks}; ask for at most {chunks}"
+            )
 
     def documents(self, name: str, *, limit: int, cursor: str | None) -> DocumentPage:
         """A page of the collection's documents with their chunk counts. Blocking."""

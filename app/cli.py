@@ -297,7 +297,7 @@ async def _calibrate_generated(
     p = services.pipeline
     try:
         with tqdm(total=n, unit="q", desc="write questions") as bar:
-            calibration = await calibrate_generated(
+            calibration, _ = await calibrate_generated(
                 p.store,
                 p.embedder,
                 p.generator,

@@ -43,6 +43,7 @@ from retrieval.errors import (
     InvalidCollectionName,
     InvalidDocument,
     NotCalibrated,
+    NotEnoughChunks,
     StoreUnavailable,
 )
 
@@ -54,6 +55,7 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (InvalidDocument, 422, "invalid_document"),
     (InvalidCollectionName, 422, "invalid_request"),
     (AlphaOutOfRange, 422, "invalid_request"),
+    (NotEnoughChunks, 422, "invalid_request"),
     (CollectionNotFound, 404, "not_found"),
     (JobNotFound, 404, "not_found"),
     (NotCalibrated, 409, "not_calibrated"),

@@ -557,7 +557,9 @@ class CalibrationRequest(_Strict):
 
     qa: list[QaItemIn] | None = Field(None, min_length=1, max_length=20_000)
     generate: Annotated[int, Field(ge=1, le=5000), BeforeValidator(_integral)] | None = Field(
-        None, description="Chunks to sample for generated questions."
+        None,
+        description="Chunks to sample for generated questions, one question each: at most "
+        "the collection's chunk count (more is a 422 saying how many it has).",
     )
     seed: JsonInt = Field(0, description="Seed of the chunk sample.")
     default_alpha: float | None = Field(

@@ -42,6 +42,12 @@ class DocumentNotFound(RetrievalError):
     """No chunk of that document id is in the collection."""
 
 
+class NotEnoughChunks(RetrievalError):
+    """More generated calibration questions asked for than the collection has chunks."""
+
+    param = "generate"
+
+
 class CollectionBusy(RetrievalError):
     """A job (ingestion, calibration, index build) is under way on the collection."""
 

@@ -2,24 +2,110 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from collections import Counter
 
-from app.calibration import usable, write_questions
+import pytest
+from fastapi.testclient import TestClient
+
+from app.calibration import NoUsableQuestions, calibrate_generated, rejection, write_questions
 from app.config import Settings
+from app.generator import Completion
+from app.main import create_app
 from app.services import build_services
 from retrieval.calibration import calibrate
 from retrieval.types import Document
+from tests.app.jobs_helper import ingest, wait_job
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-def test_usable_keeps_only_answerable_questions() -> None:
+def test_rejection_names_why_a_question_is_unusable() -> None:
     passage = "The Eiffel Tower in Paris was completed in 1889."
-    assert usable("When was the Eiffel Tower completed?", "1889", passage)
-    assert not usable("When was the Eiffel Tower completed", "1889", passage)  # no question
-    assert not usable("When was the Eiffel Tower completed?", "1901", passage)  # not stated
-    assert not usable("Was it completed in 1889?", "1889", passage)  # gives itself away
-    assert not usable("Why?", "1889", passage)  # too short
+    assert rejection("When was the Eiffel Tower completed?", "1889", passage) is None
+    for question, answer, reason in [
+        ("When was the Eiffel Tower completed", "1889", "not a question"),
+        ("Why?", "1889", "not a question"),
+        ("When was the Eiffel Tower completed?", "the", "no answer"),
+        ("When was the Eiffel Tower completed?", "1901", "answer not in the passage"),
+        ("Was it completed in 1889?", "1889", "answer given away by the question"),
+    ]:
+        assert rejection(question, answer, passage) == reason
+
+
+class PassageGenerator:
+    """Fake generator (failure injection): replies by the passage it is shown, so each chunk
+    meets a known kind of bad reply, which the real model gives only by chance."""
+
+    model = "scripted"
+
+    def __init__(self, replies: dict[str, str]) -> None:
+        self.replies = replies
+
+    async def complete(self, messages: list[dict[str, str]], **_: object) -> Completion:
+        prompt = messages[-1]["content"]
+        reply = next(r for key, r in self.replies.items() if key in prompt)
+        return Completion(reply, self.model, 100, 20, "stop")
+
+
+async def test_rejected_questions_are_counted_by_reason(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("rej"), critic="off")
+    services = build_services(settings)
+    docs = {
+        "tower": "The Eiffel Tower in Paris was completed in 1889.",
+        "band": "AC/DC are an Australian rock band formed in Sydney in 1973.",
+        "river": "The Thames flows through London to the North Sea.",
+        "peak": "Mount Everest is the highest mountain above sea level.",
+    }
+    replies = {
+        "Eiffel": json.dumps({"question": "When was the tower completed?", "answer": "1889"}),
+        "AC/DC": json.dumps({"question": "Who formed in Sydney", "answer": "AC/DC"}),
+        "Thames": json.dumps({"question": "Where does the Thames flow?", "answer": "Paris"}),
+        "Everest": "not JSON at all",
+    }
+    try:
+        services.ingestor.ingest("c", [Document(id=k, text=v) for k, v in docs.items()])
+        p = services.pipeline
+        scripted = PassageGenerator(replies)
+        items, rejected = await write_questions(p.store, scripted, "c", 4, seed=0)
+        assert [i.question for i in items] == ["When was the tower completed?"]
+        assert rejected == Counter(
+            {"not a question": 1, "answer not in the passage": 1, "reply not JSON": 1}
+        )
+        replies["Eiffel"] = replies["AC/DC"]  # now no reply is usable
+        with pytest.raises(NoUsableQuestions) as err:
+            await calibrate_generated(
+                p.store, p.embedder, scripted, "c", 4, seed=0, default_alpha=0.2
+            )
+        message = str(err.value)
+        assert message.startswith("none of the 4 generated questions was usable: 2 not a ")
+        assert "1 answer not in the passage" in message and "1 reply not JSON" in message
+    finally:
+        await services.aclose()
+
+
+def test_generate_beyond_the_chunk_count_is_refused_before_the_job(settings: Settings) -> None:
+    """9 chunks give at most 9 questions: ``generate: 100`` is a 422 saying so, and no job
+    (it ran 27 s before failing). A job that runs and keeps no question says why in its error
+    (here: the generator is down)."""
+    docs = [{"id": f"d{i}", "text": f"Fact number {i} is that {i} is a number."} for i in range(9)]
+    with TestClient(create_app(settings)) as client:
+        ingest(client, "small", {"documents": docs})
+        r = client.post("/v1/collections/small/calibration", json={"generate": 100})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request", "generate")
+        assert "it has 9; ask for at most 9" in error["message"]
+        assert client.get("/v1/collections/small/calibration").json()["job"] is None
+        r = client.post("/v1/collections/small/calibration", json={"generate": 9})
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"])
+        assert job["status"] == "failed"
+        assert job["error"] == (
+            "NoUsableQuestions: none of the 9 generated questions was usable: 9 generator error"
+        )
 
 
 async def test_questions_written_from_sampled_chunks(
@@ -30,15 +116,16 @@ async def test_questions_written_from_sampled_chunks(
     try:
         services.ingestor.ingest("wiki", wiki_sample[:12])
         p = services.pipeline
-        items, skipped = await write_questions(p.store, p.generator, "wiki", 6, seed=3)
+        items, rejected = await write_questions(p.store, p.generator, "wiki", 6, seed=3)
         again, _ = await write_questions(p.store, p.generator, "wiki", 6, seed=3)
-        assert len(items) + skipped == 6
+        assert len(items) + rejected.total() == 6
         assert [i.source_chunk_id for i in items] == [i.source_chunk_id for i in again]
         chunk_ids = set(p.store.list_ids("wiki"))
         payloads = p.store.get_payloads("wiki", [i.source_chunk_id for i in items])
         for item in items:
             assert item.source_chunk_id in chunk_ids
-            assert usable(item.question, item.answers[0], payloads[item.source_chunk_id]["text"])
+            text = str(payloads[item.source_chunk_id]["text"])
+            assert rejection(item.question, item.answers[0], text) is None
         if items:  # each generated question is scored against its own source chunk
             cal = calibrate(p.store, p.embedder, "wiki", items, source="gen", default_alpha=0.2)
             assert cal.n == len(items) and cal.misses == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, Response
 
-from app.api.deps import JobsDep, PipelineDep, PrincipalDep
+from app.api.deps import CatalogDep, JobsDep, PipelineDep, PrincipalDep
 from app.api.routes.jobs import ACCEPTED, COLLECTION_ERRORS, accept
 from app.schemas import (
     CalibrationRequest,
@@ -15,7 +15,6 @@ from app.schemas import (
     to_calibration_out,
     to_job_out,
 )
-from retrieval.errors import CollectionEmpty
 
 router = APIRouter(prefix="/v1/collections", tags=["calibration"])
 
@@ -25,15 +24,14 @@ async def start_calibration(
     name: CollectionName,
     body: CalibrationRequest,
     response: Response,
-    pipeline: PipelineDep,
+    catalog: CatalogDep,
     jobs: JobsDep,
     principal: PrincipalDep,
 ) -> JobOut:
-    """202 with the job; poll ``GET /v1/jobs/{id}`` (also in ``Location``)."""
+    """202 with the job; poll ``GET /v1/jobs/{id}`` (also in ``Location``). An empty
+    collection is a 409; ``generate`` above its chunk count a 422, as no job could succeed."""
     principal.check(name, "name")
-    info = await anyio.to_thread.run_sync(pipeline.store.get_collection, name)
-    if info.chunks == 0:
-        raise CollectionEmpty(f"collection {name!r} is empty: ingest documents before calibrating")
+    await anyio.to_thread.run_sync(catalog.check_calibration, name, body.generate)
     return await accept(jobs, response, "calibration", name, body.model_dump(mode="json"))
 
 
