@@ -15,7 +15,12 @@ import anyio
 
 from app.generator import Generator, GeneratorError
 from app.jobs import Job, JobBody
-from retrieval.calibration import CalibrationItem, calibrate, normalize_answer
+from retrieval.calibration import (
+    CalibrationItem,
+    calibrate,
+    check_calibration,
+    normalize_answer,
+)
 from retrieval.conformal import Calibration, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import CollectionEmpty
@@ -105,9 +110,24 @@ async def calibrate_generated(
     *,
     seed: int,
     default_alpha: float,
+    replace_smaller: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> Calibration:
-    """CONFLARE's way: questions written from random chunks, each chunk its own gold."""
+    """CONFLARE's way: questions written from random chunks, each chunk its own gold.
+
+    The calibration's rules are checked before the LLM writes any question, and again on
+    the questions it wrote (``retrieval.calibration.check_replacement``).
+    """
+    await anyio.to_thread.run_sync(
+        lambda: check_calibration(
+            store,
+            collection,
+            n,
+            default_alpha=default_alpha,
+            replace_smaller=replace_smaller,
+            sampled=True,
+        )
+    )
     items, skipped = await write_questions(
         store, generator, collection, n, seed=seed, progress=progress
     )
@@ -120,6 +140,7 @@ async def calibrate_generated(
             source=f"generated:n={n},seed={seed}",
             default_alpha=default_alpha,
             skipped=skipped,
+            replace_smaller=replace_smaller,
         )
     )
 
@@ -150,6 +171,7 @@ def qa_job(
     items: list[CalibrationItem],
     *,
     default_alpha: float,
+    replace_smaller: bool,
 ) -> JobBody:
     """A job body calibrating ``collection`` on user QA pairs."""
 
@@ -162,6 +184,7 @@ def qa_job(
                 items,
                 source=f"qa:{len(items)}",
                 default_alpha=default_alpha,
+                replace_smaller=replace_smaller,
             )
         )
         return calibration_summary(calibration)
@@ -178,6 +201,7 @@ def generated_job(
     *,
     seed: int,
     default_alpha: float,
+    replace_smaller: bool,
 ) -> JobBody:
     """A job body calibrating ``collection`` on ``n`` generated questions."""
 
@@ -197,6 +221,7 @@ def generated_job(
             n,
             seed=seed,
             default_alpha=default_alpha,
+            replace_smaller=replace_smaller,
             progress=advance,
         )
         return calibration_summary(calibration)

@@ -22,7 +22,7 @@ from pydantic import (
 
 from app.jobs import Job
 from app.pipeline import Citation, QueryOutcome, Round
-from retrieval.calibration import CalibrationItem, answer_docs
+from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, KeptCalibrations, answer_docs
 from retrieval.conformal import Calibration
 from retrieval.errors import InvalidCollectionName
 from retrieval.ingest import IngestReport
@@ -525,7 +525,13 @@ class CalibrationRequest(_Strict):
         None,
         gt=0,
         lt=1,
-        description="Alpha used when a query names none; default COVRAG_DEFAULT_ALPHA.",
+        description="Alpha used when a query names none; default COVRAG_DEFAULT_ALPHA. Must be "
+        "at least 1/(n+1) for n questions (else 422): a smaller one would refuse every query.",
+    )
+    replace_smaller: bool = Field(
+        False,
+        description="Allow replacing the current calibration by one with fewer than half its "
+        "questions (else 409). The replaced one stays restorable.",
     )
 
     @model_validator(mode="after")
@@ -533,6 +539,11 @@ class CalibrationRequest(_Strict):
         if (self.qa is None) == (self.generate is None):
             raise ValueError("give exactly one of qa or generate")
         return self
+
+    @property
+    def questions(self) -> int:
+        """The calibration's size: the QA pairs, or at most the chunks sampled."""
+        return len(self.qa) if self.qa is not None else int(self.generate or 0)
 
 
 def to_items(qa: list[QaItemIn]) -> list[CalibrationItem]:
@@ -600,6 +611,55 @@ def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
         min_alpha=calibration.min_alpha,
         indexed=calibration.indexed_at,
         stale=stale,
+    )
+
+
+class RestoreRequest(_Strict):
+    """``POST /v1/collections/{name}/calibration/restore``."""
+
+    version: Annotated[int, Field(ge=1), BeforeValidator(_integral)] = Field(
+        description="A kept version (GET …/calibration/versions) to make current."
+    )
+
+
+class CalibrationVersionOut(BaseModel):
+    """A kept calibration; ``POST …/calibration/restore`` makes it current again."""
+
+    version: int
+    current: bool = Field(description="The calibration queries use now.")
+    created_at: str
+    n: int
+    min_alpha: float = Field(description="Smallest supported alpha, 1/(n+1).")
+    default_alpha: float
+    source: str
+
+
+class CalibrationVersionsOut(BaseModel):
+    collection: str
+    versions: list[CalibrationVersionOut] = Field(
+        description="Newest version first, the current one included; at most "
+        f"{KEPT_VERSIONS} are kept."
+    )
+
+
+def to_versions_out(collection: str, kept: KeptCalibrations) -> CalibrationVersionsOut:
+    both = [(c, False) for c in kept.earlier]
+    if kept.current is not None:
+        both.append((kept.current, True))
+    return CalibrationVersionsOut(
+        collection=collection,
+        versions=[
+            CalibrationVersionOut(
+                version=c.version,
+                current=current,
+                created_at=c.created_at,
+                n=c.n,
+                min_alpha=c.min_alpha,
+                default_alpha=c.default_alpha,
+                source=c.source,
+            )
+            for c, current in sorted(both, key=lambda pair: pair[0].version, reverse=True)
+        ],
     )
 
 

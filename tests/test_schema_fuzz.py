@@ -55,7 +55,8 @@ schema = schemathesis.openapi.from_dict(
 def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> bool:
     """Leaves out the schema-valid requests that break a rule JSON Schema cannot state (the
     schema says it in words; the server answers a clear 422): a document id twice in one
-    request, a chat whose last turn is not the user's question."""
+    request, a chat whose last turn is not the user's question, a calibration too small for
+    its default alpha."""
     if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
         return True
     body = case.body if isinstance(case.body, dict) else {}
@@ -65,6 +66,10 @@ def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> b
     if case.operation.path == "/v1/chat/completions":
         turns = [m for m in body.get("messages", []) if m.get("role") in ("user", "assistant")]
         return bool(turns) and turns[-1]["role"] == "user" and bool(_text(turns[-1]).strip())
+    if case.operation.path == "/v1/collections/{name}/calibration":
+        qa, generate = body.get("qa"), body.get("generate")
+        n = len(qa) if isinstance(qa, list) else min(int(generate or 0), len(DOCS))
+        return n > 0 and (body.get("default_alpha") or Settings().default_alpha) >= 1 / (n + 1)
     return True
 
 

@@ -40,7 +40,7 @@ async def test_questions_written_from_sampled_chunks(
             assert item.source_chunk_id in chunk_ids
             assert usable(item.question, item.answers[0], payloads[item.source_chunk_id]["text"])
         if items:  # each generated question is scored against its own source chunk
-            cal = calibrate(p.store, p.embedder, "wiki", items, source="gen", default_alpha=0.2)
+            cal = calibrate(p.store, p.embedder, "wiki", items, source="gen", default_alpha=0.5)
             assert cal.n == len(items) and cal.misses == 0
     finally:
         await services.aclose()
