@@ -89,6 +89,7 @@ def job_runners(
                 job.collection,
                 to_items(request.qa),
                 default_alpha=alpha,
+                replace_smaller=request.replace_smaller,
             )
         else:
             assert request.generate is not None  # the request model guarantees one of the two
@@ -100,6 +101,7 @@ def job_runners(
                 request.generate,
                 seed=request.seed,
                 default_alpha=alpha,
+                replace_smaller=request.replace_smaller,
             )
         result = await body(job)
         await answers.invalidate(job.collection)

@@ -16,7 +16,12 @@ import anyio
 
 from app.generator import Generator, GeneratorError
 from app.jobs import Job, JobBody
-from retrieval.calibration import CalibrationItem, calibrate, normalize_answer
+from retrieval.calibration import (
+    CalibrationItem,
+    calibrate,
+    check_calibration,
+    normalize_answer,
+)
 from retrieval.conformal import Calibration, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import CollectionEmpty
@@ -125,13 +130,26 @@ async def calibrate_generated(
     *,
     seed: int,
     default_alpha: float,
+    replace_smaller: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Calibration, Counter[str]]:
     """CONFLARE's way: questions written from random chunks, each chunk its own gold; returns
     the calibration and the rejected questions counted by reason.
 
-    Raises ``NoUsableQuestions`` (counting the rejections by reason) when none is usable.
+    The calibration's rules are checked before the LLM writes any question, and again on
+    the questions it wrote (``retrieval.calibration.check_replacement``). Raises
+    ``NoUsableQuestions`` (counting the rejections by reason) when none is usable.
     """
+    await anyio.to_thread.run_sync(
+        lambda: check_calibration(
+            store,
+            collection,
+            n,
+            default_alpha=default_alpha,
+            replace_smaller=replace_smaller,
+            sampled=True,
+        )
+    )
     items, rejected = await write_questions(
         store, generator, collection, n, seed=seed, progress=progress
     )
@@ -149,6 +167,7 @@ async def calibrate_generated(
             source=f"generated:n={n},seed={seed}",
             default_alpha=default_alpha,
             skipped=rejected.total(),
+            replace_smaller=replace_smaller,
         )
     )
     return calibration, rejected
@@ -180,6 +199,7 @@ def qa_job(
     items: list[CalibrationItem],
     *,
     default_alpha: float,
+    replace_smaller: bool,
 ) -> JobBody:
     """A job body calibrating ``collection`` on user QA pairs."""
 
@@ -192,6 +212,7 @@ def qa_job(
                 items,
                 source=f"qa:{len(items)}",
                 default_alpha=default_alpha,
+                replace_smaller=replace_smaller,
             )
         )
         return calibration_summary(calibration)
@@ -208,6 +229,7 @@ def generated_job(
     *,
     seed: int,
     default_alpha: float,
+    replace_smaller: bool,
 ) -> JobBody:
     """A job body calibrating ``collection`` on ``n`` generated questions."""
 
@@ -227,6 +249,7 @@ def generated_job(
             n,
             seed=seed,
             default_alpha=default_alpha,
+            replace_smaller=replace_smaller,
             progress=advance,
         )
         if rejected:

@@ -11,7 +11,8 @@ import anyio
 
 from app.cache import AnswerCache
 from app.jobs import JobRegistry
-from retrieval.errors import CollectionBusy, CollectionEmpty, InvalidDocument, NotEnoughChunks
+from retrieval.calibration import check_calibration
+from retrieval.errors import CollectionBusy, InvalidDocument
 from retrieval.ingest import Ingestor
 from retrieval.store.base import VectorStore
 from retrieval.types import CollectionInfo, Document, DocumentPage
@@ -52,20 +53,26 @@ class Catalog:
         self._ingestor.validate(docs)
         self._ingestor.ensure_collection(name)
 
-    def check_calibration(self, name: str, generate: int | None) -> None:
-        """Refuse a calibration that cannot succeed before its job: an empty collection
-        (``CollectionEmpty``), or more generated questions than chunks to write them from
-        (``NotEnoughChunks``: each chunk gives at most one). Blocking."""
-        chunks = self._store.get_collection(name).chunks
-        if chunks == 0:
-            raise CollectionEmpty(
-                f"collection {name!r} is empty: ingest documents before calibrating"
-            )
-        if generate is not None and generate > chunks:
-            raise NotEnoughChunks(
-                f"generate={generate} asks for more questions than collection {name!r} can "
-                f"give: one question per chunk, and it has {chunks}; ask for at most {chunks}"
-            )
+    def check_calibration(
+        self,
+        name: str,
+        questions: int,
+        *,
+        generated: bool,
+        default_alpha: float,
+        replace_smaller: bool,
+    ) -> None:
+        """Refuse a calibration before its job: one that cannot succeed (an empty collection,
+        more generated questions than chunks) or that would break the collection (a default
+        α it cannot support, a much smaller replacement without the flag). Blocking."""
+        check_calibration(
+            self._store,
+            name,
+            questions,
+            default_alpha=default_alpha,
+            replace_smaller=replace_smaller,
+            sampled=generated,
+        )
 
     def documents(self, name: str, *, limit: int, cursor: str | None) -> DocumentPage:
         """A page of the collection's documents with their chunk counts. Blocking."""

@@ -249,8 +249,14 @@ def calibrate(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the chunk sample.")] = 0,
     default_alpha: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    replace_smaller: Annotated[
+        bool,
+        typer.Option(help="Allow replacing a calibration by one under half its size."),
+    ] = False,
 ) -> None:
-    """Calibrate the conformal threshold of a collection (in process)."""
+    """Calibrate the conformal threshold of a collection (in process); the same rules as
+    the API: a default alpha below 1/(n+1) is refused, a much smaller calibration needs
+    --replace-smaller, the replaced one stays restorable."""
     settings = get_settings()
     if (from_qa is None) == (generate is None):
         raise typer.BadParameter("give exactly one of --from-qa or --generate")
@@ -262,12 +268,16 @@ def calibrate(
             typer.echo(f"skipped malformed line {error}", err=True)
         store = build_store(settings)
         try:
-            result = _calibrate_qa(store, build_embedder(settings), name, qa.items, from_qa, alpha)
+            result = _calibrate_qa(
+                store, build_embedder(settings), name, qa.items, from_qa, alpha, replace_smaller
+            )
         finally:
             store.close()
     else:
         assert generate is not None
-        result = asyncio.run(_calibrate_generated(settings, name, generate, seed, alpha))
+        result = asyncio.run(
+            _calibrate_generated(settings, name, generate, seed, alpha, replace_smaller)
+        )
     asyncio.run(invalidate_answers(settings, name))
     typer.echo(json.dumps(result))
 
@@ -279,10 +289,17 @@ def _calibrate_qa(
     items: list[CalibrationItem],
     path: Path,
     alpha: float,
+    replace_smaller: bool = False,
 ) -> dict[str, object]:
     try:
         calibration = run_calibration(
-            store, embedder, name, items, source=f"qa:{path.name}", default_alpha=alpha
+            store,
+            embedder,
+            name,
+            items,
+            source=f"qa:{path.name}",
+            default_alpha=alpha,
+            replace_smaller=replace_smaller,
         )
     except (RetrievalError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -291,7 +308,7 @@ def _calibrate_qa(
 
 
 async def _calibrate_generated(
-    settings: Settings, name: str, n: int, seed: int, alpha: float
+    settings: Settings, name: str, n: int, seed: int, alpha: float, replace_smaller: bool
 ) -> dict[str, object]:
     services = build_services(settings)
     p = services.pipeline
@@ -305,6 +322,7 @@ async def _calibrate_generated(
                 n,
                 seed=seed,
                 default_alpha=alpha,
+                replace_smaller=replace_smaller,
                 progress=bar.update,
             )
     except (RetrievalError, GeneratorError, ValueError) as exc:

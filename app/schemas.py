@@ -6,6 +6,7 @@ routes stay one call deep.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,16 +20,18 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from app.jobs import Job
 from app.pipeline import Citation, QueryOutcome, Round
-from retrieval.calibration import CalibrationItem, answer_docs
+from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, KeptCalibrations, answer_docs
 from retrieval.conformal import Calibration
 from retrieval.errors import InvalidCollectionName
+from retrieval.filters import payload_key
 from retrieval.ingest import IngestReport
 from retrieval.retriever import Retrieval
 from retrieval.store.base import COLLECTION_NAME, check_name
-from retrieval.types import CollectionInfo, Document, DocumentPage
+from retrieval.types import CollectionInfo, Document, DocumentPage, FilterScalar, FilterValue
 
 
 class _Strict(BaseModel):
@@ -63,7 +66,62 @@ MaxRounds = Annotated[int, Field(ge=1, le=5), BeforeValidator(_integral)]
 #: What the stores can filter on: dotted paths of plain names; integers that JSON carries
 #: exactly (|n| < 2**53), well inside the stores' 64 bits.
 FilterKey = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")]
-FilterInt = Annotated[int, Field(ge=1 - 2**53, le=2**53 - 1), BeforeValidator(_integral)]
+_FILTER_INT = 2**53 - 1
+_FILTER_SCALARS: list[dict[str, Any]] = [
+    {"type": "string"},
+    {"type": "integer", "minimum": -_FILTER_INT, "maximum": _FILTER_INT},
+    {"type": "boolean"},
+]
+
+
+def _filter_scalar(value: object) -> FilterScalar:
+    value = _integral(value)
+    if isinstance(value, str | bool) or (isinstance(value, int) and abs(value) <= _FILTER_INT):
+        return value
+    raise PydanticCustomError(
+        "filter_value",
+        "expected a string, an integer within ±(2^53 - 1), a boolean, or a non-empty list of "
+        "them (matching any), got {got}",
+        {"got": json.dumps(value)[:80]},
+    )
+
+
+def _filter_value(value: object) -> FilterValue:
+    """One checked filter value, so that a bad one is one error naming its key (a union type
+    would give one per member)."""
+    if not isinstance(value, list):
+        return _filter_scalar(value)
+    if not value:
+        raise PydanticCustomError("filter_value", "an empty list matches nothing")
+    return [_filter_scalar(v) for v in value]
+
+
+def _payload_filters(filters: dict[str, FilterValue]) -> dict[str, FilterValue]:
+    """The filters keyed by the payload paths they match (``retrieval.filters``)."""
+    keys = {key: payload_key(key) for key in filters}
+    paths = {path: key for key, path in keys.items()}
+    for key, path in keys.items():
+        if paths[path] != key:
+            raise PydanticCustomError(
+                "filter_key",
+                "{key} and {other} both name {path}: give it once",
+                {"key": key, "other": paths[path], "path": path},
+            )
+    return {keys[key]: value for key, value in filters.items()}
+
+
+FilterValueIn = Annotated[
+    Any,
+    AfterValidator(_filter_value),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                *_FILTER_SCALARS,
+                {"type": "array", "minItems": 1, "items": {"anyOf": _FILTER_SCALARS}},
+            ]
+        }
+    ),
+]
 
 # Checked with the core's own rule (and its message), announced in the schema as a pattern: a
 # client learns from the schema what the server refuses.
@@ -105,9 +163,13 @@ class QueryRequest(_Strict):
         description="Context budget in chunks; default COVRAG_MAX_CHUNKS for a calibrated "
         "collection, COVRAG_DEFAULT_TOP_K otherwise.",
     )
-    filters: dict[FilterKey, str | FilterInt | bool] = Field(
+    filters: Annotated[dict[FilterKey, FilterValueIn], AfterValidator(_payload_filters)] = Field(
         default_factory=dict,
-        description='Exact payload matches, e.g. {"doc_id": "Paris"}; keys may be dotted paths.',
+        description="Exact matches, all required; a list matches any of its values. Keys "
+        "doc_id, title, source and chunk_index are covrag's own fields; any other key is a "
+        'metadata key given at ingestion ({"department": ["IT", "HR"]} matches '
+        "metadata.department), also written metadata.<key>; dotted keys reach into nested "
+        "metadata.",
         json_schema_extra={"additionalProperties": False},  # keys only as ``FilterKey`` allows
     )
     alpha: float | None = Field(
@@ -211,6 +273,10 @@ class EvidenceOut(BaseModel):
     budget: int = Field(description="Context budget in chunks.")
     budget_cut: bool = Field(description="The budget cut off chunks that cleared the threshold.")
     none_cleared: bool = Field(description="No chunk cleared the threshold: no evidence.")
+    filter_matched_nothing: bool = Field(
+        description="`filters` were given and no chunk of the collection matches them, so "
+        "nothing was searched (as opposed to nothing similar enough)."
+    )
 
 
 class RetrievalFields(BaseModel):
@@ -289,6 +355,7 @@ def _retrieval_fields(
             budget=retrieval.budget,
             budget_cut=retrieval.budget_cut,
             none_cleared=retrieval.none_cleared,
+            filter_matched_nothing=retrieval.filter_matched_nothing,
         ),
         "timings_ms": timings,
         "request_id": request_id,
@@ -566,7 +633,13 @@ class CalibrationRequest(_Strict):
         None,
         gt=0,
         lt=1,
-        description="Alpha used when a query names none; default COVRAG_DEFAULT_ALPHA.",
+        description="Alpha used when a query names none; default COVRAG_DEFAULT_ALPHA. Must be "
+        "at least 1/(n+1) for n questions (else 422): a smaller one would refuse every query.",
+    )
+    replace_smaller: bool = Field(
+        False,
+        description="Allow replacing the current calibration by one with fewer than half its "
+        "questions (else 409). The replaced one stays restorable.",
     )
 
     @model_validator(mode="after")
@@ -574,6 +647,11 @@ class CalibrationRequest(_Strict):
         if (self.qa is None) == (self.generate is None):
             raise ValueError("give exactly one of qa or generate")
         return self
+
+    @property
+    def questions(self) -> int:
+        """The calibration's size: the QA pairs, or at most the chunks sampled."""
+        return len(self.qa) if self.qa is not None else int(self.generate or 0)
 
 
 def to_items(qa: list[QaItemIn]) -> list[CalibrationItem]:
@@ -641,6 +719,55 @@ def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
         min_alpha=calibration.min_alpha,
         indexed=calibration.indexed_at,
         stale=stale,
+    )
+
+
+class RestoreRequest(_Strict):
+    """``POST /v1/collections/{name}/calibration/restore``."""
+
+    version: Annotated[int, Field(ge=1), BeforeValidator(_integral)] = Field(
+        description="A kept version (GET …/calibration/versions) to make current."
+    )
+
+
+class CalibrationVersionOut(BaseModel):
+    """A kept calibration; ``POST …/calibration/restore`` makes it current again."""
+
+    version: int
+    current: bool = Field(description="The calibration queries use now.")
+    created_at: str
+    n: int
+    min_alpha: float = Field(description="Smallest supported alpha, 1/(n+1).")
+    default_alpha: float
+    source: str
+
+
+class CalibrationVersionsOut(BaseModel):
+    collection: str
+    versions: list[CalibrationVersionOut] = Field(
+        description="Newest version first, the current one included; at most "
+        f"{KEPT_VERSIONS} are kept."
+    )
+
+
+def to_versions_out(collection: str, kept: KeptCalibrations) -> CalibrationVersionsOut:
+    both = [(c, False) for c in kept.earlier]
+    if kept.current is not None:
+        both.append((kept.current, True))
+    return CalibrationVersionsOut(
+        collection=collection,
+        versions=[
+            CalibrationVersionOut(
+                version=c.version,
+                current=current,
+                created_at=c.created_at,
+                n=c.n,
+                min_alpha=c.min_alpha,
+                default_alpha=c.default_alpha,
+                source=c.source,
+            )
+            for c, current in sorted(both, key=lambda pair: pair[0].version, reverse=True)
+        ],
     )
 
 

@@ -17,14 +17,21 @@ from __future__ import annotations
 import math
 import re
 import string
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from retrieval.conformal import Calibration
+from retrieval.conformal import Calibration, min_alpha
 from retrieval.embed.base import Embedder
-from retrieval.errors import CollectionEmpty
+from retrieval.errors import (
+    CalibrationShrinks,
+    CalibrationVersionNotFound,
+    CollectionEmpty,
+    DefaultAlphaUnsupported,
+    NotEnoughChunks,
+)
 from retrieval.ingest import collection_changes
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.store.base import VectorStore, index_builds
@@ -189,12 +196,102 @@ def _beyond_top(
 
 #: Metadata key under which a collection keeps its calibration.
 CALIBRATION_KEY = "calibration"
+#: Metadata key of the earlier calibrations a restore can bring back, newest version first.
+HISTORY_KEY = "calibration_history"
+#: Calibrations a collection keeps, the current one included (each holds its sorted scores).
+KEPT_VERSIONS = 10
+#: A calibration with fewer questions than this share of the current one's replaces it only
+#: with ``replace_smaller``: a much smaller set gives a coarser threshold and a higher
+#: ``min_alpha``, which queries asking for a small α then fail on.
+SHRINK_LIMIT = 0.5
+
+#: Held while a collection's calibrations are read, renumbered and written back, so that a
+#: restore and a finishing calibration in one process do not undo each other.
+_KEEPING = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class KeptCalibrations:
+    """A collection's current calibration and the earlier ones kept, newest version first."""
+
+    current: Calibration | None
+    earlier: list[Calibration]
 
 
 def load_calibration(store: VectorStore, collection: str) -> Calibration | None:
     """The collection's calibration, or ``None`` if it was never calibrated."""
     data = store.get_metadata(collection).get(CALIBRATION_KEY)
     return Calibration.from_json(data) if data else None
+
+
+def kept_calibrations(store: VectorStore, collection: str) -> KeptCalibrations:
+    """Every calibration of ``collection`` that ``restore_calibration`` can make current."""
+    meta = store.get_metadata(collection)
+    current = meta.get(CALIBRATION_KEY)
+    return KeptCalibrations(
+        current=Calibration.from_json(current) if current else None,
+        earlier=[Calibration.from_json(c) for c in meta.get(HISTORY_KEY, [])],
+    )
+
+
+def check_replacement(
+    current: Calibration | None, n: int, default_alpha: float, *, replace_smaller: bool
+) -> None:
+    """Refuse a calibration of ``n`` questions that would break the collection's queries, or
+    replace ``current`` by a much smaller one unasked.
+
+    Raises:
+        DefaultAlphaUnsupported: ``default_alpha`` < 1/(n+1), so every query without α would
+            be refused.
+        CalibrationShrinks: fewer than ``SHRINK_LIMIT`` of ``current``'s questions, and not
+            ``replace_smaller``.
+    """
+    if default_alpha < min_alpha(n):
+        needed = math.ceil(round(1 / default_alpha - 1, 9))
+        raise DefaultAlphaUnsupported(
+            f"default_alpha={default_alpha:g} is below the smallest alpha that {n} calibration "
+            f"questions support, 1/{n + 1} = {min_alpha(n):.4g}: give a default_alpha of at "
+            f"least that, or at least {needed} questions"
+        )
+    if current is not None and n < SHRINK_LIMIT * current.n and not replace_smaller:
+        raise CalibrationShrinks(
+            f"this calibration has {n} questions and would replace one of {current.n} "
+            f"(version {current.version}): replacing a calibration by one under "
+            f"{SHRINK_LIMIT:.0%} of its size needs replace_smaller (CLI: --replace-smaller); "
+            "earlier versions stay restorable"
+        )
+
+
+def check_calibration(
+    store: VectorStore,
+    collection: str,
+    questions: int,
+    *,
+    default_alpha: float,
+    replace_smaller: bool,
+    sampled: bool = False,
+) -> None:
+    """``check_replacement`` before any work is done. With ``sampled``, ``questions`` chunks
+    are sampled to write one question each from (``calibrate`` checks again with the count
+    of usable ones).
+
+    Raises:
+        CollectionEmpty: nothing to calibrate against.
+        NotEnoughChunks: more sampled questions than chunks, so no job could succeed.
+    """
+    info = store.get_collection(collection)
+    if info.chunks == 0:
+        raise CollectionEmpty(
+            f"collection {collection!r} is empty: ingest documents before calibrating"
+        )
+    if sampled and questions > info.chunks:
+        raise NotEnoughChunks(
+            f"generate={questions} asks for more questions than collection {collection!r} can "
+            f"give: one question per chunk, and it has {info.chunks}; ask for at most "
+            f"{info.chunks}"
+        )
+    current = load_calibration(store, collection)
+    check_replacement(current, questions, default_alpha, replace_smaller=replace_smaller)
 
 
 def calibrate(
@@ -206,19 +303,23 @@ def calibrate(
     source: str,
     default_alpha: float,
     skipped: int = 0,
+    replace_smaller: bool = False,
 ) -> Calibration:
-    """Score ``items``, then persist and return the collection's new calibration.
+    """Score ``items``, then persist and return the collection's new calibration; the one it
+    replaces is kept (``KEPT_VERSIONS``) for ``restore_calibration``.
 
     Raises:
         CollectionEmpty: nothing to calibrate against.
         ValueError: no items.
+        DefaultAlphaUnsupported, CalibrationShrinks: see ``check_replacement``.
     """
     if not items:
         raise ValueError("no usable calibration questions")
     info = store.get_collection(collection)
     if info.chunks == 0:
         raise CollectionEmpty(f"collection {collection!r} is empty: ingest documents first")
-    previous = load_calibration(store, collection)
+    current = load_calibration(store, collection)
+    check_replacement(current, len(items), default_alpha, replace_smaller=replace_smaller)
     builds = index_builds(store, collection)  # before scoring: a build meanwhile makes it stale
     scores = score_items(store, embedder, collection, items, approximate=info.indexed > 0)
     calibration = Calibration(
@@ -226,7 +327,7 @@ def calibrate(
         embedder=embedder.spec.model,
         scores=sorted(s.score for s in scores),
         source=source,
-        version=(previous.version + 1) if previous else 1,
+        version=0,  # numbered when kept
         changes_at=collection_changes(store, collection),
         chunks_at=info.chunks,
         misses=sum(s.missed for s in scores),
@@ -235,5 +336,46 @@ def calibrate(
         index_builds_at=builds,
         indexed_at=info.indexed,
     )
-    store.update_metadata(collection, {CALIBRATION_KEY: calibration.to_json()})
+    with _KEEPING:
+        kept = _kept_json(store, collection)
+        version = max((int(c["version"]) for c in kept), default=0) + 1
+        calibration = replace(calibration, version=version)
+        store.update_metadata(
+            collection, {CALIBRATION_KEY: calibration.to_json(), HISTORY_KEY: _newest(kept)}
+        )
     return calibration
+
+
+def restore_calibration(store: VectorStore, collection: str, version: int) -> Calibration:
+    """Make the kept calibration ``version`` current again (it keeps its number, its scores and
+    what it was taken on, so it is stale if the collection changed since); the current one
+    joins the earlier ones.
+
+    Raises:
+        CalibrationVersionNotFound: no kept calibration has that version.
+    """
+    with _KEEPING:
+        kept = _kept_json(store, collection)
+        chosen = next((c for c in kept if int(c["version"]) == version), None)
+        if chosen is None:
+            versions = ", ".join(str(c["version"]) for c in _newest(kept)) or "none"
+            raise CalibrationVersionNotFound(
+                f"collection {collection!r} keeps no calibration version {version} "
+                f"(kept: {versions})"
+            )
+        earlier = _newest([c for c in kept if c is not chosen])
+        store.update_metadata(collection, {CALIBRATION_KEY: chosen, HISTORY_KEY: earlier})
+    return Calibration.from_json(chosen)
+
+
+def _kept_json(store: VectorStore, collection: str) -> list[dict[str, Any]]:
+    """The stored calibrations of ``collection``, current first."""
+    meta = store.get_metadata(collection)
+    current = meta.get(CALIBRATION_KEY)
+    return ([current] if current else []) + list(meta.get(HISTORY_KEY, []))
+
+
+def _newest(calibrations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The history to keep beside a current calibration: the newest versions, newest first."""
+    ordered = sorted(calibrations, key=lambda c: int(c["version"]), reverse=True)
+    return ordered[: KEPT_VERSIONS - 1]

@@ -66,6 +66,24 @@ class AlphaOutOfRange(RetrievalError):
     param = "alpha"
 
 
+class DefaultAlphaUnsupported(RetrievalError):
+    """A calibration too small for its own ``default_alpha``: every query without α would fail."""
+
+    param = "default_alpha"
+
+
+class CalibrationShrinks(RetrievalError):
+    """A calibration far smaller than the one it would replace, without ``replace_smaller``."""
+
+    param = "replace_smaller"
+
+
+class CalibrationVersionNotFound(RetrievalError):
+    """No kept calibration of the collection has that version."""
+
+    param = "version"
+
+
 class IndexBuildRunning(RetrievalError):
     """An index build of that collection is running already."""
 

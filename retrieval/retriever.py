@@ -65,6 +65,9 @@ class Retrieval:
     calibration: CalibrationRef | None = None
     budget: int = 0
     budget_cut: bool = False
+    #: Filters were given and no chunk of the collection matches them: there was nothing to
+    #: search, which an empty result alone does not tell from nothing close enough.
+    filter_matched_nothing: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: The question's embedding, searched with; the caller may cache it.
     vector: list[float] = field(default_factory=list, repr=False)
@@ -161,6 +164,10 @@ class Retriever:
             score_threshold=threshold,
             filters=filters or None,
         )
+        # Without a threshold a filter that matches anything has hits; with one, count.
+        matched_nothing = bool(filters) and not hits
+        if matched_nothing and threshold is not None:
+            matched_nothing = self.store.count(collection, filters) == 0
         timings["search"] = _ms(start)
         kept = _fit(hits, budget)
         return Retrieval(
@@ -173,6 +180,7 @@ class Retriever:
             else CalibrationRef(n=calibration.n, version=calibration.version, stale=stale),
             budget=budget.chunks,
             budget_cut=len(kept) < len(hits),
+            filter_matched_nothing=matched_nothing,
             timings_ms=timings,
             vector=vector,
         )

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-#: Scalar payload values a filter can match on exactly.
-FilterValue = str | int | bool
+#: Payload values a filter can match exactly.
+FilterScalar = str | int | bool
+#: A filter item's value: one to match exactly, or a list of which a point matches any.
+FilterValue = FilterScalar | list[FilterScalar]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from schemathesis import GenerationMode
 from app.auth import ApiKeySpec
 from app.config import Settings
 from app.main import create_app
+from retrieval.filters import payload_key
 from tests.app.jobs_helper import ingest
 from tests.conftest import free_port
 
@@ -56,18 +57,26 @@ def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> b
     """Leaves out the schema-valid requests that break a rule JSON Schema cannot state (the
     schema says it in words; the server answers a clear 422): a document id twice in one
     request, a chat whose last turn is not the user's question, more generated calibration
-    questions than the collection has chunks (every collection here has at least one)."""
+    questions than the collection has chunks (every collection here has at least one), a
+    calibration too small for its default alpha, two filter keys naming one field."""
     if case.meta is None or case.meta.generation.mode is not GenerationMode.POSITIVE:
         return True
     body = case.body if isinstance(case.body, dict) else {}
     if case.operation.path == "/v1/collections/{name}/documents":
         ids = [repr(d.get("id")) for d in body.get("documents", []) if isinstance(d, dict)]
         return len(ids) == len(set(ids))
-    if case.operation.path == "/v1/collections/{name}/calibration":
-        return not isinstance(body.get("generate"), int | float) or body["generate"] <= 1
     if case.operation.path == "/v1/chat/completions":
         turns = [m for m in body.get("messages", []) if m.get("role") in ("user", "assistant")]
         return bool(turns) and turns[-1]["role"] == "user" and bool(_text(turns[-1]).strip())
+    if case.operation.path == "/v1/collections/{name}/calibration":
+        qa, generate = body.get("qa"), body.get("generate")
+        if isinstance(generate, int | float) and generate > 1:
+            return False
+        n = len(qa) if isinstance(qa, list) else min(int(generate or 0), len(DOCS))
+        return n > 0 and (body.get("default_alpha") or Settings().default_alpha) >= 1 / (n + 1)
+    if case.operation.path in ("/v1/query", "/v1/retrieve"):
+        keys = [payload_key(k) for k in body.get("filters", {})]
+        return len(keys) == len(set(keys))
     return True
 
 

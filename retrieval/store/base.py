@@ -8,7 +8,10 @@ Contract (``tests/retrieval/test_store_contract.py`` runs it against both backen
 - Similarity is cosine: scores lie in [-1, 1], higher is closer.
 - ``search`` returns at most ``limit`` hits, best first, only those with
   ``score >= score_threshold`` when a threshold is given, and only points whose payload
-  equals every ``filters`` item (keys may be dotted paths into the payload). A score equal
+  matches every ``filters`` item: its value equals the item's, or one of them for a list
+  value (keys are dotted paths into the payload, which ``retrieval.filters`` derives from a
+  query's keys; an array in the payload matches if any element does). ``count`` and
+  ``delete`` filter the same way. A score equal
   to the threshold within float32 rounding may fall either way: to keep ties, subtract an
   epsilon from the threshold.
 - ``CollectionInfo.indexed`` never exceeds ``chunks``.

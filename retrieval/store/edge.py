@@ -24,8 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import qdrant_edge as qe
 
 from retrieval.errors import (
@@ -43,7 +44,17 @@ from retrieval.store.base import (
     check_name,
     index_builds,
 )
-from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
+from retrieval.types import (
+    CollectionInfo,
+    EmbedderSpec,
+    FilterScalar,
+    FilterValue,
+    Point,
+    ScoredChunk,
+)
+
+if TYPE_CHECKING:
+    from qdrant_edge import ConditionType
 
 SHARD, INDEXING, OLD = "shard", "shard.indexing", "shard.old"
 #: The child that builds the index: ``edge_index``, under this interpreter.
@@ -135,13 +146,27 @@ def _recover(folder: Path) -> None:
     _drop_leftovers(folder)
 
 
+def _match(key: str, value: FilterScalar) -> qe.FieldCondition:
+    if isinstance(value, bool):
+        # The binding reads a Python bool as the integer it also is, which no boolean payload
+        # equals; numpy's bool is no int and arrives as a boolean.
+        exact = qe.MatchValue(np.bool_(value))  # type: ignore[arg-type]
+        return qe.FieldCondition(key=key, match=exact)
+    return qe.FieldCondition(key=key, match=qe.MatchValue(value))
+
+
+def _condition(key: str, value: FilterValue) -> ConditionType:
+    """One filter item; a list becomes a ``should`` of exact matches (``MatchAny`` takes
+    neither booleans nor mixed types)."""
+    if isinstance(value, list):
+        return qe.Filter(should=[_match(key, v) for v in value])
+    return _match(key, value)
+
+
 def _filter(
     filters: Mapping[str, FilterValue] | None, min_chunk_index: int = 0
 ) -> qe.Filter | None:
-    must: list[qe.FieldCondition] = [
-        qe.FieldCondition(key=key, match=qe.MatchValue(value))
-        for key, value in (filters or {}).items()
-    ]
+    must = [_condition(key, value) for key, value in (filters or {}).items()]
     if min_chunk_index > 0:
         must.append(qe.FieldCondition(key="chunk_index", range=qe.RangeFloat(gte=min_chunk_index)))
     return qe.Filter(must=must) if must else None

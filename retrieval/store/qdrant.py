@@ -23,13 +23,19 @@ from retrieval.store.base import INDEXED_KEYWORDS, IndexReport, check_dims, chec
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
 
 
+def _condition(key: str, value: FilterValue) -> qm.Condition:
+    """One filter item; a list becomes a ``should`` of exact matches, as on Edge."""
+    if isinstance(value, list):
+        return qm.Filter(
+            should=[qm.FieldCondition(key=key, match=qm.MatchValue(value=v)) for v in value]
+        )
+    return qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
+
+
 def _filter(
     filters: Mapping[str, FilterValue] | None, min_chunk_index: int = 0
 ) -> qm.Filter | None:
-    must: list[qm.Condition] = [
-        qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
-        for key, value in (filters or {}).items()
-    ]
+    must: list[qm.Condition] = [_condition(key, value) for key, value in (filters or {}).items()]
     if min_chunk_index > 0:
         must.append(qm.FieldCondition(key="chunk_index", range=qm.Range(gte=min_chunk_index)))
     return qm.Filter(must=must) if must else None

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from app.cli import cli
@@ -155,6 +156,30 @@ def test_ingest_past_the_threshold_builds_the_index(
     assert "indexing wiki" in ingest()
     assert indexed() == (4, 4)
     assert "indexing" not in ingest()  # unchanged documents: nothing unindexed
+
+
+def test_calibrate_keeps_the_rules_of_the_api(runner: CliRunner, tmp_path: Path) -> None:
+    """No default alpha the calibration cannot support, no much smaller calibration unasked
+    (issue #25): each refusal one line, and nothing replaced."""
+    doc = {"id": "tower", "text": "The Eiffel Tower in Paris was completed in 1889."}
+    (tmp_path / "docs.jsonl").write_text(json.dumps(doc) + "\n")
+    assert runner.invoke(cli, ["ingest", str(tmp_path / "docs.jsonl")]).exit_code == 0
+
+    def calibrate(n: int, *options: str) -> Result:
+        qa = tmp_path / f"qa{n}.jsonl"
+        row = {"question": "When was the tower completed?", "answers": ["1889"]}
+        qa.write_text("".join(json.dumps({**row, "id": f"q{i}"}) + "\n" for i in range(n)))
+        return runner.invoke(cli, ["calibrate", "--from-qa", str(qa), *options])
+
+    assert calibrate(4, "--default-alpha", "0.2").exit_code == 0
+    refused = calibrate(1, "--default-alpha", "0.1", "--replace-smaller")
+    assert refused.exit_code == 2 and "default_alpha=0.1" in refused.stderr
+    refused = calibrate(1, "--default-alpha", "0.5")
+    assert refused.exit_code == 2 and "--replace-smaller" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    done = calibrate(1, "--default-alpha", "0.5", "--replace-smaller")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout.strip().splitlines()[-1])["version"] == 2
 
 
 def test_calibrate_needs_exactly_one_source(runner: CliRunner) -> None:

@@ -141,6 +141,74 @@ def test_calibration_request_validation(client: TestClient) -> None:
     assert client.get("/v1/collections/wiki/calibration").json()["calibration"] is None
 
 
+def test_a_default_alpha_the_calibration_cannot_support_is_refused(
+    client: TestClient, dev_docs: list[Document]
+) -> None:
+    """One question supports alpha >= 1/2 only: with default_alpha 0.1 every query without
+    alpha would be refused, so the calibration is, before any job (issue #25)."""
+    for body in ({"qa": _qa(dev_docs)[:1]}, {"generate": 1}):
+        r = client.post("/v1/collections/wiki/calibration", json={**body, "default_alpha": 0.1})
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["param"] == "default_alpha"
+        assert "1/2 = 0.5" in err["message"] and "at least 9 questions" in err["message"]
+    assert client.get("/v1/collections/wiki/calibration").json() == {
+        "collection": "wiki",
+        "calibration": None,
+        "job": None,
+    }
+
+
+def test_a_much_smaller_calibration_needs_replace_smaller(
+    client: TestClient, dev_docs: list[Document]
+) -> None:
+    qa = _qa(dev_docs)
+    assert _calibrate(client, {"qa": qa})["status"] == "succeeded"
+    small = {"qa": qa[:5], "default_alpha": 0.2}
+    r = client.post("/v1/collections/wiki/calibration", json=small)
+    assert r.status_code == 409, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["param"]) == ("conflict", "replace_smaller")
+    assert f"would replace one of {len(qa)}" in err["message"]
+    assert client.get("/v1/collections/wiki/calibration").json()["calibration"]["n"] == len(qa)
+    job = _calibrate(client, {**small, "replace_smaller": True})
+    assert (job["status"], job["result"]["n"], job["result"]["version"]) == ("succeeded", 5, 2)
+
+
+def test_earlier_calibrations_are_listed_and_restorable(
+    client: TestClient, dev_docs: list[Document]
+) -> None:
+    qa = _qa(dev_docs)
+    question = {"question": qa[0]["question"]}
+    assert client.get("/v1/collections/wiki/calibration/versions").json()["versions"] == []
+    assert _calibrate(client, {"qa": qa, "default_alpha": 0.2})["status"] == "succeeded"
+    small = {"qa": qa[:5], "default_alpha": 0.3, "replace_smaller": True}
+    assert _calibrate(client, small)["status"] == "succeeded"
+    assert client.post("/v1/retrieve", json=question).json()["calibration"]["n"] == 5
+
+    versions = client.get("/v1/collections/wiki/calibration/versions").json()["versions"]
+    assert [(v["version"], v["current"], v["n"], v["default_alpha"]) for v in versions] == [
+        (2, True, 5, 0.3),
+        (1, False, len(qa), 0.2),
+    ]
+    assert versions[1]["min_alpha"] == pytest.approx(1 / (len(qa) + 1))
+    assert versions[1]["created_at"] < versions[0]["created_at"]
+
+    r = client.post("/v1/collections/wiki/calibration/restore", json={"version": 1})
+    assert r.status_code == 200, r.text
+    assert (r.json()["version"], r.json()["n"], r.json()["stale"]) == (1, len(qa), False)
+    body = client.post("/v1/retrieve", json=question).json()
+    assert body["calibration"] == {"n": len(qa), "version": 1, "stale": False}
+    assert body["alpha"] == 0.2
+    versions = client.get("/v1/collections/wiki/calibration/versions").json()["versions"]
+    assert [(v["version"], v["current"]) for v in versions] == [(2, False), (1, True)]
+
+    r = client.post("/v1/collections/wiki/calibration/restore", json={"version": 7})
+    assert r.status_code == 404 and r.json()["error"]["param"] == "version"
+    r = client.get("/v1/collections/nope/calibration/versions")
+    assert r.status_code == 404
+
+
 def test_stale_after_changes_and_persisted_across_restart(
     settings: Settings, client: TestClient, dev_docs: list[Document], wiki_docs: list[Document]
 ) -> None:

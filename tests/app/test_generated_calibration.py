@@ -127,7 +127,7 @@ async def test_questions_written_from_sampled_chunks(
             text = str(payloads[item.source_chunk_id]["text"])
             assert rejection(item.question, item.answers[0], text) is None
         if items:  # each generated question is scored against its own source chunk
-            cal = calibrate(p.store, p.embedder, "wiki", items, source="gen", default_alpha=0.2)
+            cal = calibrate(p.store, p.embedder, "wiki", items, source="gen", default_alpha=0.5)
             assert cal.n == len(items) and cal.misses == 0
     finally:
         await services.aclose()

@@ -15,7 +15,7 @@ from retrieval.errors import (
     InvalidCollectionName,
 )
 from retrieval.store import EdgeStore, VectorStore
-from retrieval.types import EmbedderSpec, Point
+from retrieval.types import EmbedderSpec, FilterValue, Point
 
 SPEC = EmbedderSpec(model="test-model", dim=8)
 
@@ -193,3 +193,50 @@ def test_concurrent_calls_on_two_collections(store: VectorStore) -> None:
     ids = {p.id for batch in batches[0::2] for p in batch}
     assert set(store.list_ids("a")) == ids
     assert store.get_collection("b").chunks == 1 + sum(len(b) for b in batches[1::2])
+
+
+def test_filters_on_metadata_lists_nested_paths_and_arrays(store: VectorStore) -> None:
+    """A filter item matches a payload path (dotted into the metadata); a list value matches
+    any of its values, of whatever types; an array in the payload matches if any element does.
+    Search, count and delete agree."""
+    store.create_collection("c", SPEC)
+    rng = np.random.default_rng(2)
+    departments = ["IT", "HR", "Sales", "IT", "HR", "IT"]
+    points = [
+        Point(
+            id=f"00000000-0000-0000-0000-{i:012d}",
+            vector=_unit(rng),
+            payload={
+                "doc_id": f"doc{i}",
+                "chunk_index": 0,
+                "text": f"t{i}",
+                "title": f"T{i}",
+                "metadata": {
+                    "department": dept,
+                    "year": 2020 + i % 2,
+                    "public": i < 3,
+                    "tags": ["a", f"t{i}"],
+                    "team": {"lead": f"L{i % 3}"},
+                },
+            },
+        )
+        for i, dept in enumerate(departments)
+    ]
+    store.upsert("c", points)
+
+    def docs(filters: dict[str, FilterValue]) -> set[str]:
+        hits = store.search("c", points[0].vector, limit=10, filters=filters)
+        assert store.count("c", filters) == len(hits)
+        return {h.payload["doc_id"] for h in hits}
+
+    assert docs({"metadata.department": "IT"}) == {"doc0", "doc3", "doc5"}
+    assert docs({"metadata.department": ["HR", "Sales"]}) == {"doc1", "doc2", "doc4"}
+    assert docs({"metadata.department": ["IT"], "metadata.year": 2021}) == {"doc3", "doc5"}
+    assert docs({"metadata.year": [2021, "2020"], "metadata.public": True}) == {"doc1"}
+    assert docs({"metadata.team.lead": "L2"}) == {"doc2", "doc5"}
+    assert docs({"metadata.tags": "t4"}) == {"doc4"}
+    assert docs({"metadata.tags": ["t1", "t2"], "doc_id": ["doc2", "doc3"]}) == {"doc2"}
+    assert docs({"metadata.department": "Legal"}) == set()
+    assert docs({"department": "IT"}) == set()  # a payload path: the store does not guess
+    store.delete("c", {"metadata.department": ["HR", "Sales"]})
+    assert store.count("c") == 3 and docs({"metadata.department": "IT"}) == {"doc0", "doc3", "doc5"}

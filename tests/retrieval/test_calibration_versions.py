@@ -1,0 +1,20 @@
+"""The calibrations a collection keeps, on both backends: bounded, newest versions first."""
+
+from __future__ import annotations
+
+from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, calibrate, kept_calibrations
+from retrieval.embed import Embedder
+from retrieval.ingest import Ingestor
+from retrieval.store import VectorStore
+from retrieval.types import Document
+
+
+def test_only_the_newest_versions_are_kept(store: VectorStore, embedder: Embedder) -> None:
+    doc = Document(id="tower", text="The Eiffel Tower in Paris was completed in 1889.")
+    Ingestor(store, embedder, chunk_words=100, chunk_overlap=0).ingest("c", [doc])
+    items = [CalibrationItem(id="q", question="When was the tower completed?", answers=("1889",))]
+    for _ in range(KEPT_VERSIONS + 2):
+        calibrate(store, embedder, "c", items, source="test", default_alpha=0.5)
+    kept = kept_calibrations(store, "c")
+    assert kept.current is not None and kept.current.version == KEPT_VERSIONS + 2
+    assert [c.version for c in kept.earlier] == list(range(KEPT_VERSIONS + 1, 2, -1))
