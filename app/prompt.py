@@ -1,5 +1,5 @@
-"""Shared prompt vocabulary: the refusal the model is told to give, the question's shape, and
-which passages an answer rests on."""
+"""Shared prompt vocabulary: the empty context, the question's shape, and which passages an
+answer rests on."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import re
 from collections.abc import Sequence
 
 from retrieval.calibration import normalize_answer
-
-REFUSAL = "I cannot answer from the given passages."
 
 NO_EVIDENCE = "(no passages were found)"
 

@@ -1,9 +1,10 @@
 """The Reasoner (SIM-RAG): a short plain answer per round, and a new search query when asked.
 
-The answer is plain text, shown worked examples first: a small model answers better in its own
-words than inside a JSON object, and the critic reads the call's log-probabilities instead of
-a self-reported flag. A comparison ("X or Y?") is answered with the candidate the reply names
-first. The query rewrite stays structured, so the pipeline reads a field.
+The answer is plain text from a plain prompt: a small model answers better in its own words
+than inside a JSON object or after worked examples, and the critic reads the call's
+log-probabilities and the passages instead of a self-reported flag. A comparison ("X or Y?")
+is answered with the candidate the reply names first. The query rewrite stays structured, so
+the pipeline reads a field.
 """
 
 from __future__ import annotations
@@ -15,35 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.generator import Completion, Generator, TextSink
-from app.prompt import NO_EVIDENCE, REFUSAL, comparison
+from app.prompt import NO_EVIDENCE, comparison
 from critic.features import is_refusal
 from retrieval.calibration import normalize_answer
 from retrieval.types import ScoredChunk
 
-_ANSWER_SYSTEM = (
-    "Answer the question from the numbered passages. Reply with the answer alone: a name, a "
-    "number, a date or a few words taken from the passages, with no sentence around it. If the "
-    f"passages do not contain the answer, reply: {REFUSAL}"
-)
-#: Worked examples, shown as earlier turns (passage, question, answer); the prompt prefix they
-#: make is constant, so vLLM's prefix cache prefills it once.
-_EXAMPLES = (
-    (
-        "Mount Fuji: Mount Fuji is the highest mountain in Japan, rising 3,776 metres.",
-        "How high is Mount Fuji?",
-        "3,776 metres",
-    ),
-    (
-        "Danube: The Danube flows through ten countries into the Black Sea.",
-        "Into which sea does the Danube flow?",
-        "the Black Sea",
-    ),
-    (
-        "Kobe: Kobe is a port city in Hyogo Prefecture, Japan.",
-        "Who founded the city of Kobe?",
-        REFUSAL,
-    ),
-)
+#: The plainest prompt, no worked examples and no way out: on 120 development questions (the
+#: same context, SmolLM2-135M) it was right on 50 where a refusal clause and three worked examples
+#: were right on 35. Abstaining is the critic's call, not the model's.
+_ANSWER_SYSTEM = "Answer the question using the context. Reply with a short answer only."
 #: An answer ends at its line.
 _STOP = ("\n",)
 
@@ -126,17 +107,9 @@ def context_text(passages: Sequence[ScoredChunk], chars: int | None = None) -> s
     )
 
 
-def _ask(passages: str, question: str) -> str:
-    return f"Passages:\n{passages}\n\nQuestion: {question}"
-
-
 def _answer_messages(question: str, passages: Sequence[ScoredChunk]) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": _ANSWER_SYSTEM}]
-    for passage, asked, answer in _EXAMPLES:
-        messages.append({"role": "user", "content": _ask(f"[1] {passage}", asked)})
-        messages.append({"role": "assistant", "content": answer})
-    messages.append({"role": "user", "content": _ask(context_text(passages), question)})
-    return messages
+    user = f"Context:\n{context_text(passages)}\n\nQuestion: {question}"
+    return [{"role": "system", "content": _ANSWER_SYSTEM}, {"role": "user", "content": user}]
 
 
 #: Words a reply wraps its answer in ("The answer is: …") besides the question's own words.
