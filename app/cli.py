@@ -20,6 +20,7 @@ from app.api.routes.query import to_params
 from app.auth import KeyRing
 from app.cli_critic import train_critic, worker_critic
 from app.cli_eval import eval_cli
+from app.cli_local import NoLocalData
 from app.cli_qa import qa as qa_eval
 from app.cli_qa import selfpractice
 from app.cli_remote import collections_cli, jobs, server
@@ -53,6 +54,10 @@ class _OneLineErrors(TyperGroup):
             raise typer.Exit(_exit_code(exc)) from None
 
 
+#: Errors that refuse the request as given (exit 2); a server's 4xx is one too.
+_REFUSALS = (DataDirHeld, NoLocalData, RetrievalError, CriticWeightsError, ValueError, OSError)
+
+
 def _one_line(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
@@ -60,10 +65,6 @@ def _one_line(exc: Exception) -> str:
     if isinstance(exc, (ClientError, *_REFUSALS)):
         return text
     return f"{type(exc).__name__}: {text} (--debug shows the traceback)"
-
-
-#: Local errors that refuse the request as given.
-_REFUSALS = (DataDirHeld, RetrievalError, CriticWeightsError, ValueError, OSError)
 
 
 def _exit_code(exc: Exception) -> int:

@@ -30,14 +30,13 @@ from app.services import (
 from retrieval.calibration import CalibrationItem
 from retrieval.calibration import calibrate as run_calibration
 from retrieval.embed import Embedder
-from retrieval.errors import RetrievalError
 from retrieval.retriever import Retriever
 from retrieval.store import VectorStore
 from retrieval.store.base import index_due
 from retrieval.types import Document
 
 
-class NoLocalData(RetrievalError):
+class NoLocalData(Exception):
     """The data dir does not exist: most likely covrag was started in another folder."""
 
 
@@ -50,7 +49,7 @@ def check_local(settings: Settings, *, creates: bool = False) -> None:
         DataDirHeld: a live server holds it.
         NoLocalData: it does not exist.
     """
-    check_free(settings.data_dir)
+    check_free(settings.data_dir, "drop --local to work through it, or stop it first")
     if not creates and not settings.data_dir.is_dir():
         raise NoLocalData(
             f"no data dir at {settings.data_dir}: set COVRAG_DATA_DIR, or ingest with --local first"

@@ -26,11 +26,9 @@ class Holder:
 class DataDirHeld(Exception):
     """Another live process holds the data dir."""
 
-    def __init__(self, data_dir: Path, holder: Holder) -> None:
-        super().__init__(
-            f"the server at {holder.url} (pid {holder.pid}) holds {data_dir}: "
-            "drop --local to work through it, or stop it first"
-        )
+    def __init__(self, data_dir: Path, holder: Holder, advice: str) -> None:
+        who = f"the server at {holder.url} (pid {holder.pid})"
+        super().__init__(f"{who} holds {data_dir}: {advice}")
         self.holder = holder
 
 
@@ -41,11 +39,11 @@ def holder(data_dir: Path) -> Holder | None:
     return found if found and found.pid != os.getpid() and _alive(found.pid) else None
 
 
-def check_free(data_dir: Path) -> None:
-    """Raise ``DataDirHeld`` if a live server holds ``data_dir``."""
+def check_free(data_dir: Path, advice: str) -> None:
+    """Raise ``DataDirHeld``, ending with ``advice``, if a live server holds ``data_dir``."""
     found = holder(data_dir)
     if found is not None:
-        raise DataDirHeld(data_dir, found)
+        raise DataDirHeld(data_dir, found, advice)
 
 
 def claim(data_dir: Path, url: str) -> None:
@@ -54,7 +52,7 @@ def claim(data_dir: Path, url: str) -> None:
     Raises:
         DataDirHeld: a live server holds it.
     """
-    check_free(data_dir)
+    check_free(data_dir, "stop it first, or give this server another COVRAG_DATA_DIR")
     data_dir.mkdir(parents=True, exist_ok=True)
     staged = data_dir / f"{LOCK_FILE}.{os.getpid()}"
     staged.write_text(json.dumps({"pid": os.getpid(), "url": url}))

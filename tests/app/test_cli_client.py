@@ -214,7 +214,7 @@ def test_an_unreachable_server_is_one_line_and_debug_shows_the_traceback(debug: 
         )
 
 
-def test_local_takes_over_a_stale_lock_and_refuses_a_live_one(
+def test_a_live_lock_refuses_local_work_and_a_stale_one_is_taken_over(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = tmp_path / "data"
@@ -225,6 +225,8 @@ def test_local_takes_over_a_stale_lock_and_refuses_a_live_one(
     _lock(data, os.getppid(), "http://127.0.0.1:9")  # alive, and not us
     line = _one_line(runner.invoke(cli, ["ingest", str(docs), "--local"]), 2)
     assert f"pid {os.getppid()}" in line and "http://127.0.0.1:9" in line
+    refused = runner.invoke(cli, ["serve", "--port", "1"])  # nor does a second server start
+    assert refused.exit_code == 2 and f"pid {os.getppid()}" in refused.stderr
 
     _lock(data, _dead_pid(), "http://127.0.0.1:9")
     assert _json(runner.invoke(cli, ["ingest", str(docs), "--local"]))["added"] == 1
