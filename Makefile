@@ -8,7 +8,7 @@ setup:
 ## Install, start a vLLM CPU worker, ingest the demo corpus once, serve the API.
 run: setup
 	$(PY)/covrag worker vllm
-	$(PY)/covrag ingest --demo
+	$(PY)/covrag ingest --demo --local  # before the server: in process
 	$(PY)/covrag serve
 
 ## The whole test suite (starts its own vLLM CPU workers).

@@ -1,71 +1,127 @@
-"""The ``covrag`` command line: serve, ingest, index, ask, worker."""
+"""The ``covrag`` command line: serve; ask, ingest, calibrate, index, collections and jobs
+through a running server (or, for the first four, in process with ``--local``); worker."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict
+import signal
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import httpx
 import typer
-from tqdm import tqdm
+from pydantic import ValidationError
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
+from app import cli_local, cli_remote
+from app.api.routes.query import to_params
 from app.auth import KeyRing
-from app.calibration import calibrate_generated, calibration_summary
 from app.cli_critic import train_critic, worker_critic
 from app.cli_eval import eval_cli
+from app.cli_local import NoLocalData
 from app.cli_qa import qa as qa_eval
 from app.cli_qa import selfpractice
-from app.config import Settings, get_settings
-from app.generator import GeneratorError
+from app.cli_remote import collections_cli, jobs, server
+from app.client import ClientError
+from app.config import get_settings
+from app.datalock import DataDirHeld, claim, release
+from app.demo import QUICKSTART_QUESTION, demo_documents
 from app.logs import configure_logging
-from app.pipeline import QueryParams
-from app.schemas import to_query_response
-from app.services import (
-    build_embedder,
-    build_ingestor,
-    build_services,
-    build_store,
-    check_critic,
-    invalidate_answers,
-)
+from app.schemas import CalibrationRequest, IndexRequest, QueryRequest, to_qa_in
+from app.services import check_critic
 from critic.errors import CriticWeightsError
-from retrieval.calibration import CalibrationItem, load_qa
-from retrieval.calibration import calibrate as run_calibration
-from retrieval.corpus import fetch_wiki, load_files, load_wiki
-from retrieval.embed import Embedder
+from retrieval.calibration import load_qa
+from retrieval.corpus import load_files
 from retrieval.errors import RetrievalError
-from retrieval.retriever import Retriever
-from retrieval.store import VectorStore
-from retrieval.store.base import index_due
 
-#: The calibration part of the dev QA set over the demo corpus (data/qa/README.md).
-DEMO_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "qa" / "calib.jsonl"
-#: The question ``covrag serve`` and the README offer to try first.
-QUICKSTART_QUESTION = "Melbourne is the capital of which Australian state?"
+
+class _OneLineErrors(TyperGroup):
+    """Every error ends as one line on stderr saying what went wrong, with exit code 2 when
+    the request was refused (fix it and retry) and 1 otherwise; ``--debug`` lets the
+    exception through, with its traceback."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            typer.echo(f"covrag: {_one_line(exc)}", err=True)
+            raise typer.Exit(_exit_code(exc)) from None
+
+
+#: Errors that refuse the request as given (exit 2); a server's 4xx is one too.
+_REFUSALS = (DataDirHeld, NoLocalData, RetrievalError, CriticWeightsError, ValueError, OSError)
+
+
+def _one_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    text = " ".join(str(exc).split())
+    if isinstance(exc, (ClientError, *_REFUSALS)):
+        return text
+    return f"{type(exc).__name__}: {text} (--debug shows the traceback)"
+
+
+def _exit_code(exc: Exception) -> int:
+    if isinstance(exc, ClientError):
+        return exc.exit_code
+    return 2 if isinstance(exc, _REFUSALS) else 1
+
 
 cli = typer.Typer(
+    cls=_OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
-    help="covrag: RAG that knows when it has enough evidence.",
+    pretty_exceptions_show_locals=False,  # --debug must not print API keys held in locals
+    rich_markup_mode=None,  # docstrings rewrapped, as click does
 )
 worker_cli = typer.Typer(no_args_is_help=True, help="Local vLLM CPU workers.")
 cli.add_typer(worker_cli, name="worker")
 cli.add_typer(eval_cli, name="eval")
+cli.add_typer(collections_cli, name="collections")
+cli.command()(jobs)
 cli.command("selfpractice")(selfpractice)
 cli.command("train-critic")(train_critic)
 worker_cli.command("critic")(worker_critic)
 eval_cli.command("qa")(qa_eval)
 
 
-def _example_curl(settings: Settings) -> str:
+@cli.callback()
+def root(
+    url: Annotated[
+        str | None,
+        typer.Option(help="The server to talk to; default COVRAG_URL (http://127.0.0.1:8080)."),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show an error's traceback.")] = False,
+) -> None:
+    """covrag: RAG that knows when it has enough evidence.
+
+    ask, ingest, calibrate, index, collections and jobs talk to the server at COVRAG_URL,
+    sending COVRAG_API_KEY. With --local, ask, ingest, calibrate and index work in process
+    on the data dir instead: COVRAG_DATA_DIR, default ./.covrag (resolved against the folder
+    covrag starts in); refused while a server holds it.
+    """
+
+
+#: The option of the commands that can also work in process.
+Local = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        help="In process on COVRAG_DATA_DIR instead of through the server; refused while a "
+        "server holds that data dir.",
+    ),
+]
+
+
+def _example_curl(url: str) -> str:
     body = json.dumps({"question": QUICKSTART_QUESTION})
-    return (
-        f"curl -s http://{settings.host}:{settings.port}/v1/query "
-        f"-H 'Content-Type: application/json' -d '{body}'"
-    )
+    return f"curl -s {url}/v1/query -H 'Content-Type: application/json' -d '{body}'"
 
 
 @cli.command()
@@ -73,98 +129,72 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
 ) -> None:
-    """Run the HTTP API (uvicorn)."""
+    """Run the HTTP API (uvicorn), holding the data dir: a lock file in it names this
+    process and its URL until it stops."""
     import uvicorn
 
     from app.main import create_app
 
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings().model_copy(update=updates)
+    url = f"http://{settings.host}:{settings.port}"
     try:
         check_critic(settings)
         KeyRing.load(settings.api_keys, settings.api_keys_file)
-    except (CriticWeightsError, OSError, ValueError) as exc:
+        claim(settings.data_dir, url)
+    except (CriticWeightsError, OSError, ValueError, DataDirHeld) as exc:
         typer.echo(f"covrag: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"covrag API on http://{settings.host}:{settings.port}  (docs: /docs)")
-    typer.echo(f"try:\n  {_example_curl(settings)}\n")
+    typer.echo(f"covrag API on {url}  (docs: /docs)")
+    typer.echo(f"try:\n  {_example_curl(url)}\n")
     configure_logging(settings.log_level, json=settings.log_format == "json")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # uvicorn's loggers go through configure_logging's handler too
-        access_log=False,  # the request middleware logs each request, with its id and route
-        timeout_graceful_shutdown=settings.shutdown_grace_s,  # SIGTERM drains in-flight requests
-    )
+    # uvicorn drains on SIGTERM, then raises it again to the handler it found: let that one
+    # exit through `finally` (status 143, as if killed) so the lock goes with the server.
+    signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,  # uvicorn's loggers go through configure_logging's handler too
+            access_log=False,  # the request middleware logs each request, with its id and route
+            timeout_graceful_shutdown=settings.shutdown_grace_s,  # SIGTERM drains requests
+        )
+    finally:
+        release(settings.data_dir)
 
 
 @cli.command()
 def ingest(
+    ctx: typer.Context,
     files: Annotated[list[Path] | None, typer.Argument(help=".txt, .md or .jsonl files.")] = None,
     demo: Annotated[bool, typer.Option(help="Ingest the demo Wikipedia corpus.")] = False,
     collection: Annotated[str | None, typer.Option(help="Target collection.")] = None,
+    local: Local = False,
 ) -> None:
-    """Ingest documents in process (idempotent: unchanged documents are skipped)."""
+    """Ingest documents (unchanged ones are skipped) and print the report as JSON.
+
+    Through the server: a job per 500 documents, followed with a progress bar. With --demo,
+    also calibrate from the demo QA set unless a fresh calibration exists.
+    """
     settings = get_settings()
     if demo == bool(files):
         raise typer.BadParameter("give files or --demo (not both)")
+    if local:
+        cli_local.check_local(settings, creates=True)
     name = collection or settings.default_collection
-    docs = (
-        load_wiki(fetch_wiki(settings.data_dir / "corpus"))
-        if demo
-        else list(load_files(files or []))
-    )
-    store = build_store(settings)
-    try:
-        embedder = build_embedder(settings)
-        ingestor = build_ingestor(settings, store, embedder)
-        with tqdm(unit="chunk", desc=f"ingest → {name}") as bar:
-
-            def tick(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            report = ingestor.ingest(name, docs, progress=tick)
-        due = settings.store == "edge" and index_due(
-            store.get_collection(name),
-            report.chunks_written,
-            threshold=settings.index_threshold,
-            reindex_fraction=settings.reindex_fraction,
-        )
-        if due:  # as the server does after an ingestion job
-            typer.echo(f"indexing {name} (COVRAG_INDEX_THRESHOLD reached) ...", err=True)
-            typer.echo(json.dumps(asdict(store.build_index(name))), err=True)
-        if demo:
-            _calibrate_demo(settings, store, embedder, name)
-    except RetrievalError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        store.close()
-    asyncio.run(invalidate_answers(settings, name))
-    typer.echo(json.dumps(asdict(report)))
-
-
-def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, name: str) -> None:
-    """Calibrate the demo collection from the calibration part of the shipped dev QA set, unless
-    it already has a calibration that is still fresh: the first query shows the product."""
-    retriever = Retriever(store, embedder, stale_fraction=settings.stale_fraction)
-    current, stale = retriever.calibration(name)
-    if current is not None and not stale:
-        return
-    if not DEMO_CALIBRATION.is_file():  # an installed wheel has no data/ folder
-        typer.echo(f"{name} is not calibrated: no {DEMO_CALIBRATION} here", err=True)
-        return
-    qa = load_qa(DEMO_CALIBRATION)
-    typer.echo(f"calibrating {name} from {DEMO_CALIBRATION} ({len(qa.items)} questions)", err=True)
-    alpha = settings.default_alpha
-    result = _calibrate_qa(store, embedder, name, qa.items, DEMO_CALIBRATION, alpha)
-    typer.echo(json.dumps(result), err=True)
+    docs = demo_documents(settings) if demo else list(load_files(files or []))
+    if local:
+        report = cli_local.ingest(settings, name, docs, demo)
+    else:
+        with server(ctx) as client:
+            report = cli_remote.ingest(client, name, docs, demo)
+    typer.echo(json.dumps(report))
 
 
 @cli.command()
 def index(
+    ctx: typer.Context,
     collection: Annotated[str, typer.Argument(help="The collection to index.")],
     timeout: Annotated[
         float | None,
@@ -172,73 +202,44 @@ def index(
             min=1, help="Stop the build after this many seconds; the collection stays as it was."
         ),
     ] = None,
+    local: Local = False,
 ) -> None:
-    """Build a collection's HNSW index in process (Edge; a Qdrant server indexes by itself).
-
-    Not while `covrag serve` runs on the same data dir (the Edge store belongs to one
-    process): there, POST /v1/collections/NAME/index. Prints the report as JSON.
-    """
+    """Build a collection's HNSW index (Edge; a Qdrant server indexes by itself) and print
+    the report as JSON."""
     settings = get_settings()
-    store = build_store(settings)
-    typer.echo(f"indexing {collection} (minutes at 100k chunks) ...", err=True)
-    try:
-        report = store.build_index(collection, timeout_s=timeout)
-    except RetrievalError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        store.close()
-    typer.echo(json.dumps(asdict(report)))
+    if local:
+        cli_local.check_local(settings)
+        report = cli_local.index(settings, collection, timeout)
+    else:
+        with server(ctx) as client:
+            report = cli_remote.index(client, collection, IndexRequest(timeout_s=timeout))
+    typer.echo(json.dumps(report))
 
 
 @cli.command()
 def ask(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The question.")],
-    url: Annotated[
-        str | None, typer.Option(help="A running covrag API; default: in process.")
-    ] = None,
     collection: Annotated[str | None, typer.Option()] = None,
     top_k: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     alpha: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    local: Local = False,
 ) -> None:
     """Ask one question and print the JSON answer."""
     settings = get_settings()
-    if url:
-        body = {"question": question, "collection": collection, "top_k": top_k, "alpha": alpha}
-        response = httpx.post(
-            url.rstrip("/") + "/v1/query",
-            json={k: v for k, v in body.items() if v is not None},
-            timeout=settings.generator_timeout_s + 30,
-        )
-        typer.echo(json.dumps(response.json(), indent=2))
-        raise typer.Exit(0 if response.is_success else 1)
-    answer = asyncio.run(_ask_in_process(settings, question, collection, top_k, alpha))
+    body = QueryRequest(question=question, collection=collection, top_k=top_k, alpha=alpha)
+    if local:
+        cli_local.check_local(settings)
+        answer = asyncio.run(cli_local.ask(settings, to_params(body, settings)))
+    else:
+        with server(ctx) as client:
+            answer = client.query(body)
     typer.echo(json.dumps(answer, indent=2))
-
-
-async def _ask_in_process(
-    settings: Settings,
-    question: str,
-    collection: str | None,
-    top_k: int | None,
-    alpha: float | None,
-) -> dict[str, object]:
-    services = build_services(settings)
-    try:
-        params = QueryParams(
-            question=question,
-            collection=collection or settings.default_collection,
-            top_k=top_k,
-            alpha=alpha,
-        )
-        outcome = await services.pipeline.query(params)
-        return to_query_response(outcome, request_id="cli").model_dump()
-    finally:
-        await services.aclose()
 
 
 @cli.command()
 def calibrate(
+    ctx: typer.Context,
     collection: Annotated[str | None, typer.Option(help="Collection to calibrate.")] = None,
     from_qa: Annotated[
         Path | None,
@@ -253,84 +254,45 @@ def calibrate(
         bool,
         typer.Option(help="Allow replacing a calibration by one under half its size."),
     ] = False,
+    local: Local = False,
 ) -> None:
-    """Calibrate the conformal threshold of a collection (in process); the same rules as
-    the API: a default alpha below 1/(n+1) is refused, a much smaller calibration needs
-    --replace-smaller, the replaced one stays restorable."""
+    """Calibrate the conformal threshold of a collection and print a summary as JSON.
+
+    A default alpha below 1/(n+1) is refused, a much smaller calibration needs
+    --replace-smaller, the replaced one stays restorable.
+    """
     settings = get_settings()
     if (from_qa is None) == (generate is None):
         raise typer.BadParameter("give exactly one of --from-qa or --generate")
     name = collection or settings.default_collection
-    alpha = default_alpha or settings.default_alpha
-    if from_qa is not None:
-        qa = load_qa(from_qa)
-        for error in qa.errors:
-            typer.echo(f"skipped malformed line {error}", err=True)
-        store = build_store(settings)
-        try:
-            result = _calibrate_qa(
-                store, build_embedder(settings), name, qa.items, from_qa, alpha, replace_smaller
+    qa = None if from_qa is None else load_qa(from_qa)
+    for error in [] if qa is None else qa.errors:
+        typer.echo(f"skipped malformed line {error}", err=True)
+    if local:
+        cli_local.check_local(settings)
+        alpha = default_alpha or settings.default_alpha
+        if from_qa is not None and qa is not None:
+            result = cli_local.calibrate_qa(
+                settings, name, qa.items, from_qa, alpha, replace_smaller
             )
-        finally:
-            store.close()
+        else:
+            assert generate is not None
+            result = asyncio.run(
+                cli_local.generate_calibration(
+                    settings, name, generate, seed, alpha, replace_smaller
+                )
+            )
     else:
-        assert generate is not None
-        result = asyncio.run(
-            _calibrate_generated(settings, name, generate, seed, alpha, replace_smaller)
-        )
-    asyncio.run(invalidate_answers(settings, name))
-    typer.echo(json.dumps(result))
-
-
-def _calibrate_qa(
-    store: VectorStore,
-    embedder: Embedder,
-    name: str,
-    items: list[CalibrationItem],
-    path: Path,
-    alpha: float,
-    replace_smaller: bool = False,
-) -> dict[str, object]:
-    try:
-        calibration = run_calibration(
-            store,
-            embedder,
-            name,
-            items,
-            source=f"qa:{path.name}",
-            default_alpha=alpha,
+        body = CalibrationRequest(
+            qa=None if qa is None else to_qa_in(qa.items),
+            generate=generate,
+            seed=seed,
+            default_alpha=default_alpha,
             replace_smaller=replace_smaller,
         )
-    except (RetrievalError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    return calibration_summary(calibration)
-
-
-async def _calibrate_generated(
-    settings: Settings, name: str, n: int, seed: int, alpha: float, replace_smaller: bool
-) -> dict[str, object]:
-    services = build_services(settings)
-    p = services.pipeline
-    try:
-        with tqdm(total=n, unit="q", desc="write questions") as bar:
-            calibration, _ = await calibrate_generated(
-                p.store,
-                p.embedder,
-                p.generator,
-                name,
-                n,
-                seed=seed,
-                default_alpha=alpha,
-                replace_smaller=replace_smaller,
-                progress=bar.update,
-            )
-    except (RetrievalError, GeneratorError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        await services.aclose()
-    return calibration_summary(calibration)
+        with server(ctx) as client:
+            result = cli_remote.calibrate(client, name, body)
+    typer.echo(json.dumps(result))
 
 
 @worker_cli.command("vllm")

@@ -22,7 +22,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COVRAG_", env_file=".env", extra="ignore")
 
     # --- storage -------------------------------------------------------------------------
-    data_dir: Path = Field(Path(".covrag"), description="Models, Edge shards, corpus cache, logs.")
+    data_dir: Path = Field(
+        Path(".covrag"),
+        description="Models, Edge shards, corpus cache, logs; a relative path is resolved once, "
+        "against the directory covrag starts in.",
+    )
     store: Literal["edge", "qdrant"] = Field(
         "edge", description="edge = Qdrant Edge in process; qdrant = qdrant-client."
     )
@@ -241,6 +245,14 @@ class Settings(BaseSettings):
         "costs ~5 % of a cached answer.",
     )
 
+    # --- the CLI as a client -----------------------------------------------------------
+    url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The server `covrag ask`, `ingest`, `calibrate`, `index`, `collections` "
+        "and `jobs` talk to (unless --local).",
+    )
+    api_key: str | None = Field(None, description="The API key those commands send.")
+
     # --- local vLLM worker (`covrag worker vllm`) ---------------------------------------
     vllm_python: Path = Field(
         Path(".venv-vllm/bin/python"), description="Python of the vLLM CPU virtualenv."
@@ -248,6 +260,12 @@ class Settings(BaseSettings):
     vllm_port: int = Field(8100, ge=1, le=65535, description="Port of the generator worker.")
     vllm_embed_port: int = Field(8101, ge=1, le=65535, description="Port of the embed worker.")
     vllm_start_timeout_s: float = Field(300.0, gt=0, description="Wait for /health this long.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        """Resolved once: a later ``chdir`` or a child process cannot move it."""
+        return value.expanduser().resolve()
 
     @field_validator("generator_urls", mode="before")
     @classmethod

@@ -443,6 +443,15 @@ def to_documents(body: DocumentsIn) -> list[Document]:
     ]
 
 
+def to_documents_in(docs: list[Document]) -> DocumentsIn:
+    """The inverse of ``to_documents``: files read by the CLI, sent to a server."""
+    return DocumentsIn(
+        documents=[
+            DocumentIn(id=d.id, text=d.text, title=d.title, metadata=d.metadata) for d in docs
+        ]
+    )
+
+
 class IngestOut(BaseModel):
     collection: str
     documents: int
@@ -664,6 +673,20 @@ def to_items(qa: list[QaItemIn]) -> list[CalibrationItem]:
             kind=q.type or "",
         )
         for q in qa
+    ]
+
+
+def to_qa_in(items: list[CalibrationItem]) -> list[QaItemIn]:
+    """The inverse of ``to_items``: a QA file read by the CLI, sent to a server."""
+    return [
+        QaItemIn(
+            id=i.id,
+            question=i.question,
+            answers=list(i.answers),
+            gold_doc_ids=list(i.gold_doc_ids),
+            type=i.kind or None,
+        )
+        for i in items
     ]
 
 

@@ -221,7 +221,8 @@ class Retriever:
                 raise NotCalibrated(
                     f"collection {collection!r} has no calibration, so alpha cannot apply; "
                     f"calibrate it first: `covrag calibrate --collection {collection} --from-qa "
-                    f"FILE` or POST /v1/collections/{collection}/calibration"
+                    f"FILE` (add --local when no server runs) or POST "
+                    f"/v1/collections/{collection}/calibration"
                 )
             return None, None
         alpha = calibration.default_alpha if alpha is None else alpha

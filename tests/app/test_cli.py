@@ -44,11 +44,11 @@ def test_ingest_calibrate_and_eval_coverage_and_answers(
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps(r) + "\n" for r in singles) + "{broken\n")
 
-    result = runner.invoke(cli, ["ingest", str(corpus)])
+    result = runner.invoke(cli, ["ingest", str(corpus), "--local"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["added"] == len(docs)
 
-    result = runner.invoke(cli, ["calibrate", "--from-qa", str(qa)])
+    result = runner.invoke(cli, ["calibrate", "--from-qa", str(qa), "--local"])
     assert result.exit_code == 0, result.output
     assert "qa.jsonl:41" in result.stderr  # the broken line, by number; the rest was used
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -138,7 +138,7 @@ def test_ingest_past_the_threshold_builds_the_index(
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
 
     def ingest() -> str:
-        result = runner.invoke(cli, ["ingest", str(corpus)])
+        result = runner.invoke(cli, ["ingest", str(corpus), "--local"])
         assert result.exit_code == 0, result.output
         return result.stderr
 
@@ -163,13 +163,13 @@ def test_calibrate_keeps_the_rules_of_the_api(runner: CliRunner, tmp_path: Path)
     (issue #25): each refusal one line, and nothing replaced."""
     doc = {"id": "tower", "text": "The Eiffel Tower in Paris was completed in 1889."}
     (tmp_path / "docs.jsonl").write_text(json.dumps(doc) + "\n")
-    assert runner.invoke(cli, ["ingest", str(tmp_path / "docs.jsonl")]).exit_code == 0
+    assert runner.invoke(cli, ["ingest", str(tmp_path / "docs.jsonl"), "--local"]).exit_code == 0
 
     def calibrate(n: int, *options: str) -> Result:
         qa = tmp_path / f"qa{n}.jsonl"
         row = {"question": "When was the tower completed?", "answers": ["1889"]}
         qa.write_text("".join(json.dumps({**row, "id": f"q{i}"}) + "\n" for i in range(n)))
-        return runner.invoke(cli, ["calibrate", "--from-qa", str(qa), *options])
+        return runner.invoke(cli, ["calibrate", "--from-qa", str(qa), "--local", *options])
 
     assert calibrate(4, "--default-alpha", "0.2").exit_code == 0
     refused = calibrate(1, "--default-alpha", "0.1", "--replace-smaller")

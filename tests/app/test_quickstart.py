@@ -1,6 +1,6 @@
-"""The README's quick start as a new user meets it: ``covrag ingest --demo`` (what ``make run``
-does before serving: the whole demo corpus, its index, its calibration from the shipped
-calibration set), then the README's example question against the real vLLM worker."""
+"""The README's quick start as a new user meets it: ``covrag ingest --demo --local`` (what
+``make run`` does before serving: the whole demo corpus, its index, its calibration from the
+shipped calibration set), then the README's example question against the real vLLM worker."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def test_the_quick_start_question_is_answered_right(
     monkeypatch.setenv("COVRAG_DATA_DIR", str(data))
     get_settings.cache_clear()
     try:
-        result = CliRunner().invoke(cli, ["ingest", "--demo"])
+        result = CliRunner().invoke(cli, ["ingest", "--demo", "--local"])
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
