@@ -179,6 +179,11 @@ class Settings(BaseSettings):
     require_calibration: bool = Field(
         False, description="/readyz fails unless the default collection has a fresh calibration."
     )
+    ready_requires_workers: bool = Field(
+        False,
+        description="/readyz fails while the generator or the remote embedder is down (strict); "
+        "by default it only reports them.",
+    )
 
     # --- sufficiency critic and rounds (SIM-RAG) --------------------------------------
     critic: Literal["features", "cross-encoder", "llm-judge", "off"] = Field(
