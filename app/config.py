@@ -9,8 +9,9 @@ import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.auth import ApiKeySpec
@@ -156,6 +157,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis for cache, rate limits and jobs; unset = in-process equivalents."
     )
+    redis_password: str | None = Field(
+        None,
+        description="Put into COVRAG_REDIS_URL URL-escaped, so any character works (@, :, /).",
+    )
     redis_prefix: str = Field("covrag:", description="Prefix of every Redis key covrag writes.")
     redis_timeout_s: float = Field(0.5, gt=0, description="Per-command Redis timeout.")
     answer_cache_ttl_s: int = Field(
@@ -182,6 +187,11 @@ class Settings(BaseSettings):
     ready_timeout_s: float = Field(5.0, gt=0, description="Bound on each /readyz check.")
     require_calibration: bool = Field(
         False, description="/readyz fails unless the default collection has a fresh calibration."
+    )
+    ready_requires_workers: bool = Field(
+        False,
+        description="/readyz fails while the generator or the remote embedder is down (strict); "
+        "by default it only reports them.",
     )
 
     # --- sufficiency critic and rounds (SIM-RAG) --------------------------------------
@@ -283,6 +293,18 @@ class Settings(BaseSettings):
         if not value:
             raise ValueError("at least one generator URL is required")
         return [u.rstrip("/") for u in value]
+
+    @model_validator(mode="after")
+    def _redis_password(self) -> Settings:
+        """A password from a Secret cannot be escaped by Kubernetes' ``$(VAR)`` substitution:
+        take it apart from the URL and escape it here."""
+        if self.redis_password is not None and self.redis_url is not None:
+            url = urlsplit(self.redis_url)
+            user = quote(url.username, safe="") if url.username else ""
+            host = url.netloc.rpartition("@")[2]
+            netloc = f"{user}:{quote(self.redis_password, safe='')}@{host}"
+            self.redis_url = urlunsplit(url._replace(netloc=netloc))
+        return self
 
     @property
     def models_dir(self) -> Path:

@@ -36,6 +36,8 @@ FailureKind = Literal["connect", "reset", "http_5xx", "timeout"]
 _FAILOVER = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
 #: A refused call should come back after about this long: a CPU worker frees a slot in seconds.
 _BUSY_RETRY_S = 1.0
+#: No replica answered and some breaker is still closed: try again after about this long.
+_DOWN_RETRY_S = 2.0
 #: ``ping`` is idempotent, so a replica restarting is retried rather than flapping readiness.
 _PING_ATTEMPTS = 3
 _PING_DEADLINE_S = 5.0
@@ -235,6 +237,11 @@ class Generator(Protocol):
         """Raise ``GeneratorError`` unless some replica answers a tiny request."""
         ...
 
+    def fail_fast(self) -> None:
+        """Raise ``GeneratorUnavailable`` (with ``retry_after``) at once when no replica would
+        take a call now, so a query fails before it spends time on retrieval."""
+        ...
+
     def replicas(self) -> list[ReplicaStatus]:
         """Each replica's circuit breaker, for metrics."""
         ...
@@ -338,15 +345,19 @@ class VLLMGenerator:
                     "GET", "/models", None, None, deadline_s=end - time.monotonic(), admit=False
                 )
                 return
-            except GeneratorUnavailable as exc:
+            except GeneratorUnavailable:
                 delay = _PING_BACKOFF_S * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)
                 if (
-                    exc.retry_after is not None
+                    all(r.breaker.blocked for r in self._replicas)
                     or attempt == _PING_ATTEMPTS
                     or time.monotonic() + delay >= end
                 ):
                     raise
                 await asyncio.sleep(delay)
+
+    def fail_fast(self) -> None:
+        if all(r.breaker.blocked for r in self._replicas):
+            raise self._unavailable([])
 
     def replicas(self) -> list[ReplicaStatus]:
         return [
@@ -382,8 +393,7 @@ class VLLMGenerator:
         headers = {"X-Request-ID": request_id} if request_id else {}
         failures: list[str] = []
         reader = _StreamReader(on_text) if on_text is not None else None
-        if all(r.breaker.blocked for r in self._replicas):
-            raise self._unavailable(failures)
+        self.fail_fast()
         slot = self._admission.slot() if admit else contextlib.nullcontext()
         try:
             async with asyncio.timeout(deadline_s) as deadline, slot:
@@ -402,10 +412,11 @@ class VLLMGenerator:
         return self._replicas[first:] + self._replicas[:first]
 
     def _unavailable(self, failures: list[str]) -> GeneratorUnavailable:
-        """The error once no replica answered; with every circuit open it says when the first
-        half-opens, so the client is told when to come back instead of hammering."""
+        """The error once no replica answered. It always carries a Retry-After: with every
+        circuit open, when the first half-opens; else ``_DOWN_RETRY_S`` (a refused connect says
+        nothing about when the worker is back), so clients back off instead of hammering."""
         why = "; ".join(failures) or "every replica's circuit breaker is open"
-        retry_after = None
+        retry_after = _DOWN_RETRY_S
         if all(r.breaker.blocked for r in self._replicas):
             retry_after = min(r.breaker.retry_after() for r in self._replicas)
         return GeneratorUnavailable(

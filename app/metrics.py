@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -157,6 +157,17 @@ class Metrics:
             ("cache", "result"),
             registry=self.registry,
         )
+        self._dependency_up = Gauge(
+            "covrag_dependency_up",
+            "Last /readyz result per dependency: 1 ok, 0 failed (the probe runs every 10 s).",
+            ("dependency",),
+            registry=self.registry,
+        )
+        self._ready = Gauge(
+            "covrag_ready",
+            "Last /readyz verdict: 1 when every required check passed.",
+            registry=self.registry,
+        )
         #: Labelled children per (route, method, status): ``labels()`` takes a lock per call.
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._replicas = _ReplicaCollector()
@@ -198,6 +209,12 @@ class Metrics:
         self._rounds.observe(len(response.rounds))
         if response.abstained:
             self._abstentions.inc()
+
+    def observe_readiness(self, up: dict[str, bool], required: list[str]) -> None:
+        """One /readyz run: each dependency's state, and whether the required ones passed."""
+        for name, ok in up.items():
+            self._dependency_up.labels(name).set(1.0 if ok else 0.0)
+        self._ready.set(1.0 if all(up[name] for name in required) else 0.0)
 
     def cache_result(self, cache: str, hit: bool) -> None:
         self._cache.labels(cache, "hit" if hit else "miss").inc()

@@ -263,6 +263,7 @@ class Pipeline:
         """
         start = time.perf_counter()
         question = self._question(params)
+        self.generator.fail_fast()  # a known-down generator: 503 now, not after retrieval
         rounds: list[Round] = []
         context: list[ScoredChunk] = []
         dropped: set[str] = set()

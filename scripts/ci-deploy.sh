@@ -20,7 +20,15 @@
 #                 objects; the API keys Secret mounted (and COVRAG_API_KEYS_FILE set) only where
 #                 keys are configured; drain timings (preStop + COVRAG_SHUTDOWN_GRACE_S <
 #                 terminationGracePeriodSeconds); Redis' maxmemory-policy.
-#   5. negatives  a values file with `replicas: "three"` must FAIL lint and render; so must
+#                 scripts/deploy_checks.py on every variant: Pod Security "restricted" for every
+#                 pod, vLLM started as `vllm serve MODEL` with its key in VLLM_API_KEY, a pinned
+#                 --revision + HF_HUB_OFFLINE=1 where it prefetches, progressDeadlineSeconds >=
+#                 the startup budget, the Redis password apart from the URL; on production:
+#                 NetworkPolicies, an Ingress on /v1 only, <= 1 GPU per pod and 3 in all at the
+#                 minimum replicas. store=edge renders no Qdrant.
+#   5. negatives  each of those checks rejects a bad render (a container that may escalate,
+#                 root Redis, a worker open to Qdrant pods, an Ingress on /, --api-key on argv,
+#                 a 4th GPU, a prefetch without a revision), and a values file with `replicas: "three"` must FAIL lint and render; so must
 #                 store=edge with autoscaling, `critic.enabled: "yes"`, and COVRAG_CRITIC in
 #                 api.config beside critic.enabled; so must wrong types or values of the
 #                 serving settings (api.serving, api.apiKeys, redis.maxmemoryPolicy allkeys-lru),
@@ -28,7 +36,8 @@
 #   6. image      build the API image (--target api) with podman from a debootstrap bookworm
 #                 base (cached under .covrag/deploy/), run it in embedded mode (Edge store, ONNX embedder, a
 #                 generator URL that points nowhere) and check /healthz, the image HEALTHCHECK,
-#                 ingest, /v1/retrieve, a clean 503 from /v1/query and /readyz, data surviving a
+#                 ingest, /v1/retrieve, a 503 + Retry-After within 1 s from /v1/query, /readyz
+#                 200 "degraded" (this pod serves retrieval; the generator is reported), data surviving a
 #                 restart, non-root, no torch. Skipped, with the reason printed, only where
 #                 podman cannot run a container at all.
 #
@@ -130,7 +139,14 @@ for path in sys.argv[1:]:
         devices = services[name]["deploy"]["resources"]["reservations"]["devices"]
         assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices), name
     for name in (n for n in services if n.startswith("vllm-")):
-        assert "--api-key" in services[name]["command"], f"{name}: no --api-key"
+        svc = services[name]
+        assert not any("api-key" in str(a) for a in svc["command"]), f"{name}: key on argv"
+        assert svc["environment"].get("VLLM_API_KEY"), f"{name}: no VLLM_API_KEY"
+        if name.endswith("-gpu"):
+            assert svc["entrypoint"] == ["vllm", "serve"] and not svc["command"][0].startswith("-"), name
+    if "vllm-generator-gpu" in services:  # one GPU: the embedder sizes itself first
+        dep = services["vllm-generator-gpu"].get("depends_on", {}).get("vllm-embedder-gpu", {})
+        assert dep.get("condition") == "service_healthy", "gpu generator must wait for the embedder"
     api = services["api"]
     deps = api["depends_on"]
     assert all(d["condition"] == "service_healthy" for d in deps.values()), deps
@@ -404,6 +420,17 @@ if errors:
 critic = f"; API -> critic worker {api_config['COVRAG_CRITIC_WORKER_URL']}" if critics else ""
 print(f"    {variant}: cross-references ok ({len(workloads)} workloads, {len(service_ports)} services{critic})")
 EOF
+    # Pod Security "restricted" for every pod of every variant; the vLLM Deployments' start;
+    # the Redis password apart from the URL. NetworkPolicies, the Ingress and the GPU budget
+    # where the variant turns them on (production).
+    for check in restricted vllm redis; do
+        "$PY" scripts/deploy_checks.py "$check" "$OUT/rendered-$name.yaml" || fail "$check ($name)"
+    done
+    if [ "$name" = production ]; then
+        "$PY" scripts/deploy_checks.py netpol "$OUT/rendered-$name.yaml" || fail "netpol ($name)"
+        "$PY" scripts/deploy_checks.py ingress "$OUT/rendered-$name.yaml" || fail "ingress ($name)"
+        "$PY" scripts/deploy_checks.py gpus "$OUT/rendered-$name.yaml" 3 || fail "gpus ($name)"
+    fi
 done
 # The API keys Secret is mounted, and COVRAG_API_KEYS_FILE set, exactly where keys are
 # configured (production: existingSecret; critic-cpu: inline keys in a chart-made Secret, as
@@ -468,6 +495,15 @@ for variant, expected in want.items():
     print(f"    {variant}: API keys {keys}; preStop {sleep} s + drain {drain:g} s < {tgps} s; "
           f"readiness timeout {probe} s; redis {policy}")
 EOF
+# store=edge with the in-chart Qdrant left enabled: no Qdrant is rendered (nothing would use it).
+printf 'api: {store: edge, replicas: 1, autoscaling: {enabled: false}}\n' > "$OUT/values-edge-qdrant-on.yaml"
+"$PY" scripts/helm_sdk.py template "$CHART" -f "$OUT/values-edge-qdrant-on.yaml" -o "$OUT/rendered-edge-qdrant-on.yaml" \
+    > /dev/null 2>&1 || fail "helm template (store=edge, qdrant.enabled left true)"
+! grep -q -- '-qdrant$' <(grep -A3 '^kind: StatefulSet' "$OUT/rendered-edge-qdrant-on.yaml") \
+    || fail "store=edge rendered a Qdrant StatefulSet"
+grep -q -- '-qdrant$' <(grep -A3 '^kind: StatefulSet' "$OUT/rendered-default.yaml") \
+    || fail "store=qdrant rendered no Qdrant StatefulSet"
+echo "    store=edge: no Qdrant StatefulSet (store=qdrant: one)"
 done_step "helm (${#VARIANTS[@]} value sets)"
 
 # ---------------------------------------------------------------------------------------------
@@ -516,6 +552,34 @@ must_fail_render short-grace 'api:\n  terminationGracePeriodSeconds: 30\n' \
     "terminationGracePeriodSeconds 30 <= preStop 5 + drain 30"
 must_fail_render redis-allkeys 'redis:\n  maxmemoryPolicy: allkeys-lru\n' \
     "/redis/maxmemoryPolicy'" "redis.maxmemoryPolicy: allkeys-lru"
+must_fail_render prefetch-unpinned 'api:\n  embedder: remote\nvllm:\n  embedder:\n    enabled: true\n' \
+    "vllm.embedder.modelCache.prefetch needs vllm.embedder.revision" "a prefetched model without a revision"
+# must_fail_check NAME CHECK VALUES PATTERN WHAT: the render (over values-production.yaml)
+# succeeds, and `deploy_checks.py CHECK` must reject it, saying PATTERN.
+must_fail_check() {
+    local values="$OUT/values-$1.yaml" log="$OUT/check-$1.log" extra=()
+    printf '%b' "$3" > "$values"
+    [ "$2" = gpus ] && extra=(3)
+    "$PY" scripts/helm_sdk.py template "$CHART" -f "$CHART/values-production.yaml" -f "$values" \
+        -o "$OUT/rendered-$1.yaml" > "$log" 2>&1 || { cat "$log"; fail "helm template ($5)"; }
+    if "$PY" scripts/deploy_checks.py "$2" "$OUT/rendered-$1.yaml" "${extra[@]}" > "$log" 2>&1; then
+        fail "deploy_checks.py $2 accepted $5"
+    fi
+    grep -q -F -- "$4" "$log" || { cat "$log"; fail "$2 rejected $5, but not with: $4"; }
+    echo "    $5 -> $2 FAILS as it must: $(grep -m1 -F -- "$4" "$log" | sed 's/^ *//' | cut -c1-150)"
+}
+must_fail_check sc-escalate restricted 'vllm:\n  generator:\n    securityContext: {allowPrivilegeEscalation: true}\n' \
+    "container vllm: allowPrivilegeEscalation not false" "vllm.generator.securityContext.allowPrivilegeEscalation: true"
+must_fail_check sc-root restricted 'redis:\n  podSecurityContext: {runAsUser: 0, fsGroup: 999}\n' \
+    "container redis: runAsUser 0" "redis running as root (runAsUser: 0)"
+must_fail_check netpol-open netpol 'networkPolicy:\n  metricsFrom: [{podSelector: {matchLabels: {app.kubernetes.io/component: qdrant}}}]\n' \
+    "(only the API may connect)" "qdrant pods allowed to reach the vLLM worker"
+must_fail_check ingress-root ingress 'ingress:\n  hosts: [{host: covrag.example.com, paths: [{path: /, pathType: Prefix}]}]\n' \
+    "Ingress publishes / (only /v1)" "an Ingress publishing /"
+must_fail_check vllm-argv-key vllm 'vllm:\n  generator:\n    extraArgs: ["--api-key", "k"]\n' \
+    "API key on argv" "--api-key in vllm.generator.extraArgs"
+must_fail_check gpu-budget gpus 'critic:\n  replicas: 2\n' \
+    "4 GPUs at the minimum replica counts" "a second GPU critic replica"
 done_step "negative checks"
 
 # ---------------------------------------------------------------------------------------------
@@ -704,33 +768,38 @@ def call(method, path, body=None):
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, json.loads(r.read() or b"null")
+            return r.status, json.loads(r.read() or b"null"), r.headers
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+        return e.code, json.loads(e.read() or b"null"), e.headers
 doc = {"id": "tower", "title": "Eiffel Tower",
        "text": "The Eiffel Tower in Paris was completed in 1889 for the World's Fair."}
-status, body = call("POST", "/v1/collections/ci/documents", {"documents": [doc]})
+status, body, _ = call("POST", "/v1/collections/ci/documents", {"documents": [doc]})
 assert status == 202, (status, body)
 import time
 for _ in range(600):
-    status, job = call("GET", f"/v1/jobs/{body['id']}")
+    status, job, _ = call("GET", f"/v1/jobs/{body['id']}")
     if job["status"] in ("succeeded", "failed"):
         break
     time.sleep(0.1)
 assert job["status"] == "succeeded" and job["result"]["added"] == 1, job
 print(f"    ingest: 202, job succeeded, {job['result']['chunks_written']} chunk(s) written")
 question = {"question": "When was the Eiffel Tower completed?", "collection": "ci"}
-status, body = call("POST", "/v1/retrieve", question)
+status, body, _ = call("POST", "/v1/retrieve", question)
 assert status == 200, (status, body)
 assert [c["doc_id"] for c in body["citations"]] == ["tower"], body
 print(f"    /v1/retrieve: 200, top passage 'tower' (score {body['citations'][0]['score']:.3f})")
-status, body = call("POST", "/v1/query", question)
-assert status == 503 and body["error"]["type"], (status, body)
-print(f"    /v1/query: {status} {body['error']['type']}: {body['error']['message'][:70]}")
-status, body = call("GET", "/readyz")
-assert status == 503 and body["checks"]["store"] == "ok" and body["checks"]["embedder"] == "ok" \
-    and body["checks"]["generator"] != "ok", (status, body)
-print("    /readyz: 503 (store ok, embedder ok, generator down)")
+start = time.monotonic()
+status, body, headers = call("POST", "/v1/query", question)
+took = time.monotonic() - start
+assert status == 503 and body["error"]["type"] == "generator_unavailable", (status, body)
+assert int(headers["Retry-After"]) >= 1 and took < 1.0, (headers, took)
+print(f"    /v1/query: {status} {body['error']['type']} in {took * 1000:.0f} ms, "
+      f"Retry-After {headers['Retry-After']}")
+# Readiness is about this pod: it serves retrieval and ingestion, so it stays in the Service.
+status, body, _ = call("GET", "/readyz")
+assert status == 200 and body["status"] == "degraded" and body["checks"]["store"] == "ok" \
+    and body["checks"]["embedder"] == "ok" and body["checks"]["generator"] != "ok", (status, body)
+print("    /readyz: 200 degraded (store ok, embedder ok, generator down and reported)")
 EOF
 
     # The Edge data lives on the volume and survives a restart of the (non-root) container.

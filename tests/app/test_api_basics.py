@@ -119,20 +119,44 @@ def test_bad_documents_change_nothing(client: TestClient) -> None:
     assert [c["name"] for c in client.get("/v1/collections").json()["collections"]] == ["docs"]
 
 
-def test_generator_down_gives_503_fast(client: TestClient, settings: Settings) -> None:
+def test_generator_down_the_pod_stays_ready_and_query_fails_fast(
+    client: TestClient, settings: Settings
+) -> None:
+    """The generator URL is a free port nothing listens on (a real refused connect): the pod
+    still serves retrieval, ingestion and jobs, so it stays ready and says the generator is
+    down (body and /metrics); every query is a 503 with Retry-After within 1 s."""
     ingest(client, "docs", DOCS)
-    start = time.monotonic()
-    r = client.post(
-        "/v1/query", json={"question": "When was the Eiffel Tower completed?", "collection": "docs"}
-    )
-    assert time.monotonic() - start < settings.generator_timeout_s
-    _error(r, 503, "generator_unavailable")
+    question = {"question": "When was the Eiffel Tower completed?", "collection": "docs"}
     ready = client.get("/readyz")
-    assert ready.status_code == 503
-    checks = ready.json()["checks"]
-    assert checks["store"] == "ok" and checks["embedder"] == "ok"
-    assert checks["generator"].startswith("failed")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "degraded" and "generator" not in body["required"]
+    assert body["checks"]["store"] == body["checks"]["embedder"] == "ok"
+    assert body["checks"]["generator"].startswith("failed")
+    metrics = client.get("/metrics").text
+    assert 'covrag_dependency_up{dependency="generator"} 0.0' in metrics
+    assert 'covrag_dependency_up{dependency="store"} 1.0' in metrics
+    assert "covrag_ready 1.0" in metrics
+    assert client.post("/v1/retrieve", json=question).status_code == 200
+    for _ in range(settings.generator_breaker_failures + 1):  # before and after breakers open
+        start = time.monotonic()
+        r = client.post("/v1/query", json=question)
+        assert time.monotonic() - start < 1.0
+        _error(r, 503, "generator_unavailable")
+        assert int(r.headers["Retry-After"]) >= 1
+    assert "circuit breaker is open" in r.json()["error"]["message"]
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_strict_readiness_requires_the_generator(settings: Settings) -> None:
+    """``COVRAG_READY_REQUIRES_WORKERS``: the old all-or-nothing readiness, for those who
+    want a pod without a generator out of the Service."""
+    strict = settings.model_copy(update={"ready_requires_workers": True})
+    with TestClient(create_app(strict)) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable" and "generator" in ready.json()["required"]
+        assert "covrag_ready 0.0" in client.get("/metrics").text
 
 
 def test_request_id_is_echoed(client: TestClient) -> None:

@@ -74,6 +74,7 @@ def test_readyz_is_ready_with_a_live_generator(live: TestClient) -> None:
     assert r.json() == {
         "status": "ready",
         "checks": {"store": "ok", "embedder": "ok", "generator": "ok", "calibration": "ok"},
+        "required": ["store", "embedder", "calibration"],
     }
 
 

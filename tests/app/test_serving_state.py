@@ -442,3 +442,17 @@ def test_a_job_whose_runner_died_is_claimed_after_its_lease(redis_url: str) -> N
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_redis_password_is_escaped_into_the_url() -> None:
+    """The chart passes the password apart (COVRAG_REDIS_PASSWORD): one with ``@:/%`` in it
+    must reach Redis intact, not break the URL."""
+    from redis.connection import parse_url
+
+    s = Settings(redis_url="redis://covrag-redis:6379/0", redis_password="p@ss:w/rd%")
+    parsed = parse_url(s.redis_url or "")
+    assert (parsed["password"], parsed["host"], parsed["port"]) == (
+        "p@ss:w/rd%",
+        "covrag-redis",
+        6379,
+    )

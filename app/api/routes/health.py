@@ -1,4 +1,9 @@
-"""Liveness and readiness: ready only when every dependency actually answers."""
+"""Liveness and readiness. Readiness is about *this pod*: it is ready when it can serve its own
+routes (store, in-process embedder, calibration where required, Redis when configured). The
+workers every pod shares (the generator, a remote embedder) are checked and reported, but do
+not take the pod out of the Service: with one vLLM replica, a rollout or a node drain would
+otherwise remove every API pod, and with it retrieval, ingestion and job status, which do not
+need vLLM. ``COVRAG_READY_REQUIRES_WORKERS`` restores the strict behaviour."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from app.api.deps import PipelineDep, SettingsDep
+from app.api.deps import MetricsDep, PipelineDep, SettingsDep
 from app.pipeline import Pipeline
 from app.schemas import ReadyOut
 from retrieval.errors import CollectionNotFound, NotCalibrated
@@ -24,11 +29,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", response_model=ReadyOut, responses={503: {"model": ReadyOut}})
-async def readyz(request: Request, pipeline: PipelineDep, settings: SettingsDep) -> JSONResponse:
-    """200 when every dependency answers now — the store, the embedder, a generator replica
-    (a one-token request), the default collection's calibration where required, Redis when
-    configured; 503 naming what did not. Each check is bounded, so a hung dependency fails
-    the probe instead of hanging it."""
+async def readyz(
+    request: Request, pipeline: PipelineDep, settings: SettingsDep, metrics: MetricsDep
+) -> JSONResponse:
+    """200 when this pod can serve its routes; 503 naming what failed. Every check runs (each
+    bounded, concurrently, so a hung dependency fails the probe instead of hanging it) and is
+    reported in ``checks`` and in ``/metrics``; ``required`` names those that decide."""
     checks: dict[str, Callable[[], Awaitable[object]]] = {
         "store": lambda: anyio.to_thread.run_sync(pipeline.store.ping),
         "embedder": lambda: anyio.to_thread.run_sync(pipeline.embedder.embed, ["readiness"]),
@@ -40,10 +46,16 @@ async def readyz(request: Request, pipeline: PipelineDep, settings: SettingsDep)
     redis = request.app.state.backends.redis
     if redis is not None:
         checks["redis"] = redis.ping
+    workers = {"generator"} | ({"embedder"} if settings.embedder == "remote" else set())
+    required = [c for c in checks if settings.ready_requires_workers or c not in workers]
     results = await asyncio.gather(*(_check(c, settings.ready_timeout_s) for c in checks.values()))
     body = dict(zip(checks, results, strict=True))
-    ready = all(v == "ok" for v in body.values())
-    out = ReadyOut(status="ready" if ready else "unavailable", checks=body)
+    metrics.observe_readiness({name: v == "ok" for name, v in body.items()}, required)
+    ready = all(body[c] == "ok" for c in required)
+    status = "ready" if ready else "unavailable"
+    if ready and any(v != "ok" for v in body.values()):
+        status = "degraded"
+    out = ReadyOut(status=status, checks=body, required=required)
     return JSONResponse(out.model_dump(), status_code=200 if ready else 503)
 
 

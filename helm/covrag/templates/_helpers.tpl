@@ -60,7 +60,7 @@ app.kubernetes.io/part-of: covrag
 {{/* Endpoints the API is pointed at -------------------------------------------------------- */}}
 
 {{- define "covrag.qdrantUrl" -}}
-{{- if .Values.qdrant.enabled -}}
+{{- if include "covrag.qdrantInChart" . -}}
 http://{{ include "covrag.componentName" (dict "ctx" . "component" "qdrant") }}:6333
 {{- else -}}
 {{ .Values.qdrant.externalUrl }}
@@ -122,6 +122,12 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "critic-worke
 {{- if gt (int $v.qdrant.collection.writeConsistencyFactor) (int $v.qdrant.collection.replicationFactor) }}
 {{- fail "qdrant.collection.writeConsistencyFactor cannot exceed qdrant.collection.replicationFactor" }}
 {{- end }}
+{{- range $role := list "generator" "embedder" }}
+{{- $w := index $v.vllm $role }}
+{{- if and $w.enabled $w.modelCache.prefetch (not $w.revision) }}
+{{- fail (printf "vllm.%s.modelCache.prefetch needs vllm.%s.revision (the model's Hugging Face commit, 40 hex): weights are pinned, not whatever the hub serves today" $role $role) }}
+{{- end }}
+{{- end }}
 {{- if and (not $v.vllm.generator.enabled) (not $v.vllm.external.generatorUrls) }}
 {{- fail "the API needs a generator: vllm.generator.enabled=true or vllm.external.generatorUrls" }}
 {{- end }}
@@ -135,7 +141,7 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "critic-worke
 {{- end }}
 {{- end }}
 {{- end }}
-{{- range $key := list "COVRAG_ANSWER_CACHE_TTL_S" "COVRAG_RATE_LIMIT_ON_ERROR" "COVRAG_JOB_LEASE_S" "COVRAG_JOB_MAX_ATTEMPTS" "COVRAG_READY_TIMEOUT_S" "COVRAG_REQUIRE_CALIBRATION" "COVRAG_GENERATOR_MAX_CONCURRENCY" "COVRAG_GENERATOR_MAX_QUEUE" "COVRAG_GENERATOR_BREAKER_FAILURES" "COVRAG_GENERATOR_BREAKER_COOLDOWN_S" "COVRAG_SHUTDOWN_GRACE_S" "COVRAG_LOG_FORMAT" "COVRAG_LOG_LEVEL" }}
+{{- range $key := list "COVRAG_ANSWER_CACHE_TTL_S" "COVRAG_RATE_LIMIT_ON_ERROR" "COVRAG_JOB_LEASE_S" "COVRAG_JOB_MAX_ATTEMPTS" "COVRAG_READY_TIMEOUT_S" "COVRAG_REQUIRE_CALIBRATION" "COVRAG_READY_REQUIRES_WORKERS" "COVRAG_GENERATOR_MAX_CONCURRENCY" "COVRAG_GENERATOR_MAX_QUEUE" "COVRAG_GENERATOR_BREAKER_FAILURES" "COVRAG_GENERATOR_BREAKER_COOLDOWN_S" "COVRAG_SHUTDOWN_GRACE_S" "COVRAG_LOG_FORMAT" "COVRAG_LOG_LEVEL" }}
 {{- if hasKey $v.api.config $key }}
 {{- fail (printf "api.serving sets %s: remove it from api.config" $key) }}
 {{- end }}
@@ -203,4 +209,26 @@ spec:
   resources:
     requests:
       storage: {{ .spec.size | quote }}
+{{- end }}
+
+{{/* An image reference: repository@digest when a digest is given (immutable), else
+     repository:tag (tag defaulting to the chart's appVersion where the caller passes it). */}}
+{{- define "covrag.image" -}}
+{{- if .digest -}}
+{{ printf "%s@%s" .repository .digest | quote }}
+{{- else -}}
+{{ printf "%s:%s" .repository (toString .tag) | quote }}
+{{- end -}}
+{{- end }}
+
+{{/* A vLLM Deployment's progressDeadlineSeconds: its startup probe's budget
+     (periodSeconds x failureThreshold) plus 10 minutes for scheduling, the image pull and the
+     prefetch init container. */}}
+{{- define "covrag.vllmProgressDeadline" -}}
+{{- add (mul .startupProbe.periodSeconds .startupProbe.failureThreshold) 600 -}}
+{{- end }}
+
+{{/* "true" when the chart's own Qdrant runs: enabled, and the API uses it (store=qdrant). */}}
+{{- define "covrag.qdrantInChart" -}}
+{{- if and .Values.qdrant.enabled (eq .Values.api.store "qdrant") }}true{{ end -}}
 {{- end }}
