@@ -1,6 +1,6 @@
 """All of covrag's settings in one pydantic-settings class (env prefix ``COVRAG_``).
 
-Every field is documented in the README's configuration table; keep the two in step.
+Every field is documented in docs/configuration.md, which scripts/settings_table.py writes.
 """
 
 from __future__ import annotations

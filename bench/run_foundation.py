@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run_foundation.py [--generator-url URL] [--retrieves 300] [--queries 50]
 
-Writes ``bench/results/foundation.json`` and prints a markdown table for the README. The
+Writes ``bench/results/foundation.json`` and prints a markdown table for docs/performance.md. The
 overhead of a query is the client-measured latency minus the server's own ``generate``
 timing: embed + search + HTTP + (de)serialisation, everything but the LLM.
 """
