@@ -18,6 +18,7 @@ test: setup
 lint:
 	$(PY)/ruff check .
 	$(PY)/ruff format --check .
+	$(PY)/mypy
 
 ## Stop the worker `make run` started.
 stop:

@@ -72,7 +72,7 @@ async def write_questions(
     *,
     seed: int,
     concurrency: int = 2,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[list[CalibrationItem], Counter[str]]:
     """Sample ``n`` chunks (seeded), ask for one question each; returns the usable items and
     the rejected ones counted by reason (see ``rejection``; also ``generator error`` and
@@ -131,7 +131,7 @@ async def calibrate_generated(
     seed: int,
     default_alpha: float,
     replace_smaller: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[Calibration, Counter[str]]:
     """CONFLARE's way: questions written from random chunks, each chunk its own gold; returns
     the calibration and the rejected questions counted by reason.

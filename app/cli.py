@@ -42,6 +42,8 @@ class _OneLineErrors(TyperGroup):
     the request was refused (fix it and retry) and 1 otherwise; ``--debug`` lets the
     exception through, with its traceback."""
 
+    # The group is only ever handed a typer.Context; the base types it as typer's vendored,
+    # private click Context, which this narrows.
     def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
             return super().invoke(ctx)
@@ -158,7 +160,8 @@ def serve(
             port=settings.port,
             log_config=None,  # uvicorn's loggers go through configure_logging's handler too
             access_log=False,  # the request middleware logs each request, with its id and route
-            timeout_graceful_shutdown=settings.shutdown_grace_s,  # SIGTERM drains requests
+            # SIGTERM drains requests; uvicorn types this int but hands it to asyncio.timeout
+            timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
         )
     finally:
         release(settings.data_dir)
@@ -342,10 +345,10 @@ def worker_stop(
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Stop a worker started by ``covrag worker vllm``."""
-    from app.worker.vllm import find_running, stop_worker
+    from app.worker.vllm import WorkerKind, find_running, stop_worker
 
     settings = get_settings()
-    kind = "embed" if embed else "generate"
+    kind: WorkerKind = "embed" if embed else "generate"
     handle = find_running(
         kind, port or (settings.vllm_embed_port if embed else settings.vllm_port), settings.logs_dir
     )

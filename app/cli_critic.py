@@ -14,7 +14,7 @@ import os
 import shlex
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypedDict
 
 import httpx
 import typer
@@ -26,6 +26,16 @@ from critic.train import Costs, Metrics, load_rows, train_cross_encoder, train_f
 
 #: Folder of the trained cross-encoder under the models dir (not committed: it is 90 MB).
 CROSS_ENCODER_DIR = "critic-cross-encoder"
+
+
+class _Run(TypedDict):
+    """The training arguments both backends take."""
+
+    seed: int
+    costs: Costs
+    abstain_unanswerable: float
+    trained_on: str
+    command: str
 
 
 class Backend(StrEnum):
@@ -90,21 +100,20 @@ def train_critic(
         rows, errors = load_rows(data)
         for error in errors:
             typer.echo(f"skipped malformed line {error}", err=True)
-        common = {
-            "seed": seed,
-            "costs": costs,
-            "abstain_unanswerable": settings.critic_abstain_unanswerable,
-            "trained_on": _provenance(data, len(rows)),
-        }
+        common = _Run(
+            seed=seed,
+            costs=costs,
+            abstain_unanswerable=settings.critic_abstain_unanswerable,
+            trained_on=_provenance(data, len(rows)),
+            command=shlex.join(argv),
+        )
         if backend is Backend.features:
             target = out or DEFAULT_WEIGHTS
-            weights, metrics = train_features(rows, command=shlex.join(argv), **common)
+            weights, metrics = train_features(rows, **common)
             _write_json(target, weights)
         else:
             target = out or default_model_dir(settings)
-            metrics = train_cross_encoder(
-                rows, out_dir=target, epochs=epochs, command=shlex.join(argv), **common
-            )
+            metrics = train_cross_encoder(rows, out_dir=target, epochs=epochs, **common)
     except ImportError as exc:
         typer.echo(f"error: {exc}; install the extras: pip install -e '.[train,local]'", err=True)
         raise typer.Exit(2) from exc

@@ -90,7 +90,7 @@ def qa(
     for m in (t.strip() for t in modes.split(",") if t.strip()):
         if m not in MODES:
             raise typer.BadParameter(f"unknown mode {m!r}; use {', '.join(MODES)}")
-        chosen.append(m)  # type: ignore[arg-type]
+        chosen.append(m)
     settings = get_settings()
     questions = _load(qa, per_type)
 

@@ -174,7 +174,7 @@ async def run_modes(
     collection: str,
     top_k: int = 5,
     concurrency: int = 2,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> tuple[list[QaResult], list[Failure]]:
     """Every question in every mode (each question's modes back to back, for fair timing).
 

@@ -461,7 +461,8 @@ class _Call:
             async with client.stream(method, url, json=body, headers=headers) as response:
                 if response.status_code >= 500:
                     await response.aread()
-                    return self._failed("http_5xx", f"HTTP {response.status_code}")
+                    self._failed("http_5xx", f"HTTP {response.status_code}")
+                    return None
                 breaker.success()  # it answered, even if to refuse the request
                 if response.status_code >= 400:
                     await response.aread()
@@ -477,7 +478,8 @@ class _Call:
                 raise GeneratorUnavailable(
                     f"{url}: the stream broke ({type(exc).__name__})"
                 ) from exc
-            return self._failed(kind, type(exc).__name__)
+            self._failed(kind, type(exc).__name__)
+            return None
         except httpx.TimeoutException:
             breaker.failure("timeout")
             raise
@@ -491,7 +493,6 @@ class _Call:
     def _failed(self, kind: FailureKind, why: str) -> None:
         self.replica.breaker.failure(kind)
         self.failures.append(f"{self.replica.url}: {why}")
-        return None
 
 
 @dataclass
@@ -507,7 +508,8 @@ class _StreamReader:
         return bool(self.parts)
 
     async def read(self, response: httpx.Response) -> dict[str, Any]:
-        model, usage, finish = None, {}, None
+        model, finish = None, None
+        usage: dict[str, Any] = {}
         logprobs: list[dict[str, Any]] = []
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":

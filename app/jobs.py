@@ -149,6 +149,11 @@ return 0
 """
 
 
+def _text(value: bytes | str) -> str:
+    """A Redis reply as text: bytes from this client (no ``decode_responses``), str otherwise."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class RedisJobStore:
     """Jobs in Redis, shared by every API replica; finished jobs expire after ``keep_s``."""
 
@@ -179,11 +184,11 @@ class RedisJobStore:
 
     async def latest(self, kind: str, collection: str) -> Job | None:
         job_id = await self._r.get(f"{self._p}jobs:latest:{kind}:{collection}")
-        return None if job_id is None else await self.load(job_id.decode())
+        return None if job_id is None else await self.load(_text(job_id))
 
     async def unfinished(self) -> list[Job]:
         ids = await self._r.smembers(f"{self._p}jobs:unfinished")
-        jobs = [await self.load(i.decode()) for i in ids]
+        jobs = [await self.load(_text(i)) for i in ids]
         return [j for j in jobs if j is not None and j.status in UNFINISHED]
 
     async def lease(self, job_id: str, owner: str, ttl_s: float) -> bool:

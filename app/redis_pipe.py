@@ -58,7 +58,8 @@ class _Connection(asyncio.Protocol):
         reply: asyncio.Future[Any] = loop.create_future()
         if not self._unsent:
             loop.call_soon(self._flush)
-        self._unsent.append(hiredis.pack_command(tuple(args)))
+        # hiredis's stub types the argument as a 1-tuple; it takes any number of items.
+        self._unsent.append(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]
         deadline = loop.time() + self._timeout_s
         self._owed.append((reply, deadline))
         if self._timer is None:

@@ -77,7 +77,7 @@ async def practice(
     collection: str,
     rounds: int,
     concurrency: int = 2,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> PracticeReport:
     """Run every question not yet in ``out`` for ``rounds`` rounds; append its rows."""
     done = done_ids(out)

@@ -6,6 +6,7 @@ Used by the FastAPI lifespan and by the in-process CLI commands, so both run the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from redis.asyncio import Redis
 
@@ -70,17 +71,18 @@ def build_critics(settings: Settings) -> tuple[Critic | None, Critic | None]:
     """
     if settings.critic == "off":
         return None, None
-    common = {
-        "weights_path": settings.critic_weights,
-        "worker_url": settings.critic_worker_url,
-        "generator_urls": settings.generator_urls,
-        "generator_model": settings.generator_model,
-        "api_key": settings.generator_api_key,
-        "timeout_s": settings.critic_timeout_s,
-    }
-    critic = make_critic(settings.critic, **common)
+    build = partial(
+        make_critic,
+        weights_path=settings.critic_weights,
+        worker_url=settings.critic_worker_url,
+        generator_urls=settings.generator_urls,
+        generator_model=settings.generator_model,
+        api_key=settings.generator_api_key,
+        timeout_s=settings.critic_timeout_s,
+    )
+    critic = build(settings.critic)
     remote = settings.critic != "features" and settings.critic_fallback == "features"
-    return critic, make_critic("features", **common) if remote else None
+    return critic, build("features") if remote else None
 
 
 def check_critic(settings: Settings) -> None:
@@ -123,11 +125,11 @@ def build_backends(settings: Settings) -> Backends:
             job_store=FileJobStore(settings.data_dir / "jobs"),
             query_cache=MemoryVectorCache(settings.cache_max_entries),
         )
-    timeouts = {
-        "socket_timeout": settings.redis_timeout_s,
-        "socket_connect_timeout": settings.redis_timeout_s,
-    }
-    redis = Redis.from_url(settings.redis_url, **timeouts)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+    )
     pipe = PipelinedRedis.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
     prefix = settings.redis_prefix
     return Backends(

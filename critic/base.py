@@ -16,7 +16,6 @@ class Critic(Protocol):
     """
 
     name: str
-    tau: float
     #: The accept threshold on ``score`` this critic was tuned for (see ``train-critic``).
     tau: float
 

@@ -96,7 +96,9 @@ class CrossEncoderModel:
         device: str,
         tau: float,
     ) -> None:
-        self.model = model.to(device).eval()
+        # transformers wraps .to with functools.wraps(torch.nn.Module.to), so its stub keeps
+        # the unbound signature (self first).
+        self.model = model.to(device).eval()  # type: ignore[arg-type]
         self.tokenizer = tokenizer
         self.device = device
         self.tau = tau

@@ -194,7 +194,8 @@ class LogisticModel:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """The uncalibrated logits of feature rows ``x`` (Platt scaling is fitted on these)."""
-        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        logits: np.ndarray = ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        return logits
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         z = self.platt_a * self.logits(x) + self.platt_b

@@ -195,7 +195,8 @@ def best_tau(scores: Sequence[float], labels: Sequence[int], costs: Costs) -> fl
     the same side; ties in cost go to the lower τ.
     """
     values = np.unique(np.asarray(scores, dtype=np.float64))
-    candidates = [0.0, *((values[1:] + values[:-1]) / 2).tolist(), 1.0]
+    midpoints: list[float] = ((values[1:] + values[:-1]) / 2).tolist()
+    candidates = [0.0, *midpoints, 1.0]
     return min(candidates, key=lambda tau: expected_cost(scores, labels, tau, costs))
 
 

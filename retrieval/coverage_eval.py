@@ -131,9 +131,9 @@ def _similarity_matrix(scores: Sequence[ItemScore]) -> np.ndarray:
 def _cleared(sims: np.ndarray, qhat: float) -> np.ndarray:
     """Chunks per row whose similarity clears 1−q̂ (with the store's tie epsilon)."""
     threshold = score_threshold(qhat)
-    if threshold is None:  # q̂ = ∞: everything passes
-        return np.isfinite(sims).sum(axis=1)
-    return (sims >= threshold).sum(axis=1)
+    passes = np.isfinite(sims) if threshold is None else sims >= threshold  # q̂ = ∞: all pass
+    counts: np.ndarray = passes.sum(axis=1)
+    return counts
 
 
 def fixed_k_curve(test_ranks: Sequence[np.ndarray], max_k: int) -> np.ndarray:

@@ -39,4 +39,5 @@ class Embedder(Protocol):
 def normalize(rows: npt.NDArray[np.floating]) -> Matrix:
     """L2-normalise each row (zero rows stay zero)."""
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+    unit: npt.NDArray[np.floating] = rows / np.maximum(norms, 1e-12)
+    return unit.astype(np.float32)

@@ -123,4 +123,5 @@ def bert_onnx(model_dir: Path) -> bytes:
         initializer=inits,
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
-    return helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    serialized: bytes = helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    return serialized

@@ -149,7 +149,7 @@ def _recover(folder: Path) -> None:
 def _match(key: str, value: FilterScalar) -> qe.FieldCondition:
     if isinstance(value, bool):
         # The binding reads a Python bool as the integer it also is, which no boolean payload
-        # equals; numpy's bool is no int and arrives as a boolean.
+        # equals; numpy's bool is no int and arrives as a boolean. The stub names Python's bool.
         exact = qe.MatchValue(np.bool_(value))  # type: ignore[arg-type]
         return qe.FieldCondition(key=key, match=exact)
     return qe.FieldCondition(key=key, match=qe.MatchValue(value))

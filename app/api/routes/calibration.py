@@ -57,7 +57,7 @@ async def start_calibration(
     return await accept(jobs, response, "calibration", name, body.model_dump(mode="json"))
 
 
-@router.get("/{name}/calibration", response_model=CalibrationStatusOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
+@router.get("/{name}/calibration", response_model=CalibrationStatusOut, responses=COLLECTION_ERRORS)
 async def get_calibration(
     name: CollectionName, pipeline: PipelineDep, jobs: JobsDep, principal: PrincipalDep
 ) -> CalibrationStatusOut:

@@ -43,7 +43,7 @@ MAX_PAGE = 1000
 # instead of on the event loop.
 
 
-@router.get("", response_model=CollectionsOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
+@router.get("", response_model=CollectionsOut, responses=COLLECTION_ERRORS)
 def list_collections(pipeline: PipelineDep, principal: PrincipalDep) -> CollectionsOut:
     return CollectionsOut(
         collections=[
@@ -54,7 +54,7 @@ def list_collections(pipeline: PipelineDep, principal: PrincipalDep) -> Collecti
     )
 
 
-@router.get("/{name}", response_model=CollectionOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
+@router.get("/{name}", response_model=CollectionOut, responses=COLLECTION_ERRORS)
 def get_collection(
     name: CollectionName, pipeline: PipelineDep, principal: PrincipalDep
 ) -> CollectionOut:
@@ -62,7 +62,7 @@ def get_collection(
     return to_collection_out(pipeline.store.get_collection(name))
 
 
-@router.delete("/{name}", response_model=CollectionDeletedOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
+@router.delete("/{name}", response_model=CollectionDeletedOut, responses=COLLECTION_ERRORS)
 async def delete_collection(
     name: CollectionName, catalog: CatalogDep, principal: PrincipalDep
 ) -> CollectionDeletedOut:
@@ -75,7 +75,7 @@ async def delete_collection(
     )
 
 
-@router.get("/{name}/documents", response_model=DocumentsPageOut, responses=COLLECTION_ERRORS)  # type: ignore[arg-type]
+@router.get("/{name}/documents", response_model=DocumentsPageOut, responses=COLLECTION_ERRORS)
 def list_documents(
     name: CollectionName,
     catalog: CatalogDep,
@@ -132,7 +132,7 @@ async def start_index(
 
 @router.delete(
     "/{name}/documents/{doc_id:path}", response_model=DeletedOut, responses=COLLECTION_ERRORS
-)  # type: ignore[arg-type]
+)
 async def delete_document(
     name: CollectionName,
     doc_id: str,

@@ -38,7 +38,7 @@ async def accept(
 @router.get(
     "/v1/jobs/{job_id}",
     response_model=JobOut,
-    responses={code: {"model": ErrorOut} for code in (401, 403, 404, 429, 503)},  # type: ignore[dict-item]
+    responses={code: {"model": ErrorOut} for code in (401, 403, 404, 429, 503)},
 )
 async def get_job(job_id: str, jobs: JobsDep, principal: PrincipalDep) -> JobOut:
     job = await jobs.get(job_id)

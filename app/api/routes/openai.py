@@ -70,7 +70,7 @@ CHAT_SSE_DOC = {
 
 @router.get(
     "/v1/models",
-    responses={code: {"model": ErrorOut} for code in (401, 429, 503)},  # type: ignore[dict-item]
+    responses={code: {"model": ErrorOut} for code in (401, 429, 503)},
 )
 async def models(pipeline: PipelineDep, principal: PrincipalDep) -> ModelList:
     """``covrag`` (the default collection) and ``covrag/<collection>`` for each collection the
@@ -104,7 +104,7 @@ def to_params(body: ChatRequest, default_collection: str) -> QueryParams:
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={200: CHAT_SSE_DOC, **ERRORS},  # type: ignore[dict-item]
+    responses={200: CHAT_SSE_DOC, **ERRORS},
 )
 async def chat_completions(
     body: ChatRequest,

@@ -40,7 +40,7 @@ from app.schemas import (
 
 router = APIRouter(tags=["query"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     **{code: {"model": ErrorOut} for code in (401, 403, 404, 409, 422, 429, 502, 503, 504)},
     **GUARD_ERRORS,
 }
@@ -80,7 +80,7 @@ def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
 @router.post(
     "/v1/query",
     response_model=QueryResponse,
-    responses={200: SSE_DOC, **ERRORS},  # type: ignore[dict-item]
+    responses={200: SSE_DOC, **ERRORS},
 )
 async def query(
     body: QueryRequest,

@@ -11,7 +11,7 @@ from app.schemas import QueryRequest, RetrieveResponse, to_retrieve_response
 router = APIRouter(tags=["query"])
 
 
-@router.post("/v1/retrieve", response_model=RetrieveResponse, responses=ERRORS)  # type: ignore[arg-type]
+@router.post("/v1/retrieve", response_model=RetrieveResponse, responses=ERRORS)
 async def retrieve(
     body: QueryRequest,
     pipeline: PipelineDep,
