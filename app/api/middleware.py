@@ -48,6 +48,10 @@ class RequestMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID.set(request_id)
         status = 500  # what the server error handler answers if the app raises before a response
+        # In flight: the API's own work (/v1), not probes or scrapes: the autoscaling signal.
+        counted = scope["path"].startswith("/v1/")
+        if counted:
+            self.metrics.request_started()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -70,6 +74,8 @@ class RequestMiddleware:
             elif not await self.cached.serve(scope, checked, send_with_id):
                 await self.app(scope, checked, send_with_id)
         finally:
+            if counted:
+                self.metrics.request_finished()
             self._record(scope, status, time.perf_counter() - start)
             REQUEST_ID.reset(token)
 

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.config import Settings
 from app.logs import JsonFormatter
 from app.main import create_app
+from app.metrics import Metrics
 from retrieval.types import Document
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -96,6 +97,22 @@ def test_requests_are_counted_by_route_template(client: TestClient) -> None:
     slowest = value(samples, f"{duration}_bucket", route="/healthz", method="GET", le="60.0")
     assert fastest <= slowest == 2
     assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_in_flight_gauge_counts_v1_requests_and_returns_to_zero(client: TestClient) -> None:
+    """covrag_http_requests_in_flight is what the API autoscales on (KEDA, docs/deploy.md)."""
+    client.get("/v1/collections/missing")  # 404
+    client.post("/v1/query", json={})  # 422
+    client.post("/v1/collections/docs/documents", content=b"{}")  # 415 from the body guard
+    samples = scrape(client)
+    assert ("covrag_http_requests_in_flight", frozenset()) in samples
+    assert value(samples, "covrag_http_requests_in_flight") == 0
+    m = Metrics()
+    m.request_started()
+    m.request_started()
+    m.request_finished()
+    assert b"covrag_http_requests_in_flight 1.0" in m.render()
+    m.request_finished()
 
 
 def test_request_id_is_echoed_or_minted_on_every_response(client: TestClient) -> None:
