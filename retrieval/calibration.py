@@ -234,6 +234,10 @@ def kept_calibrations(store: VectorStore, collection: str) -> KeptCalibrations:
     )
 
 
+#: Beyond this many questions, "at least N" says nothing a user can act on.
+_MAX_QUESTIONS = 1e12
+
+
 def check_replacement(
     current: Calibration | None, n: int, default_alpha: float, *, replace_smaller: bool
 ) -> None:
@@ -247,11 +251,16 @@ def check_replacement(
             ``replace_smaller``.
     """
     if default_alpha < min_alpha(n):
-        needed = math.ceil(round(1 / default_alpha - 1, 9))
+        ratio = 1 / default_alpha - 1  # inf for a subnormal alpha
+        needed = (
+            f"at least {math.ceil(round(ratio, 9))} questions"
+            if ratio < _MAX_QUESTIONS
+            else "more questions than any calibration holds"
+        )
         raise DefaultAlphaUnsupported(
             f"default_alpha={default_alpha:g} is below the smallest alpha that {n} calibration "
             f"questions support, 1/{n + 1} = {min_alpha(n):.4g}: give a default_alpha of at "
-            f"least that, or at least {needed} questions"
+            f"least that, or {needed}"
         )
     if current is not None and n < SHRINK_LIMIT * current.n and not replace_smaller:
         raise CalibrationShrinks(

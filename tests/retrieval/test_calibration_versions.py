@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, calibrate, kept_calibrations
+import pytest
+
+from retrieval.calibration import (
+    KEPT_VERSIONS,
+    CalibrationItem,
+    calibrate,
+    check_replacement,
+    kept_calibrations,
+)
 from retrieval.embed import Embedder
+from retrieval.errors import DefaultAlphaUnsupported
 from retrieval.ingest import Ingestor
 from retrieval.store import VectorStore
 from retrieval.types import Document
@@ -18,3 +27,14 @@ def test_only_the_newest_versions_are_kept(store: VectorStore, embedder: Embedde
     kept = kept_calibrations(store, "c")
     assert kept.current is not None and kept.current.version == KEPT_VERSIONS + 2
     assert [c.version for c in kept.earlier] == list(range(KEPT_VERSIONS + 1, 2, -1))
+
+
+@pytest.mark.parametrize(
+    ("alpha", "says"),
+    [(0.01, "at least 99 questions"), (5e-324, "more questions than any calibration holds")],
+)
+def test_an_unsupported_default_alpha_says_what_would_support_it(alpha: float, says: str) -> None:
+    """Any α the schema lets through gets its 422 message, a subnormal one too (1/α is
+    infinite; the fuzz found it as a 500)."""
+    with pytest.raises(DefaultAlphaUnsupported, match=says):
+        check_replacement(None, 4, alpha, replace_smaller=False)
