@@ -21,9 +21,8 @@ from critic.features import is_refusal
 from retrieval.calibration import normalize_answer
 from retrieval.types import ScoredChunk
 
-#: The plainest prompt, no worked examples and no way out: on 120 development questions (the
-#: same context, SmolLM2-135M) it was right on 50 where a refusal clause and three worked examples
-#: were right on 35. Abstaining is the critic's call, not the model's.
+#: The plainest prompt, no worked examples and no way out: a 135M model answers right more often
+#: so than with a refusal clause and examples (docs/quality.md). Abstaining is the critic's call.
 _ANSWER_SYSTEM = "Answer the question using the context. Reply with a short answer only."
 #: An answer ends at its line.
 _STOP = ("\n",)
