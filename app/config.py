@@ -222,7 +222,7 @@ class Settings(BaseSettings):
     )
     # A wrong answer still carries citations a reader can check; a needless refusal leaves
     # nothing, and a user refused what naive RAG would have answered goes back to naive RAG.
-    # At 2 the cost-optimal τ abstained on 29 % of the test questions naive got right (#24).
+    # At 2 the cost-optimal τ refused too much of what naive RAG answers (docs/quality.md).
     critic_cost_false_reject: float = Field(
         3.0, ge=0, description="Training: cost of rejecting a right answer."
     )
