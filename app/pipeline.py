@@ -308,7 +308,7 @@ class Pipeline:
             scored = await self._score(policy, question, context, reasoning, signals, warnings)
             timings["critic"] = _ms(t)
             last = index == policy.max_rounds - 1
-            decision = _decide(policy, scored, last)
+            decision = _decide(policy, scored, last, is_refusal(reasoning.answer))
             if scored is not None:
                 tau = scored[1]
             rounds.append(
@@ -519,13 +519,17 @@ def _answer_sink(on_event: EventSink | None, index: int) -> TextSink | None:
     return sink
 
 
-def _decide(policy: LoopPolicy, scored: tuple[float, float] | None, last: bool) -> Decision:
+def _decide(
+    policy: LoopPolicy, scored: tuple[float, float] | None, last: bool, refused: bool
+) -> Decision:
+    """What the loop does after a round. With a critic, an answer that declines (or is empty)
+    is never accepted, whatever its score: it answers nothing."""
     if scored is None:
         return "continue" if policy.always_continue and not last else "accept"
     if policy.always_continue:
         return "continue"
     score, tau = scored
-    if score >= tau:
+    if score >= tau and not refused:
         return "accept"
     return "abstain" if last else "search_again"
 

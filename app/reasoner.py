@@ -140,15 +140,21 @@ def plain_answer(reply: str, question: str) -> str:
     """The answer inside a reply: a small model restates the question before answering ("The
     capital of Somaliland is Hargeisa."), so leading words of the question (and of "the answer
     is") go, and so does everything after the first sentence. A reply that is all restatement
-    stays as it is."""
-    asked = set(normalize_answer(question).split()) | _WRAPPING | {""}  # "": punctuation alone
+    ("Question: How often are laptops replaced", "Zealand" for a question on New Zealand's
+    mountain) answers nothing: the empty string, which the loop never accepts."""
+    asked = {_stem(w) for w in [*normalize_answer(question).split(), *_WRAPPING, ""]}
     words = reply.split()
     start = 0
-    while start < len(words) and normalize_answer(words[start]) in asked:
+    while start < len(words) and _stem(normalize_answer(words[start])) in asked:
         start += 1
-    rest = " ".join(words[start:]) if start < len(words) else reply
+    rest = " ".join(words[start:])
     end = _SENTENCE_END.search(rest)
     return (rest[: end.start()] if end else rest).strip(" ,;:-")
+
+
+def _stem(word: str) -> str:
+    """``word`` without a plural or possessive s ("zealands" from "Zealand's" is "zealand")."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") else word
 
 
 def chosen_one(reply: str, pair: tuple[str, str]) -> str | None:

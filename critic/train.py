@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,9 @@ class Metrics:
             them, so accuracy and cost at τ are slightly optimistic; AUROC and ECE are not),
             raised to ``tau_floor`` if below it.
         tau_floor: the least τ at which the target share of the unanswerable training
-            questions would abstain (no round of theirs scores at or above it); 0 without any.
+            questions would abstain (no round of theirs scores at or above it), each scored
+            out of fold by the features backend (the cross-encoder, too costly to fine-tune
+            per fold, scores them in sample); 0 without any.
         accuracy: share of rows where "score ≥ τ" equals the label.
         ece: expected calibration error over 10 equal-width bins.
         expected_cost: mean cost per round when deciding at τ.
@@ -300,6 +302,18 @@ def _weights(linear: dict[str, Any], platt: dict[str, float] | None, tau: float)
     }
 
 
+def _out_of_fold(
+    x: np.ndarray, y: np.ndarray, groups: list[str], seed: int, platt: dict[str, float] | None
+) -> Iterator[tuple[np.ndarray, LogisticModel]]:
+    """(rows, a model fitted without their questions) for each of ``PLATT_FOLDS`` folds."""
+    from sklearn.model_selection import GroupKFold
+
+    folds = GroupKFold(n_splits=min(PLATT_FOLDS, len(set(groups))))
+    for fit_idx, val_idx in folds.split(x, y, groups):
+        linear = _fit_logit(x[fit_idx], y[fit_idx], seed)
+        yield val_idx, LogisticModel.from_weights(_weights(linear, platt, 0.5), "out-of-fold")
+
+
 def _platt(x: np.ndarray, y: np.ndarray, groups: list[str], seed: int) -> dict[str, float]:
     """Platt scaling fitted on out-of-fold logits (grouped by question).
 
@@ -307,17 +321,25 @@ def _platt(x: np.ndarray, y: np.ndarray, groups: list[str], seed: int) -> dict[s
     unweighted fit on logits the model did not train on maps them back to the real rates.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold
 
-    folds = GroupKFold(n_splits=min(PLATT_FOLDS, len(set(groups))))
     oof = np.zeros(len(y))
-    for fit_idx, val_idx in folds.split(x, y, groups):
-        model = LogisticModel.from_weights(
-            _weights(_fit_logit(x[fit_idx], y[fit_idx], seed), None, 0.5), "out-of-fold"
-        )
-        oof[val_idx] = model.logits(x[val_idx])
+    for rows, model in _out_of_fold(x, y, groups, seed, None):
+        oof[rows] = model.logits(x[rows])
     calibrator = LogisticRegression(C=1e4, max_iter=1000).fit(oof[:, None], y)
     return {"a": float(calibrator.coef_[0][0]), "b": float(calibrator.intercept_[0])}
+
+
+def out_of_fold_scores(rows: Sequence[Row], seed: int, platt: dict[str, float]) -> list[float]:
+    """Each row's P(sufficient) from a model that never saw its question.
+
+    The unanswerable floor is taken on these: scored by a model trained on them, the
+    unanswerable questions look easier to refuse than new ones are, and τ comes out too low.
+    """
+    x, y = feature_matrix([row_input(r) for r in rows]), _labels(rows)
+    scores = np.zeros(len(rows))
+    for held, model in _out_of_fold(x, y, [str(r["qid"]) for r in rows], seed, platt):
+        scores[held] = model.probabilities(x[held])
+    return scores.tolist()
 
 
 def train_features(
@@ -334,7 +356,8 @@ def train_features(
     The held-out probabilities come from the same numpy code that serves the weights, so the
     metrics describe exactly what the server will do. The weights' ``tau`` is the metrics' τ:
     the cost-optimal one, raised so that ``abstain_unanswerable`` of the unanswerable
-    questions among all ``rows`` would be abstained on (``unanswerable_floor``).
+    questions among all ``rows`` would be abstained on (``unanswerable_floor``), each scored
+    out of fold.
     """
     train, test = _split(rows, seed)
     x_train, y_train = feature_matrix([row_input(r) for r in train]), _labels(train)
@@ -342,8 +365,7 @@ def train_features(
     weights = _weights(_fit_logit(x_train, y_train, seed), platt, 0.5)
     model = LogisticModel.from_weights(weights, "training")
     scores = model.probabilities(feature_matrix([row_input(r) for r in test])).tolist()
-    every = model.probabilities(feature_matrix([row_input(r) for r in rows])).tolist()
-    floor = unanswerable_floor(rows, every, abstain_unanswerable)
+    floor = unanswerable_floor(rows, out_of_fold_scores(rows, seed, platt), abstain_unanswerable)
     metrics = _held_out_metrics(train, test, scores, costs, floor)
     weights.update(
         tau=metrics.tau, trained_on=trained_on, command=command, metrics=metrics.to_json()

@@ -9,12 +9,15 @@ Earth) and that Edwin Hubble's does (Milky Way, Sun), so a rejected round search
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
 from app.config import Settings
 from app.pipeline import LATER_ROUND_CHUNKS, LoopPolicy, Pipeline, QueryOutcome, QueryParams
+from app.reasoner import Reasoning
 from app.services import build_services
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput
@@ -127,6 +130,23 @@ async def test_exhaustion_abstains_with_the_best_candidate(pipeline: Pipeline) -
     assert out.answer == "I don't have enough evidence to answer that."
     assert out.candidate is out.rounds[1] and out.candidate.critic_score == 0.4
     assert out.llm_calls == _expected_calls(out)
+
+
+async def test_an_answer_that_answers_nothing_is_never_accepted(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real model's reply is replaced by the empty answer a restated question leaves
+    # (plain_answer): a reply a real model cannot be steered into on purpose.
+    answer = pipeline.reasoner.answer
+
+    async def restated(*args: Any, **kwargs: Any) -> Reasoning:
+        return replace(await answer(*args, **kwargs), answer="")
+
+    monkeypatch.setattr(pipeline.reasoner, "answer", restated)
+    critic = ScriptedCritic([0.9, 0.9])
+    out = await pipeline.run(_params(), LoopPolicy(max_rounds=2, critic=critic, tau=0.5))
+    assert [r.decision for r in out.rounds] == ["search_again", "abstain"]
+    assert out.abstained and not out.sufficient
 
 
 async def test_max_rounds_bounds_the_loop(pipeline: Pipeline) -> None:

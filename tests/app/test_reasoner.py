@@ -82,7 +82,9 @@ def test_a_comparison_is_answered_with_the_candidate_named_first(
         ("The capital of Somaliland is Hargeisa.", "Hargeisa"),
         ("The answer is: 3", "3"),
         ("Hargeisa. It lies in the north-west.", "Hargeisa"),
-        ("the capital of Somaliland", "the capital of Somaliland"),  # all restatement: kept
+        ("the capital of Somaliland", ""),  # all restatement: no answer
+        ("Question: What is the capital of Somaliland", ""),
+        ("Somaliland's", ""),  # a possessive of a word asked about
     ],
 )
 def test_a_restated_question_is_stripped_from_the_answer(reply: str, answer: str) -> None:

@@ -20,6 +20,7 @@ from critic.train import (
     expected_calibration_error,
     expected_cost,
     load_rows,
+    out_of_fold_scores,
     row_input,
     split_by_question,
     train_features,
@@ -122,6 +123,21 @@ def test_cross_encoder_training_is_seeded(
     items = [CriticInput("Who?", ["Ada Lovelace: a mathematician."], "Ada Lovelace")]
     first = CrossEncoderModel.load(cross_encoder_dir, device="cpu").predict(items)
     assert CrossEncoderModel.load(tmp_path / "again", device="cpu").predict(items) == first
+
+
+def test_out_of_fold_scores_do_not_depend_on_the_questions_own_labels(
+    rows: list[dict[str, Any]],
+) -> None:
+    """The unanswerable floor is taken on these: a question's score must come from a model
+    that did not learn its label, or the floor is set on scores new questions will not get."""
+    platt = {"a": 1.0, "b": 0.0}
+    qid = str(rows[0]["qid"])
+    flipped = [{**r, "label": 1 - r["label"]} if str(r["qid"]) == qid else r for r in rows]
+    before = out_of_fold_scores(rows, 0, platt)
+    after = out_of_fold_scores(flipped, 0, platt)
+    own = [i for i, r in enumerate(rows) if str(r["qid"]) == qid]
+    assert [after[i] for i in own] == pytest.approx([before[i] for i in own])
+    assert after != pytest.approx(before)  # the other questions' models did learn the flip
 
 
 def test_tau_floor_abstains_on_the_target_share_of_unanswerable_questions() -> None:
