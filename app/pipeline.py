@@ -61,6 +61,8 @@ class QueryParams:
     conformal: bool = True
     #: Earlier (role, text) turns of a chat: the question is first made self-contained.
     history: tuple[tuple[str, str], ...] = ()
+    #: The caller's calibration group; ``None``: the question's kind.
+    group: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,7 @@ class Pipeline:
             filters=params.filters,
             conformal=params.conformal,
             vector=vector,
+            group=params.group,
         )
 
     async def retrieve(self, params: QueryParams) -> Retrieval:

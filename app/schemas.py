@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 from app.jobs import Job
 from app.pipeline import Citation, QueryOutcome, Round
 from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, KeptCalibrations, answer_docs
-from retrieval.conformal import Calibration
+from retrieval.conformal import Calibration, score_threshold
 from retrieval.errors import InvalidCollectionName
 from retrieval.filters import payload_key
 from retrieval.ingest import IngestReport
@@ -139,6 +139,10 @@ CollectionName = Annotated[
 ]
 
 
+#: A caller's calibration group (tenant, source, product): 1-64 letters, digits, '_', '-', '.'.
+GroupName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 # --- query ------------------------------------------------------------------------------
 class QueryRequest(_Strict):
     """``POST /v1/query``."""
@@ -180,7 +184,14 @@ class QueryRequest(_Strict):
         ">= 1-alpha. Default: the collection's calibration default; 409 if uncalibrated.",
     )
     max_rounds: MaxRounds | None = Field(
-        None, description="Retrieval rounds; accepted, applied once the critic lands."
+        None, description="Retrieval rounds; default COVRAG_MAX_ROUNDS."
+    )
+    group: GroupName | None = Field(
+        None,
+        description="Calibration group (tenant, source, product) whose own threshold applies; "
+        "calibration QA pairs carry it as `group`. Default: the question's kind (single, "
+        "bridge, comparison). Too few of the group's questions for alpha: the pooled "
+        "threshold applies and coverage is not guaranteed.",
     )
     stream: bool = Field(
         False,
@@ -266,6 +277,15 @@ class CalibrationRefOut(BaseModel):
     stale: bool = Field(
         description="The collection changed too much, or was indexed, since: no guarantee."
     )
+    group: str = Field(
+        description="Whose threshold applied: `kind:single`, `kind:bridge`, `kind:comparison` "
+        "(the question's kind) or `group:<name>` (the request's `group`)."
+    )
+    group_n: int = Field(description="The group's calibration questions.")
+    fallback: bool = Field(
+        description="Too few of the group's questions for alpha (or too many missed): the "
+        "pooled threshold applied, and coverage is not guaranteed."
+    )
 
 
 class EvidenceOut(BaseModel):
@@ -289,7 +309,8 @@ class RetrievalFields(BaseModel):
     threshold: float | None = Field(description="Similarity a chunk had to reach; null = none.")
     coverage_target: float | None = Field(description="1 - alpha.")
     coverage_guaranteed: bool = Field(
-        description="A finite, fresh threshold applied and the budget cut nothing above it."
+        description="The question's own group had a finite, fresh threshold at alpha (no "
+        "fallback) and the budget cut nothing above it."
     )
     calibration: CalibrationRefOut | None
     evidence: EvidenceOut
@@ -349,7 +370,14 @@ def _retrieval_fields(
         "coverage_guaranteed": retrieval.coverage_guaranteed,
         "calibration": None
         if cal is None
-        else CalibrationRefOut(n=cal.n, version=cal.version, stale=cal.stale),
+        else CalibrationRefOut(
+            n=cal.n,
+            version=cal.version,
+            stale=cal.stale,
+            group=cal.group,
+            group_n=cal.group_n,
+            fallback=cal.fallback,
+        ),
         "evidence": EvidenceOut(
             passed=len(retrieval.hits),
             budget=retrieval.budget,
@@ -613,7 +641,14 @@ class QaItemIn(_Strict):
     answers: list[str] = Field(default_factory=list)
     gold_doc_ids: list[str] = Field(default_factory=list)
     gold_titles: list[str] = Field(default_factory=list, description="Alias of gold_doc_ids.")
-    type: str | None = Field(None, description="Free label, e.g. single/bridge.")
+    type: str | None = Field(
+        None,
+        description="single, bridge or comparison (bridge: the last gold document "
+        "holds the answer); any other label is kept as is.",
+    )
+    group: GroupName | None = Field(
+        None, description="Calibration group: requests naming it get its own threshold."
+    )
 
     @model_validator(mode="after")
     def _needs_evidence(self) -> QaItemIn:
@@ -675,6 +710,7 @@ def to_items(qa: list[QaItemIn]) -> list[CalibrationItem]:
             answers=tuple(q.answers),
             gold_doc_ids=answer_docs(tuple(q.gold_doc_ids or q.gold_titles), q.type or ""),
             kind=q.type or "",
+            group=q.group or "",
         )
         for q in qa
     ]
@@ -689,6 +725,7 @@ def to_qa_in(items: list[CalibrationItem]) -> list[QaItemIn]:
             answers=list(i.answers),
             gold_doc_ids=list(i.gold_doc_ids),
             type=i.kind or None,
+            group=i.group or None,
         )
         for i in items
     ]
@@ -712,6 +749,19 @@ def to_job_out(job: Job) -> JobOut:
     return JobOut(**{k: v for k, v in asdict(job).items() if k != "request"})
 
 
+class GroupCalibrationOut(BaseModel):
+    n: int
+    thresholds: dict[str, float | None] = Field(
+        description="The similarity threshold a request of this group gets at alpha 0.05, "
+        "0.1, 0.2 (its own, or the pooled one where that is lower); null: too few questions "
+        "(or too many misses) for that alpha, so the pooled threshold applies, unguaranteed."
+    )
+
+
+#: The α a calibration's thresholds are reported at.
+REPORTED_ALPHAS = (0.05, 0.1, 0.2)
+
+
 class CalibrationOut(BaseModel):
     n: int
     version: int
@@ -731,6 +781,11 @@ class CalibrationOut(BaseModel):
     stale: bool = Field(
         description="The collection changed too much, or was indexed, since: no guarantee."
     )
+    groups: dict[str, GroupCalibrationOut] = Field(
+        description="Per group (`kind:…`, `group:…`): its questions and own thresholds. A "
+        "request whose group has no finite threshold at its alpha gets the pooled one, "
+        "unguaranteed."
+    )
 
 
 def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
@@ -746,7 +801,24 @@ def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
         min_alpha=calibration.min_alpha,
         indexed=calibration.indexed_at,
         stale=stale,
+        groups={
+            group: GroupCalibrationOut(
+                n=len(scores),
+                thresholds={
+                    str(a): _group_threshold(calibration, a, group) for a in REPORTED_ALPHAS
+                },
+            )
+            for group, scores in calibration.groups.items()
+        },
     )
+
+
+def _group_threshold(calibration: Calibration, alpha: float, group: str) -> float | None:
+    """The threshold a request of ``group`` gets at ``alpha``; None when it falls back."""
+    if alpha < calibration.min_alpha:
+        return None
+    quantile = calibration.group_qhat(alpha, group)
+    return None if quantile.fallback else score_threshold(quantile.qhat)
 
 
 class RestoreRequest(_Strict):

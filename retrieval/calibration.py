@@ -34,6 +34,7 @@ from retrieval.errors import (
 )
 from retrieval.ingest import collection_changes
 from retrieval.jsonl import question_of, read_jsonl
+from retrieval.kinds import KindClassifier
 from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import ScoredChunk
 
@@ -56,6 +57,8 @@ class CalibrationItem:
     gold_doc_ids: tuple[str, ...] = ()
     source_chunk_id: str | None = None
     kind: str = ""
+    #: A caller's group (tenant, source, product): requests naming it take its own q̂.
+    group: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +89,8 @@ class QaFile:
 
 
 def load_qa(path: Path) -> QaFile:
-    """Parse ``{id, question, answers[], gold_titles[]?, gold_doc_ids[]?, type?}`` lines.
+    """Parse ``{id, question, answers[], gold_titles[]?, gold_doc_ids[]?, type?, group?}``
+    lines.
 
     Malformed lines are reported with their line numbers; the rest are used.
     """
@@ -103,6 +107,7 @@ def load_qa(path: Path) -> QaFile:
             answers=answers,
             gold_doc_ids=answer_docs(gold, kind),
             kind=kind,
+            group=str(row.get("group") or ""),
         )
 
     items, errors = read_jsonl(path, parse)
@@ -313,9 +318,13 @@ def calibrate(
     default_alpha: float,
     skipped: int = 0,
     replace_smaller: bool = False,
+    kinds: KindClassifier | None = None,
 ) -> Calibration:
     """Score ``items``, then persist and return the collection's new calibration; the one it
     replaces is kept (``KEPT_VERSIONS``) for ``restore_calibration``.
+
+    Each score also goes to its question's group: its kind by ``kinds`` (the shipped
+    classifier by default, the one queries are grouped by) and its caller group if it has one.
 
     Raises:
         CollectionEmpty: nothing to calibrate against.
@@ -331,6 +340,7 @@ def calibrate(
     check_replacement(current, len(items), default_alpha, replace_smaller=replace_smaller)
     builds = index_builds(store, collection)  # before scoring: a build meanwhile makes it stale
     scores = score_items(store, embedder, collection, items, approximate=info.indexed > 0)
+    groups = _grouped(items, [s.score for s in scores], kinds or KindClassifier.load())
     calibration = Calibration(
         collection=collection,
         embedder=embedder.spec.model,
@@ -344,6 +354,7 @@ def calibrate(
         default_alpha=default_alpha,
         index_builds_at=builds,
         indexed_at=info.indexed,
+        groups=groups,
     )
     with _KEEPING:
         kept = _kept_json(store, collection)
@@ -353,6 +364,17 @@ def calibrate(
             collection, {CALIBRATION_KEY: calibration.to_json(), HISTORY_KEY: _newest(kept)}
         )
     return calibration
+
+
+def _grouped(
+    items: Sequence[CalibrationItem], scores: Sequence[float], kinds: KindClassifier
+) -> dict[str, list[float]]:
+    groups: dict[str, list[float]] = {}
+    for item, score in zip(items, scores, strict=True):
+        keys = {kinds.group(item.question), kinds.group(item.question, item.group)}
+        for key in keys:
+            groups.setdefault(key, []).append(score)
+    return {key: sorted(values) for key, values in sorted(groups.items())}
 
 
 def restore_calibration(store: VectorStore, collection: str, version: int) -> Calibration:

@@ -9,6 +9,14 @@ This is where α becomes a Qdrant score threshold:
 For a new question exchangeable with the n calibration questions, its answer-bearing chunk
 has similarity ≥ score_threshold with probability ≥ 1−α (and ≤ 1−α + 1/(n+1) for continuous
 scores without misses). The sorted scores are kept, so any α is answered without recomputing.
+
+Mondrian (group-conditional) calibration: the scores are also kept per group — the question's
+kind (``kind:single``, ``kind:bridge``, ``kind:comparison``, by ``retrieval.kinds``) and a
+caller's own group (``group:<name>``) — and a request takes the q̂ of its own group (or the
+pooled one if that is larger). The guarantee then holds within that group, not only on
+average over the calibration mix. A
+group with too few questions for α (or too many misses) falls back to the pooled q̂, and the
+response says so and claims no guarantee.
 """
 
 from __future__ import annotations
@@ -64,6 +72,24 @@ def score_threshold(qhat: float) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupQuantile:
+    """The q̂ a request's group gets.
+
+    Attributes:
+        group: the group's key (``kind:bridge``, ``group:acme``).
+        n: the group's calibration questions.
+        qhat: the group's own q̂, or the pooled one when ``fallback``.
+        fallback: the group's own q̂ is infinite at this α (too few questions, or too many
+            misses): the pooled q̂ applies, with no guarantee for the group.
+    """
+
+    group: str
+    n: int
+    qhat: float
+    fallback: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Calibration:
     """A collection's calibration: sorted nonconformity scores plus provenance.
 
@@ -87,6 +113,9 @@ class Calibration:
     default_alpha: float = 0.1
     index_builds_at: int = 0
     indexed_at: int = 0
+    #: Sorted scores per group key (Mondrian calibration); empty for a calibration taken
+    #: before groups were kept, whose every group falls back to the pooled q̂.
+    groups: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -98,6 +127,19 @@ class Calibration:
 
     def qhat(self, alpha: float) -> float:
         return conformal_quantile(self.scores, alpha)
+
+    def group_qhat(self, alpha: float, group: str) -> GroupQuantile:
+        """q̂ for a request of ``group``: its own when finite, else the pooled one.
+
+        Never below the pooled q̂: a larger q̂ only adds coverage, so the group keeps its
+        guarantee, and a group the pooled threshold already over-covers (single-hop
+        questions, the bulk of a calibration set) keeps the evidence it always had.
+        """
+        scores = self.groups.get(group, [])
+        own, pooled = conformal_quantile(scores, alpha), self.qhat(alpha)
+        if math.isfinite(own):
+            return GroupQuantile(group, len(scores), max(own, pooled), fallback=False)
+        return GroupQuantile(group, len(scores), pooled, fallback=True)
 
     def coverage_of(self, qhat: float) -> float:
         """Share of calibration scores ≤ q̂ (the in-sample coverage, for reports)."""
@@ -111,10 +153,19 @@ class Calibration:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
-        data["scores"] = [s if math.isfinite(s) else "inf" for s in self.scores]
+        data["scores"] = _scores_out(self.scores)
+        data["groups"] = {g: _scores_out(s) for g, s in self.groups.items()}
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
-        scores = sorted(math.inf if s == "inf" else float(s) for s in data["scores"])
-        return cls(**{**data, "scores": scores})
+        groups = {g: _scores_in(s) for g, s in data.get("groups", {}).items()}
+        return cls(**{**data, "scores": _scores_in(data["scores"]), "groups": groups})
+
+
+def _scores_out(scores: list[float]) -> list[float | str]:
+    return [s if math.isfinite(s) else "inf" for s in scores]
+
+
+def _scores_in(scores: list[float | str]) -> list[float]:
+    return sorted(math.inf if s == "inf" else float(s) for s in scores)

@@ -4,6 +4,10 @@ With a calibrated collection, α becomes a similarity threshold (``retrieval.con
 engine does the filtering: one Qdrant search with ``score_threshold`` and ``limit`` = the
 context budget + 1, so the budget cutting off chunks that cleared the threshold is detected
 (then ``coverage_guaranteed`` is false). Without a calibration it is plain top-k search.
+
+The threshold is the question's group's (Mondrian calibration, ``retrieval.conformal``): its
+kind, or the caller's ``group``; a group with too few calibration questions for α takes the
+pooled one, and then nothing is guaranteed.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from retrieval.calibration import load_calibration
-from retrieval.conformal import Calibration, score_threshold
+from retrieval.conformal import Calibration, GroupQuantile, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
 from retrieval.ingest import collection_changes
+from retrieval.kinds import KindClassifier
 from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import FilterValue, ScoredChunk
 
@@ -47,11 +52,16 @@ def named(texts: Sequence[str]) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class CalibrationRef:
-    """What a response says about the calibration behind its threshold."""
+    """What a response says about the calibration behind its threshold: its size, version and
+    freshness, and the group whose q̂ applied (``group_n`` questions; ``fallback``: too few
+    for α, so the pooled q̂ applied instead)."""
 
     n: int
     version: int
     stale: bool
+    group: str
+    group_n: int
+    fallback: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +109,7 @@ class Retriever:
         unreachable: when q̂ is infinite for the asked α (too many calibration misses),
             ``"budget"`` passes the top chunks up to the budget with no guarantee and
             ``"error"`` refuses the request.
+        kinds: groups questions by kind, as their calibration was (the shipped classifier).
     """
 
     def __init__(
@@ -108,9 +119,11 @@ class Retriever:
         *,
         stale_fraction: float = 0.1,
         unreachable: Literal["budget", "error"] = "budget",
+        kinds: KindClassifier | None = None,
     ) -> None:
         self.store = store
         self.embedder = embedder
+        self.kinds = kinds or KindClassifier.load()
         self._stale_fraction = stale_fraction
         self._unreachable = unreachable
 
@@ -133,10 +146,12 @@ class Retriever:
         filters: Mapping[str, FilterValue] | None = None,
         conformal: bool = True,
         vector: list[float] | None = None,
+        group: str | None = None,
     ) -> Retrieval:
         """Blocking (embedding, search): callers on an event loop run it in a thread.
 
         ``conformal=False`` ignores a calibration: plain top-k (the evaluation's baseline).
+        ``group``: the caller's calibration group; without one, the question's kind.
         ``vector``: the question's embedding if the caller has it (cached); else it is
         computed here, timed as ``embed``.
         """
@@ -149,7 +164,10 @@ class Retriever:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         calibration, stale = self.calibration(collection) if conformal else (None, False)
-        threshold, alpha = self._threshold(collection, calibration, alpha)
+        quantile, alpha = self._threshold(
+            collection, calibration, alpha, self.kinds.group(question, group)
+        )
+        threshold = None if quantile is None else score_threshold(quantile.qhat)
         timings["filter"] = _ms(start)
         if vector is None:
             start = time.perf_counter()
@@ -170,14 +188,25 @@ class Retriever:
             matched_nothing = self.store.count(collection, filters) == 0
         timings["search"] = _ms(start)
         kept = _fit(hits, budget)
+        own = quantile is not None and not quantile.fallback
         return Retrieval(
             hits=kept,
             alpha=alpha,
             threshold=threshold,
-            coverage_guaranteed=threshold is not None and len(kept) == len(hits) and not stale,
+            coverage_guaranteed=own
+            and threshold is not None
+            and len(kept) == len(hits)
+            and not stale,
             calibration=None
-            if calibration is None
-            else CalibrationRef(n=calibration.n, version=calibration.version, stale=stale),
+            if calibration is None or quantile is None
+            else CalibrationRef(
+                n=calibration.n,
+                version=calibration.version,
+                stale=stale,
+                group=quantile.group,
+                group_n=quantile.n,
+                fallback=quantile.fallback,
+            ),
             budget=budget.chunks,
             budget_cut=len(kept) < len(hits),
             filter_matched_nothing=matched_nothing,
@@ -213,9 +242,9 @@ class Retriever:
         return sorted(found, key=lambda h: h.score, reverse=True)
 
     def _threshold(
-        self, collection: str, calibration: Calibration | None, alpha: float | None
-    ) -> tuple[float | None, float | None]:
-        """(similarity threshold or None, α applied) — where α becomes a score threshold."""
+        self, collection: str, calibration: Calibration | None, alpha: float | None, group: str
+    ) -> tuple[GroupQuantile | None, float | None]:
+        """(``group``'s q̂ or None, α applied) — where α becomes a score threshold."""
         if calibration is None:
             if alpha is not None:
                 raise NotCalibrated(
@@ -231,14 +260,14 @@ class Retriever:
                 f"alpha={alpha:g} is outside the range this calibration supports "
                 f"[{calibration.min_alpha:.4g}, 1) (n={calibration.n}: alpha must be ≥ 1/(n+1))"
             )
-        qhat = calibration.qhat(alpha)
-        if math.isinf(qhat) and self._unreachable == "error":
+        quantile = calibration.group_qhat(alpha, group)
+        if math.isinf(quantile.qhat) and self._unreachable == "error":
             raise AlphaOutOfRange(
                 f"alpha={alpha:g}: too many calibration questions missed their answer chunk "
                 f"({calibration.misses} of {calibration.n}) for a finite threshold; "
                 "use a larger alpha"
             )
-        return score_threshold(qhat), alpha
+        return quantile, alpha
 
 
 def _fit(hits: list[ScoredChunk], budget: Budget) -> list[ScoredChunk]:

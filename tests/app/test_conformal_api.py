@@ -90,12 +90,42 @@ def test_calibrate_then_retrieve_through_the_threshold(
     # smaller α ⇒ larger q̂ ⇒ lower similarity threshold ⇒ at least as many chunks
     assert strict["threshold"] <= default["threshold"] <= loose["threshold"]
     assert strict["evidence"]["passed"] >= loose["evidence"]["passed"]
+    single = cal["groups"]["kind:single"]
+    assert sum(g["n"] for k, g in cal["groups"].items() if k.startswith("kind:")) == len(qa)
     for body in (strict, default, loose):
-        assert body["calibration"] == {"n": len(qa), "version": 1, "stale": False}
+        assert body["calibration"] == {
+            "n": len(qa),
+            "version": 1,
+            "stale": False,
+            "group": "kind:single",  # the question's kind: its own threshold (Mondrian)
+            "group_n": single["n"],
+            "fallback": False,
+        }
         assert all(c["score"] >= body["threshold"] for c in body["citations"])
         assert body["evidence"]["none_cleared"] == (body["evidence"]["passed"] == 0)
         assert body["coverage_guaranteed"] == (not body["evidence"]["budget_cut"])
         assert set(body["timings_ms"]) == {"filter", "embed", "search", "total"}
+
+
+def test_a_callers_group_gets_its_own_threshold_or_says_it_fell_back(
+    client: TestClient, dev_docs: list[Document]
+) -> None:
+    qa = _qa(dev_docs)
+    tagged = [{**q, "group": "acme"} if i < 12 else q for i, q in enumerate(qa)]
+    assert _calibrate(client, {"qa": tagged})["status"] == "succeeded"
+    groups = client.get("/v1/collections/wiki/calibration").json()["calibration"]["groups"]
+    assert groups["group:acme"]["n"] == 12
+    assert groups["group:acme"]["thresholds"]["0.05"] is None  # 12 < 1/0.05 - 1
+    question = {"question": qa[0]["question"], "group": "acme"}
+    own = client.post("/v1/retrieve", json={**question, "alpha": 0.1}).json()
+    assert own["calibration"]["group"] == "group:acme" and own["calibration"]["group_n"] == 12
+    assert own["calibration"]["fallback"] is False
+    assert own["threshold"] == pytest.approx(groups["group:acme"]["thresholds"]["0.1"])
+    pooled = client.post("/v1/retrieve", json={**question, "alpha": 0.05}).json()
+    assert pooled["calibration"]["fallback"] is True and pooled["coverage_guaranteed"] is False
+    for bad in ("", "a b", "x" * 65):
+        r = client.post("/v1/retrieve", json={**question, "group": bad})
+        assert r.status_code == 422 and "group" in r.text
 
 
 def test_budget_cut_drops_the_guarantee(client: TestClient, dev_docs: list[Document]) -> None:
@@ -198,7 +228,8 @@ def test_earlier_calibrations_are_listed_and_restorable(
     assert r.status_code == 200, r.text
     assert (r.json()["version"], r.json()["n"], r.json()["stale"]) == (1, len(qa), False)
     body = client.post("/v1/retrieve", json=question).json()
-    assert body["calibration"] == {"n": len(qa), "version": 1, "stale": False}
+    assert (body["calibration"]["n"], body["calibration"]["version"]) == (len(qa), 1)
+    assert body["calibration"]["stale"] is False
     assert body["alpha"] == 0.2
     versions = client.get("/v1/collections/wiki/calibration/versions").json()["versions"]
     assert [(v["version"], v["current"]) for v in versions] == [(2, False), (1, True)]

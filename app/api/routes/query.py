@@ -74,6 +74,7 @@ def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
         filters=body.filters,
         alpha=body.alpha,
         max_rounds=body.max_rounds,
+        group=body.group,
     )
 
 
@@ -133,6 +134,7 @@ def answer_shape(params: QueryParams, settings: Settings) -> dict[str, Any]:
         "alpha": params.alpha,
         "top_k": params.top_k,
         "filters": params.filters,
+        "group": params.group,
         "rounds": params.max_rounds or settings.max_rounds,
         "critic": settings.critic,
         "tau": settings.critic_tau,

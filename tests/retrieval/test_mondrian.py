@@ -1,0 +1,112 @@
+"""Group-conditional (Mondrian) calibration: each group's own q̂, the pooled one as an
+announced fallback, and the question-kind classifier that picks a request's group."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from retrieval.calibration import CalibrationItem, calibrate
+from retrieval.conformal import Calibration, conformal_quantile
+from retrieval.embed import Embedder
+from retrieval.ingest import Ingestor
+from retrieval.kinds import KINDS, KindClassifier
+from retrieval.retriever import Budget, Retriever
+from retrieval.store import VectorStore
+from retrieval.types import Document
+
+QA = Path(__file__).resolve().parents[2] / "data" / "qa"
+
+
+def _calibration(groups: dict[str, list[float]]) -> Calibration:
+    pooled = sorted(s for scores in groups.values() for s in scores)
+    return Calibration(
+        collection="c",
+        embedder="m",
+        scores=pooled,
+        source="test",
+        version=1,
+        changes_at=0,
+        chunks_at=1,
+        groups={g: sorted(s) for g, s in groups.items()},
+    )
+
+
+def test_a_group_takes_its_own_quantile_and_falls_back_when_too_small() -> None:
+    single = [0.1 + 0.01 * i for i in range(40)]  # 40: finite q̂ at α = 0.05
+    bridge = [0.5 + 0.01 * i for i in range(9)]  # 9: finite at 0.1, not at 0.05
+    cal = _calibration({"kind:single": single, "kind:bridge": bridge})
+    own = cal.group_qhat(0.1, "kind:bridge")
+    assert (own.qhat, own.n, own.fallback) == (conformal_quantile(bridge, 0.1), 9, False)
+    assert own.qhat > cal.qhat(0.1)  # the bridge questions need a lower similarity threshold
+    # the single-hop questions, over-covered by the pooled q̂, keep it
+    assert conformal_quantile(single, 0.1) < cal.qhat(0.1)
+    assert cal.group_qhat(0.1, "kind:single").qhat == cal.qhat(0.1)
+    small = cal.group_qhat(0.05, "kind:bridge")
+    assert (small.qhat, small.n, small.fallback) == (cal.qhat(0.05), 9, True)
+    unknown = cal.group_qhat(0.1, "group:acme")
+    assert (unknown.qhat, unknown.n, unknown.fallback) == (cal.qhat(0.1), 0, True)
+
+
+def test_groups_survive_the_round_trip_misses_included() -> None:
+    cal = _calibration({"kind:single": [0.2, math.inf], "group:acme": [0.3]})
+    again = Calibration.from_json(json.loads(json.dumps(cal.to_json())))
+    assert again.groups == cal.groups and again == cal
+    old = {k: v for k, v in cal.to_json().items() if k != "groups"}  # taken before groups
+    assert Calibration.from_json(old).group_qhat(0.5, "kind:single").fallback
+
+
+def test_the_kind_classifier_is_accurate_and_fast_on_held_out_questions() -> None:
+    """docs/conformal.md reports these figures; the classifier never saw test.jsonl."""
+    rows = [json.loads(line) for line in (QA / "test.jsonl").read_text().splitlines()]
+    model = KindClassifier.load()
+    start = time.perf_counter()
+    predicted = [model.kind(r["question"]) for r in rows]
+    per_question_ms = (time.perf_counter() - start) * 1000 / len(rows)
+    right = [p == r["type"] for p, r in zip(predicted, rows, strict=True)]
+    assert sum(right) / len(rows) >= 0.85
+    assert all(ok for ok, r in zip(right, rows, strict=True) if r["type"] == "comparison")
+    assert set(predicted) == set(KINDS)
+    assert per_question_ms <= 2.0
+    assert model.group("Who?", "acme") == "group:acme"
+    assert model.group("Which is older, Rome or Paris?") == "kind:comparison"
+
+
+def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
+    store: VectorStore, embedder: Embedder, wiki_sample: list[Document]
+) -> None:
+    Ingestor(store, embedder, chunk_words=120, chunk_overlap=20).ingest("c", wiki_sample)
+    items = [
+        CalibrationItem(
+            id=d.id,
+            question=f"What is {d.title}?",
+            gold_doc_ids=(d.id,),
+            group="acme" if i < 10 else "",
+        )
+        for i, d in enumerate(wiki_sample)
+    ]
+    cal = calibrate(store, embedder, "c", items, source="test", default_alpha=0.1)
+    assert len(cal.groups["group:acme"]) == 10
+    assert sum(len(v) for k, v in cal.groups.items() if k.startswith("kind:")) == len(items)
+    retriever = Retriever(store, embedder)
+    budget = Budget(chunks=50, chars=10**6)
+
+    acme = retriever.retrieve("c", "What is Somaliland?", alpha=0.1, budget=budget, group="acme")
+    assert acme.calibration is not None
+    assert (acme.calibration.group, acme.calibration.group_n) == ("group:acme", 10)
+    assert not acme.calibration.fallback and acme.coverage_guaranteed
+    own = max(conformal_quantile(cal.groups["group:acme"], 0.1), cal.qhat(0.1))
+    assert acme.threshold == pytest.approx(1 - own, abs=1e-5)
+    # 10 questions cannot give a finite q̂ at α = 0.05: the pooled one, and no guarantee
+    strict = retriever.retrieve("c", "What is Somaliland?", alpha=0.05, budget=budget, group="acme")
+    assert strict.calibration is not None and strict.calibration.fallback
+    assert not strict.coverage_guaranteed
+    assert strict.threshold == pytest.approx(1 - cal.qhat(0.05), abs=1e-5)
+    # no group: the question's kind
+    kind = retriever.retrieve("c", "What is Somaliland?", alpha=0.1, budget=budget)
+    assert kind.calibration is not None and kind.calibration.group == "kind:single"
+    assert kind.calibration.group_n == len(cal.groups["kind:single"])
