@@ -40,7 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from app.config import get_settings  # noqa: E402
-from app.eval_qa import (  # noqa: E402
+from app.services import build_services  # noqa: E402
+from bench.stats import percentiles  # noqa: E402
+from evaluation.qa import (  # noqa: E402
     MODES,
     Failure,
     QaResult,
@@ -50,8 +52,6 @@ from app.eval_qa import (  # noqa: E402
     results_json,
     run_modes,
 )
-from app.services import build_services  # noqa: E402
-from bench.stats import percentiles  # noqa: E402
 
 #: The pipeline's stage timings reported per mode; ``non_llm`` and ``other`` are derived.
 STAGES = ("embed", "search", "filter", "critic", "other", "non_llm", "reason", "rewrite", "total")
