@@ -63,6 +63,9 @@ RUN --mount=type=secret,id=pip_ca \
 
 # ---------------------------------------------------------------------------------------------
 # wheel: covrag's own wheel (installed into the final image, where its imports are checked).
+# The serving packages only: `evaluation` (offline tools: `covrag eval`, `selfpractice`) is not
+# copied (nor let through .dockerignore), so the wheel holds none of it and `covrag` in the
+# image has no eval commands; nothing in app/, retrieval/ or critic/ imports it.
 FROM deps AS wheel
 
 WORKDIR /src
@@ -153,8 +156,8 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
 CMD ["sh", "-c", "exec python -m app.worker.critic_server --model-dir \"$CRITIC_MODEL_DIR\" --host 0.0.0.0 --port \"$CRITIC_PORT\""]
 
 # ---------------------------------------------------------------------------------------------
-# api: the default target (last stage). No torch: the check below fails the build if any
-# dependency pulled it in.
+# api: the default target (last stage). No torch and no `evaluation`: the checks below fail the
+# build if either got in.
 FROM runtime AS api
 
 LABEL org.opencontainers.image.title="covrag API" \
@@ -176,7 +179,9 @@ RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.wh
     && rm -rf /tmp/dist \
     && /opt/venv/bin/python -P -c "import app.main, app.cli, retrieval.embed.onnx, qdrant_edge" \
     && if /opt/venv/bin/python -c "import torch" 2>/dev/null; then \
-         echo "torch must not be in the API image" >&2; exit 1; fi
+         echo "torch must not be in the API image" >&2; exit 1; fi \
+    && if /opt/venv/bin/python -P -c "import evaluation" 2>/dev/null; then \
+         echo "the evaluation package must not be in the API image" >&2; exit 1; fi
 
 WORKDIR /opt/covrag
 USER 10001:10001

@@ -25,7 +25,7 @@ stop:
 	$(PY)/covrag worker stop
 
 bench: setup
-	$(PY)/python bench/run_foundation.py
+	$(PY)/python -m bench.run_foundation
 
 ## Regenerate requirements.lock (the API image's pinned, hashed dependencies) from pyproject.toml.
 lock:

@@ -97,7 +97,7 @@ return {0, v, redis.call('GET', ARGV[#ARGV - 1] .. v .. ':' .. ARGV[#ARGV])}
 """
 #: A cache hit's rate-limit token and lookup in one round trip, not two: a redis-py call costs
 #: this process ~170 µs of CPU, and the two were ~30 % of a hit (py-spy under bench/serve.py).
-_TAKE_THEN_LOOKUP = TAKE_LUA + "if wait > 0 then return {wait} end" + _LOOKUP
+TAKE_THEN_LOOKUP = TAKE_LUA + "if wait > 0 then return {wait} end" + _LOOKUP
 
 
 class RedisAnswers:
@@ -108,7 +108,7 @@ class RedisAnswers:
         self._r = redis
         self._p = prefix
         self._lookup = pipe.register_script(_LOOKUP)  # every query's call: the pipelined one
-        self._take_then_lookup = pipe.register_script(_TAKE_THEN_LOOKUP)
+        self._take_then_lookup = pipe.register_script(TAKE_THEN_LOOKUP)
 
     async def lookup(
         self, collection: str, digest: str, bucket: Bucket | None = None

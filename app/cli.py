@@ -1,5 +1,7 @@
 """The ``covrag`` command line: serve; ask, ingest, calibrate, index, collections and jobs
-through a running server (or, for the first four, in process with ``--local``); worker."""
+through a running server (or, for the first four, in process with ``--local``); worker;
+train-critic. ``eval`` and ``selfpractice`` come from the ``evaluation`` package when it is
+installed (``add_evaluation``)."""
 
 from __future__ import annotations
 
@@ -19,10 +21,7 @@ from app import cli_local, cli_remote
 from app.api.routes.query import to_params
 from app.auth import KeyRing
 from app.cli_critic import train_critic, worker_critic
-from app.cli_eval import eval_cli
 from app.cli_local import NoLocalData
-from app.cli_qa import qa as qa_eval
-from app.cli_qa import selfpractice
 from app.cli_remote import collections_cli, jobs, server
 from app.client import ClientError
 from app.config import get_settings
@@ -84,13 +83,30 @@ cli = typer.Typer(
 )
 worker_cli = typer.Typer(no_args_is_help=True, help="Local vLLM CPU workers.")
 cli.add_typer(worker_cli, name="worker")
-cli.add_typer(eval_cli, name="eval")
 cli.add_typer(collections_cli, name="collections")
 cli.command()(jobs)
-cli.command("selfpractice")(selfpractice)
 cli.command("train-critic")(train_critic)
 worker_cli.command("critic")(worker_critic)
-eval_cli.command("qa")(qa_eval)
+
+
+def add_evaluation(group: typer.Typer) -> None:
+    """Add ``eval …`` and ``selfpractice`` from the ``evaluation`` package, if it is installed.
+
+    The offline tools import the serving packages, never the reverse: this guarded import is
+    the one place the serving code names them (``tests/test_layering.py`` holds it to that).
+    Without the package (the API image leaves it out) the commands are simply absent; a
+    package that is there but fails to import raises.
+    """
+    try:
+        from evaluation.cli import register
+    except ModuleNotFoundError as exc:
+        if exc.name != "evaluation":
+            raise
+    else:
+        register(group)
+
+
+add_evaluation(cli)
 
 
 @cli.callback()

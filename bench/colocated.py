@@ -1,6 +1,6 @@
 """The vLLM CPU worker and the API on the same cores: vLLM's defaults against covrag's settings.
 
-    .venv/bin/python bench/colocated.py [--rounds 20] [--out bench/results/colocated]
+    .venv/bin/python -m bench.colocated [--rounds 20] [--out bench/results/colocated]
 
 On a CPU-only machine (``make run``, the tests, the compose ``cpu`` profile on one host) the
 generator and the API's embedder share the cores. vLLM CPU by default runs the model in a
@@ -36,20 +36,19 @@ from typing import Any
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from app.worker.vllm import (  # noqa: E402
+from app.worker.vllm import (
     GENERATOR_NAME,
     group_members,
     launch_worker,
     prepare_generator_model,
     stop_worker,
 )
-from bench.stats import percentiles  # noqa: E402
-from retrieval.corpus import fetch_wiki, load_wiki  # noqa: E402
-from retrieval.embed.onnx import OnnxEmbedder  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from bench.stats import percentiles
+from retrieval.corpus import fetch_wiki, load_wiki
+from retrieval.embed.onnx import OnnxEmbedder
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
 
 CACHE = REPO / ".covrag"
 #: vLLM CPU's own behaviour, set back over covrag's worker settings.
@@ -160,7 +159,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(["bench/colocated.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench.colocated", *sys.argv[1:]]),
         "configs": CONFIGS,
     }
     for name, env in CONFIGS.items():

@@ -1,6 +1,6 @@
 """Why ingest stays far below 150 chunks/s here: the FLOPs MiniLM needs against this CPU's.
 
-    .venv/bin/python bench/embed_bound.py [--data-dir .covrag]
+    .venv/bin/python -m bench.embed_bound [--data-dir .covrag]
 
 Counts the tokens of every chunk of the demo corpus, cut and prefixed as ingestion does it
 (``chunk_document``, ``embedding_text``), turns them into the FLOPs of all-MiniLM-L6-v2
@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from app.config import Settings
+from retrieval.chunking import chunk_document, embedding_text
+from retrieval.corpus import fetch_wiki, load_wiki
+from retrieval.embed.onnx import OnnxEmbedder
 
-from app.config import Settings  # noqa: E402
-from retrieval.chunking import chunk_document, embedding_text  # noqa: E402
-from retrieval.corpus import fetch_wiki, load_wiki  # noqa: E402
-from retrieval.embed.onnx import OnnxEmbedder  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 LAYERS, HIDDEN, FFN = 6, 384, 1536
 DENSE_PER_TOKEN = 2 * LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)  # Q, K, V, out; FFN
@@ -83,7 +82,7 @@ def main() -> None:
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(["bench/embed_bound.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench.embed_bound", *sys.argv[1:]]),
         "chunks": len(texts),
         "tokens_mean": round(float(tokens.mean()), 1),
         "tokens_max": int(tokens.max()),

@@ -1,9 +1,9 @@
 """The per-request Redis call, redis-py against the pipelined connection, side by side.
 
-    .venv/bin/python bench/redis_calls.py [--calls 20000] [--callers 32] [--rounds 3]
+    .venv/bin/python -m bench.redis_calls [--calls 20000] [--callers 32] [--rounds 3]
 
 Starts a real Redis and runs the cached-answer path's script (rate-limit token, then the
-version and entry lookup: ``app.cache._TAKE_THEN_LOOKUP``) from ``--callers`` coroutines at
+version and entry lookup: ``app.cache.TAKE_THEN_LOOKUP``) from ``--callers`` coroutines at
 once, alternating redis-py's ``register_script`` and ``app.redis_pipe.PipelinedRedis`` for
 ``--rounds`` rounds. Reports this process's CPU time per call (what a busy API process pays)
 and calls per second. Writes ``bench/results/redis/redis_calls.json``.
@@ -24,12 +24,11 @@ from typing import Any
 
 import redis.asyncio
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from app.cache import TAKE_THEN_LOOKUP
+from app.redis_pipe import PipelinedRedis
+from tests.redis_server import RedisServer
 
-from app.cache import _TAKE_THEN_LOOKUP  # noqa: E402
-from app.redis_pipe import PipelinedRedis  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 KEYS = ["covrag:rl:bench", "covrag:cv:wiki"]
 ARGS: list[str | float] = [1e9, 1e9, 1000, "covrag:ans:wiki:", "digest"]
@@ -51,8 +50,8 @@ async def compare(url: str, calls: int, callers: int, rounds: int) -> dict[str, 
     client = redis.asyncio.Redis.from_url(url, socket_timeout=2)
     pipe = PipelinedRedis.from_url(url, timeout_s=2)
     scripts = {
-        "redis-py": client.register_script(_TAKE_THEN_LOOKUP),
-        "pipelined": pipe.register_script(_TAKE_THEN_LOOKUP),
+        "redis-py": client.register_script(TAKE_THEN_LOOKUP),
+        "pipelined": pipe.register_script(TAKE_THEN_LOOKUP),
     }
     out: dict[str, list[Any]] = {name: [] for name in scripts}
     try:
@@ -87,7 +86,7 @@ def main() -> None:
             server.stop()
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["bench/redis_calls.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench.redis_calls", *sys.argv[1:]]),
         "callers": args.callers,
         "runs": runs,
     }

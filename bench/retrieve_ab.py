@@ -1,6 +1,6 @@
 """Side by side: ``/v1/retrieve`` of the working tree against a git ref, servers alternating.
 
-    .venv/bin/python bench/retrieve_ab.py --base REF [--rounds 10] [--data-dir .covrag]
+    .venv/bin/python -m bench.retrieve_ab --base REF [--rounds 10] [--data-dir .covrag]
 
 Why: on this shared machine the query path without the LLM moves by a millisecond or more from
 one run to the next, as much as a change to it saves, so one ``bench/serve.py`` run per version
@@ -29,10 +29,9 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.serve import KEY, retrieve_path, running_api
 
-from bench.serve import KEY, retrieve_path, running_api  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 WARMUP = 30  # first requests pay for onnxruntime's and the store's first runs
 #: (pass, view) pairs compared: the server's whole request and the client's wall time.
@@ -109,7 +108,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_avg": {"start": load_start, "end": os.getloadavg()},
-        "command": " ".join(["bench/retrieve_ab.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench.retrieve_ab", *sys.argv[1:]]),
         "base": rev,
         "rounds": args.rounds,
         "questions": len(questions),

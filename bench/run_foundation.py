@@ -1,6 +1,6 @@
 """Foundation benchmark: embedder choice, demo-corpus ingest, /v1/query overhead outside the LLM.
 
-    .venv/bin/python bench/run_foundation.py [--generator-url URL] [--retrieves 300] [--queries 50]
+    .venv/bin/python -m bench.run_foundation [--generator-url URL] [--retrieves 300] [--queries 50]
 
 Writes ``bench/results/foundation.json`` and prints a markdown table for docs/performance.md. The
 overhead of a query is the client-measured latency minus the server's own ``generate``
@@ -24,17 +24,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from app.worker.vllm import launch_worker, prepare_generator_model, stop_worker
+from retrieval.calibration import calibrate, load_qa
+from retrieval.corpus import fetch_wiki, load_wiki
+from retrieval.embed import make_embedder
+from retrieval.ingest import Ingestor
+from retrieval.retriever import Budget, Retriever
+from retrieval.store import EdgeStore
+from tests.conftest import free_port
 
-from app.worker.vllm import launch_worker, prepare_generator_model, stop_worker  # noqa: E402
-from retrieval.calibration import calibrate, load_qa  # noqa: E402
-from retrieval.corpus import fetch_wiki, load_wiki  # noqa: E402
-from retrieval.embed import make_embedder  # noqa: E402
-from retrieval.ingest import Ingestor  # noqa: E402
-from retrieval.retriever import Budget, Retriever  # noqa: E402
-from retrieval.store import EdgeStore  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CACHE = REPO / ".covrag"
 DEV_QA = REPO / "data" / "qa" / "dev.jsonl"
@@ -211,7 +210,7 @@ def main() -> None:
     result: dict[str, object] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "command": "bench/run_foundation.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.run_foundation " + " ".join(sys.argv[1:]),
     }
 
     def record(key: str, value: object) -> None:

@@ -1,6 +1,6 @@
 """Scale benchmark: covrag's vector stores on synthetic corpora of 10k-1M 384-d chunks.
 
-    nice -n 19 .venv/bin/python bench/scale.py --sizes 10000 100000 1000000 \\
+    nice -n 19 .venv/bin/python -m bench.scale --sizes 10000 100000 1000000 \\
         --out bench/results/scale
 
 Writes ``scale.json``, ``scale.md`` (the table for ``docs/performance.md``) and
@@ -42,13 +42,12 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.stats import percentiles
+from retrieval.chunking import chunk_id
+from retrieval.store import EdgeStore, HnswParams, QdrantStore, VectorStore
+from retrieval.types import Chunk, EmbedderSpec, Point
 
-from bench.stats import percentiles  # noqa: E402
-from retrieval.chunking import chunk_id  # noqa: E402
-from retrieval.store import EdgeStore, HnswParams, QdrantStore, VectorStore  # noqa: E402
-from retrieval.types import Chunk, EmbedderSpec, Point  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DIM = 384
 K = 10
@@ -235,8 +234,7 @@ def run_cell(backend: str, size: int, args: argparse.Namespace, path: Path) -> N
         upsert_s = ingest(edge, corpus, args.batch, args.seed)
 
         def state() -> dict[str, Any]:
-            with edge._shard(COLLECTION) as shard:  # below the API: segments are no API matter
-                info = shard.info()
+            info = edge.shard_info(COLLECTION)  # below the API: segments are no API matter
             return {
                 "segments": info.segments_count,
                 "indexed_vectors": info.indexed_vectors_count,
@@ -267,7 +265,8 @@ def measure_cell(backend: str, size: int, args: argparse.Namespace) -> dict[str,
     print(f"{backend} {size:,} ...", file=sys.stderr, flush=True)
     try:
         done = subprocess.run(
-            [sys.executable, *sys.argv, "--cell", backend, str(size)],
+            [sys.executable, "-m", "bench.scale", *sys.argv[1:], "--cell", backend, str(size)],
+            cwd=REPO,
             capture_output=True,
             text=True,
             timeout=args.cell_timeout,
@@ -387,7 +386,7 @@ def main() -> None:
         backend, size = args.cell[0], int(args.cell[1])
         run_cell(backend, size, args, args.out / "cells" / f"{backend}-{size}.json")
         return
-    command = "nice -n 19 .venv/bin/python bench/scale.py " + " ".join(sys.argv[1:])
+    command = "nice -n 19 .venv/bin/python -m bench.scale " + " ".join(sys.argv[1:])
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
     started = datetime.now(UTC).isoformat(timespec="seconds")

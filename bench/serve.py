@@ -1,6 +1,6 @@
 """Serving benchmark: the cached-answer path under wrk, and the full chain under 32 clients.
 
-    .venv/bin/python bench/serve.py [--generator-url URL] [--wrk-seconds 30] [--load-seconds 60]
+    .venv/bin/python -m bench.serve [--generator-url URL] [--wrk-seconds 30] [--load-seconds 60]
 
 Starts a real Redis and a real ``covrag serve`` (uvicorn, the demo ``wiki`` collection of
 ``.covrag``, API keys on, Redis cache and rate limiter) against a running vLLM worker, then:
@@ -43,12 +43,11 @@ from typing import Any
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.stats import percentiles
+from tests.conftest import free_port
+from tests.redis_server import RedisServer
 
-from bench.stats import percentiles  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 KEY = "bench-key"
 CACHED_QUESTION = "What is the capital of Somaliland?"
@@ -237,7 +236,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(["bench/serve.py", *sys.argv[1:]]),
+        "command": " ".join(["python -m bench.serve", *sys.argv[1:]]),
         "api": "1 uvicorn process, Redis cache + rate limiter, API key auth, JSON access log",
         "generator": f"max_concurrency {args.max_concurrency}, max_queue {args.max_queue}",
         "load_avg": {"start": os.getloadavg()},

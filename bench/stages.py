@@ -1,6 +1,6 @@
 """Where a query's time goes, and what a correct answer costs, in each mode side by side.
 
-    .venv/bin/python bench/stages.py [--per-type 10] [--out bench/results/stages]
+    .venv/bin/python -m bench.stages [--per-type 10] [--out bench/results/stages]
 
 Runs covrag's own pipeline — built by ``build_services`` from the ``COVRAG_*`` settings, as
 ``covrag serve`` builds it, against the running vLLM worker — over the held-out QA split
@@ -36,11 +36,10 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from app.config import get_settings  # noqa: E402
-from app.eval_qa import (  # noqa: E402
+from app.config import get_settings
+from app.services import build_services
+from bench.stats import percentiles
+from evaluation.qa import (
     MODES,
     Failure,
     QaResult,
@@ -50,8 +49,8 @@ from app.eval_qa import (  # noqa: E402
     results_json,
     run_modes,
 )
-from app.services import build_services  # noqa: E402
-from bench.stats import percentiles  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: The pipeline's stage timings reported per mode; ``non_llm`` and ``other`` are derived.
 STAGES = ("embed", "search", "filter", "critic", "other", "non_llm", "reason", "rewrite", "total")
@@ -188,7 +187,7 @@ def main() -> None:
     rep = report(results)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "bench/stages.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.stages " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "load_avg": {"start": load_start, "end": os.getloadavg()},
         "qa": [str(p.relative_to(REPO) if p.is_relative_to(REPO) else p) for p in args.qa],

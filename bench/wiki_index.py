@@ -1,6 +1,6 @@
 """The demo ``wiki`` collection with and without its HNSW index: recall and search latency.
 
-    .venv/bin/python bench/wiki_index.py [--data-dir .covrag]
+    .venv/bin/python -m bench.wiki_index [--data-dir .covrag]
 
 Why: ``COVRAG_INDEX_THRESHOLD`` (10,000 chunks) puts the 10k ``wiki`` under HNSW, and the
 synthetic corpora of ``scale.py`` say little about recall on real text. Copies the collection's
@@ -23,12 +23,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.stats import percentiles
+from retrieval.embed import make_embedder
+from retrieval.store import EdgeStore
 
-from bench.stats import percentiles  # noqa: E402
-from retrieval.embed import make_embedder  # noqa: E402
-from retrieval.store import EdgeStore  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DEV_QA = REPO / "data" / "qa" / "dev.jsonl"
 LIMIT = 9  # the default chunk budget + 1, as a conformal search asks
@@ -69,7 +68,7 @@ def main() -> None:
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "command": "bench/wiki_index.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench.wiki_index " + " ".join(sys.argv[1:]),
         "collection": args.collection,
         "chunks": chunks,
         "questions": len(questions),

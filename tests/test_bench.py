@@ -15,7 +15,7 @@ def test_the_scale_benchmark_measures_a_small_corpus_on_both_paths(tmp_path: Pat
     out = tmp_path / "out"
     small = ["--sizes", "2000", "--queries", "50", "--centres", "64"]
     run = subprocess.run(
-        [sys.executable, "bench/scale.py", *small, "--out", str(out), "--tmp", str(tmp_path)],
+        [sys.executable, "-m", "bench.scale", *small, "--out", str(out), "--tmp", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,

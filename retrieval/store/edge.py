@@ -282,6 +282,12 @@ class EdgeStore:
         with collection.calls:
             yield collection.live()
 
+    def shard_info(self, name: str) -> qe.ShardInfo:
+        """Qdrant Edge's own figures for a collection's shard (segments, indexed vectors):
+        below the ``VectorStore`` API, which has no segments; for benchmarks and diagnosis."""
+        with self._shard(name) as shard:
+            return shard.info()
+
     def get_collection(self, name: str) -> CollectionInfo:
         with self._shard(name) as shard:
             info = shard.info()

@@ -55,21 +55,9 @@ def test_ingest_calibrate_and_eval_coverage_and_answers(
     assert (summary["n"], summary["version"], summary["misses"]) == (40, 1, 0)
     assert set(summary["thresholds"]) == {"0.05", "0.1", "0.2"}
 
-    out = tmp_path / "cov"
+    out = tmp_path / "data" / "eval" / "coverage"  # no --out: under the data dir
     result = runner.invoke(
-        cli,
-        [
-            "eval",
-            "coverage",
-            "--qa",
-            str(qa),
-            "--splits",
-            "20",
-            "--cal-sizes",
-            "19",
-            "--out",
-            str(out),
-        ],
+        cli, ["eval", "coverage", "--qa", str(qa), "--splits", "20", "--cal-sizes", "19"]
     )
     assert result.exit_code == 0, result.output
     assert {"coverage.json", "coverage.md"} <= {p.name for p in out.iterdir()}

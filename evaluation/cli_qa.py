@@ -1,4 +1,5 @@
-"""``covrag selfpractice`` and ``covrag eval qa``: the SIM-RAG data and evaluation commands."""
+"""``covrag selfpractice`` and ``covrag eval qa``: the SIM-RAG data and evaluation commands
+(registered by ``evaluation.cli``)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import typer
 from tqdm import tqdm
 
 from app.config import get_settings
-from app.eval_qa import (
+from app.services import build_services
+from evaluation.outputs import default_out
+from evaluation.qa import (
     MODES,
     Failure,
     Mode,
@@ -27,8 +30,7 @@ from app.eval_qa import (
     summarize,
     to_markdown,
 )
-from app.selfpractice import practice
-from app.services import build_services
+from evaluation.selfpractice import practice
 
 
 def _load(paths: list[Path], per_type: int | None) -> list[dict[str, Any]]:
@@ -81,7 +83,9 @@ def qa(
         int | None,
         typer.Option(help="At most this many questions of each type per file (file order)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/qa"),
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: <data dir>/eval/qa).")
+    ] = None,
 ) -> None:
     """Answer every question in each mode, side by side with naive RAG: right and wrong
     answers, abstentions, EM, F1, risk–coverage, and LLM calls, tokens and wall time per
@@ -92,6 +96,7 @@ def qa(
             raise typer.BadParameter(f"unknown mode {m!r}; use {', '.join(MODES)}")
         chosen.append(m)
     settings = get_settings()
+    out = out or default_out(settings, "qa")
     questions = _load(qa, per_type)
 
     async def go() -> tuple[list[QaResult], list[Failure]]:
@@ -156,6 +161,7 @@ def qa(
     (out / "qa.md").write_text(f"# QA evaluation\n\n```\n{json.dumps(meta)}\n```\n\n{table}\n")
     _plot(summary, out / "qa.png")
     typer.echo(table)
+    typer.echo(f"wrote {out / 'qa.json'}, {out / 'qa.md'}, {out / 'qa.png'}", err=True)
 
 
 def _right_share(by_type: dict[str, Any], kind: str) -> float:

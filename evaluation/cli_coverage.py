@@ -1,8 +1,8 @@
-"""``covrag eval``: offline evaluations of a collection (registered in ``app.cli``).
+"""``covrag eval coverage`` (registered by ``evaluation.cli``).
 
-``covrag eval coverage`` scores a QA file against a collection once, then re-splits it many times
-to check the conformal guarantee empirically (``retrieval.coverage_eval``), and writes
-``coverage.json``, ``coverage.md`` and plots.
+It scores a QA file against a collection once, then re-splits it many times to check the
+conformal guarantee empirically (``evaluation.coverage``), and writes ``coverage.json``,
+``coverage.md`` and plots (default folder: ``<data dir>/eval/coverage``).
 """
 
 from __future__ import annotations
@@ -21,34 +21,23 @@ import typer
 
 from app.config import get_settings
 from app.services import build_embedder, build_store
-from retrieval.calibration import ItemScore, load_qa, score_items
-from retrieval.conformal import conformal_quantile
-from retrieval.coverage_eval import (
+from evaluation.coverage import (
     CoverageReport,
     abstain_signal,
     evaluate_coverage,
     resolve_cal_size,
     to_markdown,
 )
+from evaluation.outputs import default_out
+from retrieval.calibration import ItemScore, load_qa, score_items
+from retrieval.conformal import conformal_quantile
 from retrieval.errors import RetrievalError
 from retrieval.jsonl import question_of, read_jsonl
-
-eval_cli = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Offline evaluations of a collection against QA sets.",
-)
 
 #: A calibration size must leave at least this many test questions per split.
 MIN_TEST = 20
 #: Mean coverage may fall this far below 1−α before a check is flagged (split noise).
 COVERAGE_SLACK = 0.01
-
-
-@eval_cli.callback()
-def _group() -> None:
-    """Offline evaluations of a collection against QA sets."""
-    # A callback keeps ``coverage`` a subcommand even while it is the only command.
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +278,6 @@ def _plot(subset: SubsetResult, out: Path) -> list[Path]:
     return [coverage_png, chunks_png]
 
 
-@eval_cli.command()
 def coverage(
     qa: Annotated[
         Path, typer.Option(exists=True, dir_okay=False, help="QA JSONL with gold titles/answers.")
@@ -320,7 +308,9 @@ def coverage(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="Unanswerable questions (abstain signal)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("bench/results/coverage"),
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: <data dir>/eval/coverage).")
+    ] = None,
 ) -> None:
     """Check the conformal coverage guarantee on repeated calibration/test splits of a QA set."""
     alpha_list = _floats(alphas)
@@ -328,6 +318,7 @@ def coverage(
         raise typer.BadParameter("--max-chunks cannot exceed --search-k (unseen hits)")
     settings = get_settings()
     name = collection or settings.default_collection
+    out = out or default_out(settings, "coverage")
 
     qa_file = load_qa(qa)
     for error in qa_file.errors:

@@ -29,8 +29,8 @@ from typing import Any, Literal
 from app.generator import GeneratorError
 from app.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
 from app.reasoner import TokenUsage, context_text
-from app.scoring import contains, exact_match, f1, others_compared, right_answer
 from critic.train import auroc
+from evaluation.scoring import contains, exact_match, f1, others_compared, right_answer
 from retrieval.jsonl import question_of, read_jsonl
 
 Mode = Literal["naive", "single", "conformal", "full"]

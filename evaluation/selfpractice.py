@@ -19,7 +19,7 @@ from typing import Any
 
 from app.generator import GeneratorError
 from app.pipeline import LoopPolicy, Pipeline, QueryParams, Round
-from app.scoring import match, others_compared, right_answer
+from evaluation.scoring import match, others_compared, right_answer
 from retrieval.errors import RetrievalError
 
 log = logging.getLogger("covrag.selfpractice")

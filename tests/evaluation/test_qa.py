@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from app.eval_qa import Mode, QaResult, paired, risk_coverage, sign_test
-from app.scoring import others_compared, right_answer
 from bench import stages
+from evaluation.qa import Mode, QaResult, paired, risk_coverage, sign_test
+from evaluation.scoring import others_compared, right_answer
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,122 @@
+"""The coverage evaluator (``covrag eval coverage``) is exact: fixed top-k, splits, the budget
+cut, the abstain signal and the tables, on synthetic scores whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from evaluation.coverage import (
+    abstain_signal,
+    evaluate_coverage,
+    fixed_k_curve,
+    resolve_cal_size,
+    smallest_k,
+    to_markdown,
+)
+from retrieval.calibration import ItemScore
+
+
+def _item(i: int, rank: int | None, sims: list[float], kind: str = "single") -> ItemScore:
+    score = math.inf if rank is None else 1.0 - sims[rank - 1]
+    return ItemScore(id=f"q{i}", score=score, rank=rank, similarities=sims, kind=kind)
+
+
+def _synthetic(n: int, seed: int, width: int = 30) -> list[ItemScore]:
+    """Exchangeable items: sorted similarities, answer chunk at a geometric rank; 1 in 50 missed."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        sims = sorted(rng.uniform(0.0, 0.9, width).tolist(), reverse=True)
+        rank = min(int(rng.geometric(0.5)), width) if i % 50 else None
+        items.append(_item(i, rank, sims))
+    return items
+
+
+def test_fixed_k_from_known_ranks() -> None:
+    ranks = np.array([1.0] * 60 + [2.0] * 30 + [5.0] * 9 + [math.inf])
+    curve = fixed_k_curve([ranks], max_k=10)
+    assert curve[:5].tolist() == pytest.approx([0.6, 0.9, 0.9, 0.9, 0.99])
+    assert smallest_k(curve, 0.6) == 1
+    assert smallest_k(curve, 0.85) == 2
+    assert smallest_k(curve, 0.9) == 2
+    assert smallest_k(curve, 0.91) == 5
+    assert smallest_k(curve, 1.0) is None  # the miss is never in a top-k
+
+
+def test_fixed_k_of_a_report_matches_the_ranks() -> None:
+    """Answer chunks at rank 1 (score 0.1) or 3 (score 0.3): k and chunks follow from q̂."""
+    sims = [0.9, 0.8, 0.7, 0.6, 0.5]
+    items = [_item(i, 1 if i % 4 else 3, sims) for i in range(200)]
+    report = evaluate_coverage(items, [0.1, 0.4], splits=50, n_cal=100, seed=1)
+    by_alpha = {r.alpha: r for r in report.results}
+    # 25 % sit at rank 3 with score 0.3: α=.1 needs them, α=.4 does not
+    assert by_alpha[0.1].conformal.coverage_mean == 1.0
+    assert by_alpha[0.1].fixed_k == 3
+    assert by_alpha[0.1].conformal.chunks.mean == 3.0  # every question passes sims ≥ 0.7
+    assert by_alpha[0.4].conformal.coverage_mean == pytest.approx(0.75, abs=0.05)
+    assert by_alpha[0.4].fixed_k == 1
+    assert by_alpha[0.4].conformal.chunks.mean == 1.0
+
+
+def test_evaluate_coverage_on_synthetic_scores() -> None:
+    items = _synthetic(400, seed=3)
+    alphas = [0.01, 0.05, 0.1, 0.2]
+    report = evaluate_coverage(items, alphas, splits=300, n_cal=19, seed=0)
+    assert (report.n_cal, report.n_test, report.misses) == (19, 381, 8)
+    low, *rest = report.results
+    assert low.conformal is None and low.fixed_k is None  # α=.01 < 1/20: unsupported
+    assert low.naive.coverage_mean < 0.99
+    for r in rest:
+        # 300 splits of 381 test items: the mean is within ~0.01 of its expectation ≥ 1−α
+        assert r.conformal.coverage_mean >= r.target - 0.015
+        assert r.conformal.coverage_mean >= r.naive.coverage_mean
+        assert r.conformal.chunks.mean >= r.naive.chunks.mean
+        assert r.conformal.chunks.median <= r.conformal.chunks.p95 <= 30
+        assert r.fixed_k is not None and r.fixed_k_coverage >= r.conformal.coverage_mean - 1e-9
+    ten = report.results[2]
+    assert ten.naive.coverage_mean < 0.9 - 0.02  # CONFLARE's shortfall at n=19
+    assert ten.naive.share_below_target > 0 and ten.conformal.share_below_target < 1
+    # seeded: the same report twice
+    assert evaluate_coverage(items, alphas, splits=300, n_cal=19, seed=0) == report
+
+
+def test_budget_cut_and_infinite_qhat_are_reported() -> None:
+    sims = [0.5] * 10
+    items = [_item(i, 10, sims) for i in range(30)] + [_item(30 + i, None, sims) for i in range(30)]
+    report = evaluate_coverage(items, [0.2], splits=20, n_cal=None, seed=0, max_chunks=4)
+    (r,) = report.results
+    assert report.n_cal == 30
+    assert r.conformal.infinite_share == 1.0  # half are misses: rank 25 of 30 is ∞
+    assert r.conformal.threshold_mean is None
+    assert r.conformal.coverage_mean == 1.0
+    assert r.conformal.covered_in_budget_mean == 0.0  # rank 10 never fits in 4 chunks
+    assert r.conformal.budget_full_rate == 1.0
+    assert r.conformal.chunks.mean == 4.0
+    assert r.naive.infinite_share == 0.0  # the naive rule drops misses and looks finite
+    assert r.naive.coverage_mean == pytest.approx(0.5, abs=0.1)
+
+
+def test_abstain_signal_counts_empty_contexts() -> None:
+    answerable = [_item(i, 1, [0.9 - i / 100, 0.1]) for i in range(10)]  # top 0.90 … 0.81
+    negatives = [[0.3, 0.2], [0.85], [], [0.5]]
+    signal = abstain_signal(answerable, negatives, qhat=1 - 0.845)
+    assert signal.threshold == pytest.approx(0.845)
+    assert signal.answerable_empty == pytest.approx(0.4)  # 0.84, 0.83, 0.82, 0.81
+    assert signal.unanswerable_empty == pytest.approx(0.75)
+    assert (signal.n_answerable, signal.n_unanswerable) == (10, 4)
+    everything = abstain_signal(answerable, negatives, qhat=math.inf)
+    assert everything.threshold is None
+    assert everything.unanswerable_empty == pytest.approx(0.25)  # only the empty hit list
+
+
+def test_markdown_and_sizes() -> None:
+    report = evaluate_coverage(_synthetic(100, seed=1), [0.01, 0.1], splits=5, n_cal=19, seed=0)
+    text = to_markdown([report, report])
+    assert text.count("#### n_cal = 19") == 2
+    assert "unsupported" in text and "| 0.1 | 0.90 |" in text
+    assert [resolve_cal_size(t, 342) for t in ("19", "half", "all-but-50")] == [19, 171, 292]
+    with pytest.raises(ValueError):
+        evaluate_coverage(_synthetic(10, seed=1), [0.1], splits=5, n_cal=10, seed=0)
