@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -24,20 +25,76 @@ from retrieval.calibration import (
 )
 from retrieval.conformal import Calibration, score_threshold
 from retrieval.embed.base import Embedder
-from retrieval.errors import CollectionEmpty
+from retrieval.errors import CalibrationShrinks, DefaultAlphaUnsupported
 from retrieval.store.base import VectorStore
 
+#: Answer first, then a question ending in its only "?": asked for a question only,
+#: SmolLM2-135M echoed the instruction ("What is the answer to the question ") instead, on
+#: every passage of a small collection; the answer written first gives the question a target.
 QUESTION_SCHEMA = {
     "type": "object",
-    "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
-    "required": ["question", "answer"],
+    "properties": {
+        "answer": {"type": "string", "minLength": 1, "maxLength": 80},
+        "question": {"type": "string", "pattern": r'[^"\\\n?]{8,150}\?'},
+    },
+    "required": ["answer", "question"],
 }
 
 _WRITE_QUESTION = (
-    "Passage:\n{title}: {text}\n\n"
-    "Write one question that this passage answers, and its short answer copied word for word "
-    "from the passage. Reply as JSON with the keys question and answer."
+    "Passage:\n{title}: {text}\n\nSentence: {sentence}\n\n"
+    "Write one question that this sentence answers, and its short answer copied word for word "
+    "from the sentence. Reply as JSON with the keys answer and question."
 )
+
+#: Worked examples, sent as earlier turns of the chat: the 135M model follows a shown reply
+#: far better than a described one (counts: docs/conformal.md, generated calibration).
+_EXAMPLES = (
+    (
+        "Eiffel Tower",
+        "The Eiffel Tower is a wrought-iron tower in Paris. It was completed in 1889 as the "
+        "entrance to the World's Fair.",
+        "It was completed in 1889 as the entrance to the World's Fair.",
+        {"answer": "1889", "question": "In which year was the Eiffel Tower completed?"},
+    ),
+    (
+        "Parking",
+        "Staff may park in the north car park. Each parking permit costs 30 euros per month and "
+        "is valid for one vehicle.",
+        "Each parking permit costs 30 euros per month and is valid for one vehicle.",
+        {"answer": "30 euros", "question": "How much does a parking permit cost per month?"},
+    ),
+)
+
+#: Sentences of a chunk tried in turn until one gives a usable question.
+SENTENCES_TRIED = 3
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def _body(text: str) -> str:
+    """The chunk on one line without its Markdown headings (the prompt gives the title), or
+    all of it when that leaves nothing."""
+    kept = " ".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return " ".join(kept.split()) or " ".join(text.split())
+
+
+def sentences(text: str) -> list[str]:
+    """The chunk's sentences worth a question; the whole body when none is."""
+    body = _body(text)
+    return [s for s in _SENTENCE_END.split(body) if len(s) >= 20] or [body]
+
+
+def question_prompt(title: str, text: str, sentence: str) -> list[dict[str, str]]:
+    """The chat asking for a question about ``sentence`` of the passage, after the examples."""
+    messages = []
+    for ex_title, ex_text, ex_sentence, reply in _EXAMPLES:
+        ask = _WRITE_QUESTION.format(title=ex_title, text=ex_text, sentence=ex_sentence)
+        messages += [
+            {"role": "user", "content": ask},
+            {"role": "assistant", "content": json.dumps(reply)},
+        ]
+    ask = _WRITE_QUESTION.format(title=title, text=_body(text), sentence=sentence)
+    return [*messages, {"role": "user", "content": ask}]
 
 
 class NoUsableQuestions(ValueError):
@@ -46,13 +103,15 @@ class NoUsableQuestions(ValueError):
 
 def rejection(question: str, answer: str, passage: str) -> str | None:
     """Why a generated pair is unusable, or None: it must be a real question whose answer the
-    passage states and the question does not give away."""
+    passage states and the question does not give away. The answer may reorder the passage's
+    words (the model writes "180 EUR" for "EUR 180"), not add any."""
     q, a = question.strip(), normalize_answer(answer)
     if len(q) < 10 or not q.endswith("?"):
         return "not a question"
     if not a:
         return "no answer"
-    if a not in normalize_answer(passage):
+    text = normalize_answer(passage)
+    if a not in text and not set(a.split()) <= set(text.split()):
         return "answer not in the passage"
     if a in normalize_answer(q):
         return "answer given away by the question"
@@ -74,23 +133,21 @@ async def write_questions(
     concurrency: int = 2,
     progress: Callable[[int], object] | None = None,
 ) -> tuple[list[CalibrationItem], Counter[str]]:
-    """Sample ``n`` chunks (seeded), ask for one question each; returns the usable items and
-    the rejected ones counted by reason (see ``rejection``; also ``generator error`` and
-    ``reply not JSON``)."""
+    """Sample ``n`` chunks (seeded) and write one question each, about one sentence of it at a
+    time (up to ``SENTENCES_TRIED``) until one is usable; returns the usable items and the
+    chunks that gave none, counted by their last reason (see ``rejection``; also ``generator
+    error`` and ``reply not JSON``). The caller checks the collection first
+    (``check_calibration``; ``calibrate_generated`` does)."""
     ids = await anyio.to_thread.run_sync(store.list_ids, collection)
-    if not ids:
-        raise CollectionEmpty(f"collection {collection!r} is empty: ingest documents first")
     sample = random.Random(seed).sample(ids, min(n, len(ids)))
     payloads = await anyio.to_thread.run_sync(store.get_payloads, collection, sample)
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(chunk_id: str) -> CalibrationItem | str:
-        payload = payloads[chunk_id]
-        text, title = str(payload["text"]), str(payload.get("title") or "")
+    async def ask(title: str, text: str, sentence: str) -> dict[str, Any] | str:
         async with gate:
             try:
                 completion = await generator.complete(
-                    [{"role": "user", "content": _WRITE_QUESTION.format(title=title, text=text)}],
+                    question_prompt(title, text, sentence),
                     max_tokens=96,
                     temperature=0.0,
                     json_schema=QUESTION_SCHEMA,
@@ -100,25 +157,46 @@ async def write_questions(
                 return "generator error"
             except ValueError:
                 return "reply not JSON"
-            finally:
-                if progress is not None:
-                    progress(1)
-        if not isinstance(reply, dict):
-            return "reply not JSON"
-        question, answer = str(reply.get("question", "")), str(reply.get("answer", ""))
-        reason = rejection(question, answer, text)
-        if reason is not None:
+        return reply if isinstance(reply, dict) else "reply not JSON"
+
+    async def one(chunk_id: str) -> CalibrationItem | str:
+        payload = payloads[chunk_id]
+        text, title = str(payload["text"]), str(payload.get("title") or "")
+        reason = "no answer"  # sentences() gives at least one, so always replaced
+        try:
+            for sentence in sentences(text)[:SENTENCES_TRIED]:
+                reply = await ask(title, text, sentence)
+                if isinstance(reply, str):
+                    reason = reply
+                    continue
+                question, answer = str(reply.get("question", "")), str(reply.get("answer", ""))
+                found = rejection(question, answer, text)
+                if found is None:
+                    return CalibrationItem(
+                        id=f"gen-{chunk_id}",
+                        question=question.strip(),
+                        answers=(answer,),
+                        source_chunk_id=chunk_id,
+                    )
+                reason = found
             return reason
-        return CalibrationItem(
-            id=f"gen-{chunk_id}",
-            question=question.strip(),
-            answers=(answer,),
-            source_chunk_id=chunk_id,
-        )
+        finally:
+            if progress is not None:
+                progress(1)
 
     results = await asyncio.gather(*(one(c) for c in sample))
     items = [r for r in results if isinstance(r, CalibrationItem)]
     return items, Counter(r for r in results if isinstance(r, str))
+
+
+def _instead(asked: int, chunks: int) -> str:
+    """What a user can do when generated questions fall short of a calibration."""
+    more = (
+        f"ask for more of its {chunks} chunks (generate up to {chunks})"
+        if asked < chunks
+        else f"ingest more documents (it has {chunks} chunks, one question each)"
+    )
+    return f"{more}, or calibrate from your own QA pairs (qa; CLI: --from-qa)"
 
 
 async def calibrate_generated(
@@ -137,10 +215,11 @@ async def calibrate_generated(
     the calibration and the rejected questions counted by reason.
 
     The calibration's rules are checked before the LLM writes any question, and again on
-    the questions it wrote (``retrieval.calibration.check_replacement``). Raises
-    ``NoUsableQuestions`` (counting the rejections by reason) when none is usable.
+    the questions it wrote (``retrieval.calibration.check_calibration``). Raises
+    ``NoUsableQuestions`` (counting the rejections by reason) when none is usable, and the
+    second check's refusal saying how many were when too few are.
     """
-    await anyio.to_thread.run_sync(
+    target = await anyio.to_thread.run_sync(
         lambda: check_calibration(
             store,
             collection,
@@ -156,20 +235,27 @@ async def calibrate_generated(
     if not items:
         raise NoUsableQuestions(
             f"none of the {rejected.total()} generated questions was usable: "
-            f"{rejections_text(rejected)}"
+            f"{rejections_text(rejected)}; {_instead(n, target.info.chunks)}"
         )
-    calibration = await anyio.to_thread.run_sync(
-        lambda: calibrate(
-            store,
-            embedder,
-            collection,
-            items,
-            source=f"generated:n={n},seed={seed}",
-            default_alpha=default_alpha,
-            skipped=rejected.total(),
-            replace_smaller=replace_smaller,
+    try:
+        calibration = await anyio.to_thread.run_sync(
+            lambda: calibrate(
+                store,
+                embedder,
+                collection,
+                items,
+                source=f"generated:n={n},seed={seed}",
+                default_alpha=default_alpha,
+                skipped=rejected.total(),
+                replace_smaller=replace_smaller,
+            )
         )
-    )
+    except (DefaultAlphaUnsupported, CalibrationShrinks) as exc:
+        raise type(exc)(
+            f"{len(items)} of {n} generated questions were usable "
+            f"({rejections_text(rejected)} rejected): {exc}; or "
+            f"{_instead(n, target.info.chunks)}"
+        ) from exc
     return calibration, rejected
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -24,12 +25,12 @@ from app.cli_critic import train_critic, worker_critic
 from app.cli_local import NoLocalData
 from app.cli_remote import collections_cli, jobs, server
 from app.client import ClientError
-from app.config import get_settings
+from app.config import Settings, get_settings
 from app.datalock import DataDirHeld, claim, release
-from app.demo import QUICKSTART_QUESTION, demo_documents
+from app.demo import demo_documents, first_query
 from app.logs import configure_logging
 from app.schemas import CalibrationRequest, IndexRequest, QueryRequest, to_qa_in
-from app.services import check_critic
+from app.services import build_store, check_critic
 from critic.errors import CriticWeightsError
 from retrieval.calibration import load_qa
 from retrieval.corpus import load_files
@@ -137,9 +138,25 @@ Local = Annotated[
 ]
 
 
-def _example_curl(url: str) -> str:
-    body = json.dumps({"question": QUICKSTART_QUESTION})
-    return f"curl -s {url}/v1/query -H 'Content-Type: application/json' -d '{body}'"
+def first_try(settings: Settings, url: str) -> str:
+    """What ``covrag serve`` suggests trying first, about what its store holds (the demo's
+    question only when the demo corpus is there); opens the store briefly, before the app."""
+    try:
+        store = build_store(settings)
+        try:
+            body = first_query(store, settings.default_collection)
+        finally:
+            store.close()
+    except RetrievalError:
+        return ""  # the store's trouble is for /readyz to name, not the banner
+    if body is None:
+        return (
+            "no collection holds documents yet: add some with "
+            "`covrag ingest FILES --collection NAME` (or --demo), then ask them\n"
+        )
+    data = shlex.quote(json.dumps(body))  # a title may hold a quote
+    curl = f"curl -s {url}/v1/query -H 'Content-Type: application/json' -d {data}"
+    return f"try:\n  {curl}\n"
 
 
 @cli.command()
@@ -163,13 +180,13 @@ def serve(
     except (CriticWeightsError, OSError, ValueError, DataDirHeld) as exc:
         typer.echo(f"covrag: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"covrag API on {url}  (docs: /docs)")
-    typer.echo(f"try:\n  {_example_curl(url)}\n")
-    configure_logging(settings.log_level, json=settings.log_format == "json")
     # uvicorn drains on SIGTERM, then raises it again to the handler it found: let that one
     # exit through `finally` (status 143, as if killed) so the lock goes with the server.
     signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
     try:
+        typer.echo(f"covrag API on {url}  (docs: /docs)")
+        typer.echo(first_try(settings, url))
+        configure_logging(settings.log_level, json=settings.log_format == "json")
         uvicorn.run(
             create_app(settings),
             host=settings.host,

@@ -9,12 +9,15 @@ import typer
 from app.config import Settings
 from retrieval.calibration import CalibrationItem, load_qa
 from retrieval.corpus import fetch_wiki, load_wiki
+from retrieval.store.base import VectorStore
 from retrieval.types import Document
 
 #: The calibration part of the dev QA set over the demo corpus (data/qa/README.md).
 DEMO_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "qa" / "calib.jsonl"
-#: The question ``covrag serve`` and the README offer to try first.
+#: The question ``covrag serve`` and the README offer to try first, and the demo article
+#: (its id in the default collection) that answers it.
 QUICKSTART_QUESTION = "Melbourne is the capital of which Australian state?"
+QUICKSTART_DOC = "Melbourne"
 
 
 def demo_documents(settings: Settings) -> list[Document]:
@@ -31,3 +34,21 @@ def demo_qa(name: str) -> list[CalibrationItem]:
     items = load_qa(DEMO_CALIBRATION).items
     typer.echo(f"calibrating {name} from {DEMO_CALIBRATION} ({len(items)} questions)", err=True)
     return items
+
+
+def first_query(store: VectorStore, default_collection: str) -> dict[str, str] | None:
+    """The query body ``covrag serve`` offers to try, about what the store holds: the demo's
+    question when the default collection holds the article answering it; else one about a
+    document of the user's own collection (the default one when it has chunks, else the first
+    that has, named in the body); ``None`` when no collection has any."""
+    held = {c.name: c.chunks for c in store.list_collections() if c.chunks}
+    if held.get(default_collection) and store.count(default_collection, {"doc_id": QUICKSTART_DOC}):
+        return {"question": QUICKSTART_QUESTION}
+    if not held:
+        return None
+    name = default_collection if default_collection in held else min(held)
+    payloads, _ = store.scroll(name, limit=1)
+    payload = next(iter(payloads.values()))
+    title = str(payload.get("title") or payload["doc_id"])
+    body = {"question": f"What does {title} say?"}
+    return body if name == default_collection else {**body, "collection": name}

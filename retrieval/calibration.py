@@ -36,7 +36,7 @@ from retrieval.ingest import collection_changes
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.kinds import KindClassifier
 from retrieval.store.base import VectorStore, index_builds
-from retrieval.types import ScoredChunk
+from retrieval.types import CollectionInfo, ScoredChunk
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -243,6 +243,14 @@ def kept_calibrations(store: VectorStore, collection: str) -> KeptCalibrations:
 _MAX_QUESTIONS = 1e12
 
 
+def _questions_for(alpha: float) -> str:
+    """``at least 9 questions``: the fewest calibration questions that support ``alpha``."""
+    ratio = 1 / alpha - 1  # inf for a subnormal alpha
+    if ratio < _MAX_QUESTIONS:
+        return f"at least {math.ceil(round(ratio, 9))} questions"
+    return "more questions than any calibration holds"
+
+
 def check_replacement(
     current: Calibration | None, n: int, default_alpha: float, *, replace_smaller: bool
 ) -> None:
@@ -256,12 +264,7 @@ def check_replacement(
             ``replace_smaller``.
     """
     if default_alpha < min_alpha(n):
-        ratio = 1 / default_alpha - 1  # inf for a subnormal alpha
-        needed = (
-            f"at least {math.ceil(round(ratio, 9))} questions"
-            if ratio < _MAX_QUESTIONS
-            else "more questions than any calibration holds"
-        )
+        needed = _questions_for(default_alpha)
         raise DefaultAlphaUnsupported(
             f"default_alpha={default_alpha:g} is below the smallest alpha that {n} calibration "
             f"questions support, 1/{n + 1} = {min_alpha(n):.4g}: give a default_alpha of at "
@@ -276,6 +279,15 @@ def check_replacement(
         )
 
 
+@dataclass(frozen=True, slots=True)
+class CalibrationTarget:
+    """What ``check_calibration`` read: the collection to calibrate and its current
+    calibration (``None`` if never calibrated)."""
+
+    info: CollectionInfo
+    current: Calibration | None
+
+
 def check_calibration(
     store: VectorStore,
     collection: str,
@@ -284,28 +296,49 @@ def check_calibration(
     default_alpha: float,
     replace_smaller: bool,
     sampled: bool = False,
-) -> None:
-    """``check_replacement`` before any work is done. With ``sampled``, ``questions`` chunks
-    are sampled to write one question each from (``calibrate`` checks again with the count
-    of usable ones).
+) -> CalibrationTarget:
+    """Refuse a calibration of ``questions`` questions that cannot succeed or would break the
+    collection, and return what the calibration needs. Every way of calibrating (the API
+    before its job, the CLI, ``calibrate`` itself) goes through here, so a refusal reads the
+    same whichever way it came. With ``sampled``, ``questions`` chunks are sampled to write one
+    question each from (``calibrate`` checks again with the count of usable ones).
 
     Raises:
         CollectionEmpty: nothing to calibrate against.
         NotEnoughChunks: more sampled questions than chunks, so no job could succeed.
+        DefaultAlphaUnsupported, CalibrationShrinks: see ``check_replacement``; with
+            ``sampled``, also a ``default_alpha`` that even one question per chunk cannot
+            support, saying what would.
     """
     info = store.get_collection(collection)
     if info.chunks == 0:
         raise CollectionEmpty(
             f"collection {collection!r} is empty: ingest documents before calibrating"
         )
-    if sampled and questions > info.chunks:
-        raise NotEnoughChunks(
-            f"generate={questions} asks for more questions than collection {collection!r} can "
-            f"give: one question per chunk, and it has {info.chunks}; ask for at most "
-            f"{info.chunks}"
-        )
+    if sampled:
+        _check_sample(collection, info.chunks, questions, default_alpha)
     current = load_calibration(store, collection)
     check_replacement(current, questions, default_alpha, replace_smaller=replace_smaller)
+    return CalibrationTarget(info=info, current=current)
+
+
+def _check_sample(collection: str, chunks: int, questions: int, default_alpha: float) -> None:
+    """Generated questions come one per chunk: refuse what the chunks cannot give, saying
+    what can (more documents, the user's own QA pairs, a larger ``default_alpha``)."""
+    if default_alpha < min_alpha(chunks):
+        raise DefaultAlphaUnsupported(
+            f"default_alpha={default_alpha:g} needs {_questions_for(default_alpha)}, and "
+            f"collection {collection!r} has {chunks} chunks: generated calibration writes one "
+            f"question per chunk, so at most {chunks}, which support alpha >= 1/{chunks + 1} = "
+            f"{min_alpha(chunks):.4g}. Ingest more documents (a question per chunk), calibrate "
+            "from your own QA pairs (qa; CLI: --from-qa), or give a default_alpha of at least "
+            f"{min_alpha(chunks):.4g}"
+        )
+    if questions > chunks:
+        raise NotEnoughChunks(
+            f"generate={questions} asks for more questions than collection {collection!r} can "
+            f"give: one question per chunk, and it has {chunks}; ask for at most {chunks}"
+        )
 
 
 def calibrate(
@@ -327,17 +360,15 @@ def calibrate(
     classifier by default, the one queries are grouped by) and its caller group if it has one.
 
     Raises:
-        CollectionEmpty: nothing to calibrate against.
         ValueError: no items.
-        DefaultAlphaUnsupported, CalibrationShrinks: see ``check_replacement``.
+        CollectionEmpty, DefaultAlphaUnsupported, CalibrationShrinks: see
+            ``check_calibration``.
     """
     if not items:
         raise ValueError("no usable calibration questions")
-    info = store.get_collection(collection)
-    if info.chunks == 0:
-        raise CollectionEmpty(f"collection {collection!r} is empty: ingest documents first")
-    current = load_calibration(store, collection)
-    check_replacement(current, len(items), default_alpha, replace_smaller=replace_smaller)
+    info = check_calibration(
+        store, collection, len(items), default_alpha=default_alpha, replace_smaller=replace_smaller
+    ).info
     builds = index_builds(store, collection)  # before scoring: a build meanwhile makes it stale
     scores = score_items(store, embedder, collection, items, approximate=info.indexed > 0)
     groups = _grouped(items, [s.score for s in scores], kinds or KindClassifier.load())

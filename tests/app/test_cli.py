@@ -10,9 +10,11 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.config import get_settings
-from app.services import build_store
+from app.cli import cli, first_try
+from app.config import Settings, get_settings
+from app.demo import QUICKSTART_DOC, QUICKSTART_QUESTION
+from app.services import build_ingestor, build_store
+from retrieval.embed import Embedder
 from retrieval.types import Document
 
 DEV_QA = Path(__file__).resolve().parents[2] / "data" / "qa" / "dev.jsonl"
@@ -220,3 +222,36 @@ def test_serve_refuses_to_start_with_a_bad_keys_file(
 
     assert result.exit_code == 2
     assert "refusing to start" in result.output and says in result.output
+
+
+def test_serve_suggests_a_first_question_about_what_the_store_holds(
+    tmp_path: Path, wiki_docs: list[Document], embedder: Embedder
+) -> None:
+    """The Melbourne question only when the demo article is in the default collection; else
+    one about a document the user ingested (naming its collection when not the default);
+    nothing to ask when nothing is ingested."""
+    settings = Settings(data_dir=tmp_path / "data")
+    url = "http://127.0.0.1:8080"
+
+    def ingest(name: str, doc: Document) -> None:
+        store = build_store(settings)
+        try:
+            build_ingestor(settings, store, embedder).ingest(name, [doc])
+        finally:
+            store.close()
+
+    assert first_try(settings, url).startswith("no collection holds documents yet")
+    leave = Document(
+        id="leave.md",
+        title="Annual leave policy",
+        text="Full-time employees receive 25 days of paid annual leave per calendar year.",
+    )
+    ingest("policies", leave)
+    said = first_try(settings, url)
+    body = {"question": "What does Annual leave policy say?", "collection": "policies"}
+    assert json.dumps(body) in said and "Melbourne" not in said
+    ingest("wiki", next(d for d in wiki_docs if d.id == "Eiffel Tower"))
+    said = first_try(settings, url)
+    assert json.dumps({"question": "What does Eiffel Tower say?"}) in said
+    ingest("wiki", next(d for d in wiki_docs if d.id == QUICKSTART_DOC))
+    assert json.dumps({"question": QUICKSTART_QUESTION}) in first_try(settings, url)

@@ -29,8 +29,11 @@ def test_rejection_names_why_a_question_is_unusable() -> None:
         ("When was the Eiffel Tower completed?", "the", "no answer"),
         ("When was the Eiffel Tower completed?", "1901", "answer not in the passage"),
         ("Was it completed in 1889?", "1889", "answer given away by the question"),
+        ("Where was the tower completed?", "1889 in Berlin", "answer not in the passage"),
     ]:
         assert rejection(question, answer, passage) == reason
+    # the passage's own words, reordered, still answer it
+    assert rejection("Where is the Eiffel Tower?", "Paris Eiffel Tower", passage) is None
 
 
 class PassageGenerator:
@@ -104,8 +107,54 @@ def test_generate_beyond_the_chunk_count_is_refused_before_the_job(settings: Set
         job = wait_job(client, r.json()["id"])
         assert job["status"] == "failed"
         assert job["error"] == (
-            "NoUsableQuestions: none of the 9 generated questions was usable: 9 generator error"
+            "NoUsableQuestions: none of the 9 generated questions was usable: 9 generator error; "
+            "ingest more documents (it has 9 chunks, one question each), or calibrate from your "
+            "own QA pairs (qa; CLI: --from-qa)"
         )
+
+
+#: A user's trial collection: four short company-policy pages, one chunk each.
+POLICIES = {
+    "laptops.md": "# IT equipment\nEvery new employee receives a laptop on the first day. "
+    "Laptops are replaced every 4 years. Lost or stolen laptops must be reported to the IT "
+    "service desk within 24 hours.\n",
+    "leave.md": "# Annual leave policy\nFull-time employees receive 25 days of paid annual "
+    "leave per calendar year. Up to 5 unused days may be carried over to the next year; "
+    "carried-over days expire on 31 March.\n",
+    "remote.md": "# Remote work\nEmployees may work remotely up to 3 days per week after "
+    "completing their probation period of 6 months. Remote work from abroad is limited to 20 "
+    "working days per year.\n",
+    "travel.md": "# Travel expenses\nEmployees travelling for work may claim a daily meal "
+    "allowance of EUR 45 within Europe and EUR 70 for intercontinental trips. Hotel bookings "
+    "above EUR 180 per night need approval from the department head.\n",
+}
+
+
+def test_a_small_collection_of_own_documents_calibrates_from_generated_questions(
+    generator_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The trial that kept 0 of 4 ("4 not a question": the model echoed the instruction)
+    keeps at least 3 now, enough for alpha 0.25; asking for the default alpha 0.1, which 4
+    chunks can never support, is refused up front saying what would do."""
+    settings = Settings(
+        data_dir=tmp_path_factory.mktemp("policies"), generator_urls=[generator_url], critic="off"
+    )
+    docs = [{"id": k, "text": v, "title": v[2:].split("\n")[0]} for k, v in POLICIES.items()]
+    with TestClient(create_app(settings)) as client:
+        assert ingest(client, "policies", {"documents": docs})["chunks_written"] == 4
+        r = client.post("/v1/collections/policies/calibration", json={"generate": 4})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["param"] == "default_alpha"
+        for says in ("has 4 chunks", "at least 9 questions", "--from-qa", "at least 0.2"):
+            assert says in error["message"], error["message"]
+        r = client.post(
+            "/v1/collections/policies/calibration", json={"generate": 4, "default_alpha": 0.25}
+        )
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["result"]["n"] >= 3 and job["result"]["misses"] == 0
 
 
 async def test_questions_written_from_sampled_chunks(
@@ -119,6 +168,7 @@ async def test_questions_written_from_sampled_chunks(
         items, rejected = await write_questions(p.store, p.generator, "wiki", 6, seed=3)
         again, _ = await write_questions(p.store, p.generator, "wiki", 6, seed=3)
         assert len(items) + rejected.total() == 6
+        assert len(items) >= 3, rejected  # 1 of 12 such chunks before the worked examples
         assert [i.source_chunk_id for i in items] == [i.source_chunk_id for i in again]
         chunk_ids = set(p.store.list_ids("wiki"))
         payloads = p.store.get_payloads("wiki", [i.source_chunk_id for i in items])
