@@ -25,6 +25,8 @@ from evaluation.coverage import (
     CoverageReport,
     abstain_signal,
     evaluate_coverage,
+    evaluate_mondrian,
+    mondrian_markdown,
     resolve_cal_size,
     to_markdown,
 )
@@ -33,6 +35,7 @@ from retrieval.calibration import ItemScore, load_qa, score_items
 from retrieval.conformal import conformal_quantile
 from retrieval.errors import RetrievalError
 from retrieval.jsonl import question_of, read_jsonl
+from retrieval.kinds import KindClassifier
 
 #: A calibration size must leave at least this many test questions per split.
 MIN_TEST = 20
@@ -398,6 +401,13 @@ def coverage(
             )
         )
 
+    classifier = KindClassifier.load()
+    groups = [classifier.group(item.question, item.group) for item in qa_file.items]
+    mondrian = evaluate_mondrian(
+        scores, groups, alpha_list, splits=splits, seed=seed, max_chunks=max_chunks
+    )
+    predicted = Counter(groups)
+
     argv = sys.argv[1:]
     args = argv[argv.index("coverage") + 1 :] if "coverage" in argv else argv
     command = "covrag eval coverage " + " ".join(args)
@@ -437,6 +447,22 @@ def coverage(
                 _abstain_markdown(subset.abstain),
             ]
         sections.append("\n".join(parts))
+    sections.append(
+        "\n".join(
+            [
+                "## Mondrian (group-conditional) against pooled, per true kind",
+                "",
+                f"Half/half splits ({splits}, seed {seed}); a question's group is what a "
+                "request of it gets (its caller group, else its kind by the classifier: "
+                + ", ".join(f"{g} {n}" for g, n in sorted(predicted.items()))
+                + "); its q̂ is the group's own, never below the pooled one, or the pooled "
+                "one (not flagged) when the group's own is infinite. Flagged: the response "
+                f"would say `coverage_guaranteed` (own q̂, at most {max_chunks} chunks clear).",
+                "",
+                mondrian_markdown(mondrian),
+            ]
+        )
+    )
     markdown = "\n\n".join(sections) + "\n"
 
     out.mkdir(parents=True, exist_ok=True)
@@ -455,6 +481,7 @@ def coverage(
         "malformed": qa_file.errors + unanswerable_errors,
         "scoring_seconds": round(scored_s, 2),
         "subsets": [asdict(s) for s in results],
+        "mondrian": [asdict(r) for r in mondrian],
         "items": [
             {
                 "id": s.id,

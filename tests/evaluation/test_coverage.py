@@ -11,7 +11,9 @@ import pytest
 from evaluation.coverage import (
     abstain_signal,
     evaluate_coverage,
+    evaluate_mondrian,
     fixed_k_curve,
+    mondrian_markdown,
     resolve_cal_size,
     smallest_k,
     to_markdown,
@@ -120,3 +122,34 @@ def test_markdown_and_sizes() -> None:
     assert [resolve_cal_size(t, 342) for t in ("19", "half", "all-but-50")] == [19, 171, 292]
     with pytest.raises(ValueError):
         evaluate_coverage(_synthetic(10, seed=1), [0.1], splits=5, n_cal=10, seed=0)
+
+
+def test_mondrian_covers_a_hard_kind_the_pooled_threshold_misses() -> None:
+    """Easy questions (answer at rank 1, high similarity) and hard ones (answer at rank 5,
+    low similarity): the pooled q̂ at α = 0.1 misses most hard ones; the hard group's own q̂
+    covers them, and the easy group keeps the pooled q̂ (never tighter)."""
+    rng = np.random.default_rng(0)
+    easy = [
+        _item(i, 1, sorted([*rng.uniform(0.0, 0.6, 20).tolist(), 0.9], reverse=True), "single")
+        for i in range(300)
+    ]
+    hard = [
+        _item(i, 5, sorted(rng.uniform(0.0, 0.5, 20).tolist(), reverse=True), "bridge")
+        for i in range(300, 360)
+    ]
+    items = easy + hard
+    groups = ["kind:single"] * 300 + ["kind:bridge"] * 60
+    rows = {
+        r.kind: r for r in evaluate_mondrian(items, groups, [0.1], splits=20, seed=1, max_chunks=30)
+    }
+    assert rows["bridge"].pooled_coverage < 0.5 <= 0.9 - 0.02 <= rows["bridge"].mondrian_coverage
+    assert rows["bridge"].guaranteed_share == 1.0
+    assert rows["single"].mondrian_coverage == rows["single"].pooled_coverage
+    assert rows["single"].mondrian_chunks == rows["single"].pooled_chunks
+    # a budget smaller than the hard answers' rank: a covered one is never flagged
+    tight = {
+        r.kind: r for r in evaluate_mondrian(items, groups, [0.1], splits=20, seed=1, max_chunks=3)
+    }
+    assert tight["bridge"].guaranteed_share < 0.05
+    assert tight["bridge"].guaranteed_coverage in (None, 0.0)
+    assert "| bridge | 60 | 0.1 |" in mondrian_markdown(list(rows.values()))
