@@ -58,7 +58,7 @@ def check_local(settings: Settings, *, creates: bool = False) -> None:
 
 def ingest(settings: Settings, name: str, docs: list[Document], demo: bool) -> dict[str, object]:
     """Ingest ``docs``, index when due (as the server does after an ingestion job); for the
-    ``demo``, calibrate from its QA set unless a fresh calibration with groups exists."""
+    ``demo``, calibrate from its QA set unless a fresh calibration grouped as queries are exists."""
     store = build_store(settings)
     try:
         embedder = build_embedder(settings)
@@ -90,8 +90,8 @@ def ingest(settings: Settings, name: str, docs: list[Document], demo: bool) -> d
 def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, name: str) -> None:
     retriever = Retriever(store, embedder, stale_fraction=settings.stale_fraction)
     current, stale = retriever.calibration(name)
-    if current is not None and current.groups and not stale:
-        return  # fresh, and taken since calibrations keep their groups
+    if current is not None and current.kinds_version == retriever.kinds.version and not stale:
+        return  # fresh, and grouped by this server's question-kind classifier
     items = demo_qa(name)
     if items:
         summary = _calibrate_qa(

@@ -371,7 +371,8 @@ def calibrate(
     ).info
     builds = index_builds(store, collection)  # before scoring: a build meanwhile makes it stale
     scores = score_items(store, embedder, collection, items, approximate=info.indexed > 0)
-    groups = _grouped(items, [s.score for s in scores], kinds or KindClassifier.load())
+    kinds = kinds or KindClassifier.load()
+    groups = _grouped(items, [s.score for s in scores], kinds)
     calibration = Calibration(
         collection=collection,
         embedder=embedder.spec.model,
@@ -386,6 +387,9 @@ def calibrate(
         index_builds_at=builds,
         indexed_at=info.indexed,
         groups=groups,
+        kinds_version=kinds.version,
+        top_similarities=[s.similarities[0] if s.similarities else 0.0 for s in scores],
+        multi_hop=[kinds.multi_hop(item.question) for item in items],
     )
     with _KEEPING:
         kept = _kept_json(store, collection)

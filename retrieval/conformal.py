@@ -116,6 +116,13 @@ class Calibration:
     #: Sorted scores per group key (Mondrian calibration); empty for a calibration taken
     #: before groups were kept, whose every group falls back to the pooled q̂.
     groups: dict[str, list[float]] = field(default_factory=dict)
+    #: The kind classifier the ``kind:`` groups were formed by (its ``version``): with
+    #: another one, questions would be grouped by a different rule than the scores were.
+    kinds_version: str = ""
+    #: Each calibration question's top-1 similarity and multi-hop score (the shift watch's
+    #: reference: live questions should look like these).
+    top_similarities: list[float] = field(default_factory=list)
+    multi_hop: list[float] = field(default_factory=list)
 
     @property
     def n(self) -> int:

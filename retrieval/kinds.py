@@ -11,11 +11,13 @@ The model is a multinomial logistic regression over hashed word unigrams and big
 words that mark a kind — "which … first, A or B", "the director of the film that" — are
 common words, so no embedding is needed): one sparse dot product, microseconds a question,
 and independent of the collection's embedder. Trained by ``scripts/train_kinds.py`` on the
-QA sets' ``type`` labels; its test accuracy is in docs/conformal.md.
+training part of the QA set only, so the demo's calibration questions are as new to it as
+live ones; its test accuracy is in docs/conformal.md.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import zlib
@@ -61,17 +63,36 @@ class KindClassifier:
 
     coef: np.ndarray  # (len(KINDS), BUCKETS)
     intercept: np.ndarray  # (len(KINDS),)
+    #: A digest of the weights: a calibration records it, as its groups hold only for the
+    #: classifier that made them.
+    version: str
 
     @classmethod
     def load(cls, path: Path = WEIGHTS) -> KindClassifier:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
+        data = json.loads(raw)
         if tuple(data["kinds"]) != KINDS or data["buckets"] != BUCKETS:
             raise ValueError(f"{path}: weights for other kinds or buckets than this code's")
-        return cls(np.asarray(data["coef"], dtype=np.float64), np.asarray(data["intercept"]))
+        return cls(
+            np.asarray(data["coef"], dtype=np.float64),
+            np.asarray(data["intercept"]),
+            hashlib.sha256(raw).hexdigest()[:12],
+        )
+
+    def probabilities(self, question: str) -> np.ndarray:
+        """P(kind) for each of ``KINDS``."""
+        logits = self.coef[:, ngram_buckets(question)].sum(axis=1) + self.intercept
+        exp = np.exp(logits - logits.max())
+        probabilities: np.ndarray = exp / exp.sum()
+        return probabilities
 
     def kind(self, question: str) -> str:
-        logits = self.coef[:, ngram_buckets(question)].sum(axis=1) + self.intercept
-        return KINDS[int(np.argmax(logits))]
+        return KINDS[int(np.argmax(self.probabilities(question)))]
+
+    def multi_hop(self, question: str) -> float:
+        """1 − P(single): how far the question reads as more than one lookup (the shift watch
+        compares its live distribution with the calibration set's)."""
+        return float(1.0 - self.probabilities(question)[0])
 
     def group(self, question: str, caller_group: str | None = None) -> str:
         """The calibration group key of a question: the caller's group when given (a tenant,

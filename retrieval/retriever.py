@@ -260,7 +260,11 @@ class Retriever:
                 f"alpha={alpha:g} is outside the range this calibration supports "
                 f"[{calibration.min_alpha:.4g}, 1) (n={calibration.n}: alpha must be ≥ 1/(n+1))"
             )
-        quantile = calibration.group_qhat(alpha, group)
+        if group.startswith("kind:") and calibration.kinds_version != self.kinds.version:
+            # grouped by another classifier than this one: its kind groups do not apply
+            quantile = GroupQuantile(group, 0, calibration.qhat(alpha), fallback=True)
+        else:
+            quantile = calibration.group_qhat(alpha, group)
         if math.isinf(quantile.qhat) and self._unreachable == "error":
             raise AlphaOutOfRange(
                 f"alpha={alpha:g}: too many calibration questions missed their answer chunk "

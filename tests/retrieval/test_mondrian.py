@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,7 @@ def test_the_kind_classifier_is_accurate_and_fast_on_held_out_questions() -> Non
     assert set(predicted) == set(KINDS)
     assert per_question_ms <= 2.0
     assert model.group("Who?", "acme") == "group:acme"
-    assert model.group("Which is older, Rome or Paris?") == "kind:comparison"
+    assert model.group("Which river is longer, the Nile or the Amazon?") == "kind:comparison"
 
 
 def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
@@ -110,3 +111,19 @@ def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
     kind = retriever.retrieve("c", "What is Somaliland?", alpha=0.1, budget=budget)
     assert kind.calibration is not None and kind.calibration.group == "kind:single"
     assert kind.calibration.group_n == len(cal.groups["kind:single"])
+    assert not kind.calibration.fallback
+    # the shift watch's reference: each question's top-1 similarity and multi-hop score
+    assert len(cal.top_similarities) == len(cal.multi_hop) == len(items)
+    assert all(0 <= m <= 1 for m in cal.multi_hop)
+    # a server with another classifier does not use the kind groups it did not form
+    other = replace(retriever.kinds, version="another")
+    changed = Retriever(store, embedder, kinds=other)
+    old = changed.retrieve("c", "What is Somaliland?", alpha=0.1, budget=budget)
+    assert old.calibration is not None and old.calibration.fallback
+    assert not old.coverage_guaranteed
+    assert (
+        changed.retrieve(
+            "c", "What is Somaliland?", alpha=0.1, budget=budget, group="acme"
+        ).calibration
+        == acme.calibration
+    )  # a caller's group is no classifier's
