@@ -143,6 +143,18 @@ class Settings(BaseSettings):
         description="When no finite threshold attains 1-alpha: pass the budget unguaranteed, "
         "or refuse with 422.",
     )
+    drift_window: int = Field(
+        100,
+        ge=10,
+        le=10_000,
+        description="Shift watch: live questions per block compared with the calibration set.",
+    )
+    drift_false_alarm: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        description="Shift watch: chance of any false alarm on traffic like the calibration set.",
+    )
     max_question_chars: int = Field(4000, ge=1, description="Longest accepted question.")
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body; larger gets 413."

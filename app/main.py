@@ -32,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = services.pipeline
         app.state.ingestor = services.ingestor
         app.state.metrics.watch_generator(services.pipeline.generator)
+        if services.pipeline.drift is not None:
+            app.state.metrics.watch_drift(services.pipeline.drift)
         app.state.answers = answers = services.backends.answers
         app.state.metrics.watch_caches(services.backends.query_cache, lambda: answers.stats.errors)
         app.state.gate = services.gate

@@ -12,6 +12,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.schemas import QueryResponse
+from retrieval.drift import DriftWatches
 
 #: Seconds, 1 ms to 60 s: a cached retrieval and a slow multi-round CPU generation on one scale.
 LATENCY_BUCKETS = (
@@ -117,6 +118,54 @@ class _CacheCollector(Collector):
         yield errors
 
 
+class _DriftCollector(Collector):
+    """Each collection's shift watch, read at scrape time."""
+
+    def __init__(self) -> None:
+        self.watches: DriftWatches | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "flagged": GaugeMetricFamily(
+                "covrag_drift_flagged",
+                "1 once the shift watch found live questions unlike the calibration set.",
+                labels=("collection",),
+            ),
+            "requests": GaugeMetricFamily(
+                "covrag_drift_requests",
+                "Live questions the shift watch has compared with the calibration set.",
+                labels=("collection",),
+            ),
+            "p_value": GaugeMetricFamily(
+                "covrag_drift_p_value",
+                "The last tested block's smallest Kolmogorov-Smirnov p-value.",
+                labels=("collection",),
+            ),
+            "live": GaugeMetricFamily(
+                "covrag_none_cleared_share",
+                "Share of live requests where no chunk cleared the threshold.",
+                labels=("collection",),
+            ),
+            "predicted": GaugeMetricFamily(
+                "covrag_none_cleared_predicted_share",
+                "The share the calibration set predicts at the same thresholds.",
+                labels=("collection",),
+            ),
+        }
+        for name, watch in self.watches.watched() if self.watches is not None else []:
+            status = watch.status()
+            families["flagged"].add_metric((name,), float(status.drifted))
+            families["requests"].add_metric((name,), status.requests)
+            for key, value in (
+                ("p_value", status.p_value),
+                ("live", status.live_none_cleared),
+                ("predicted", status.predicted_none_cleared),
+            ):
+                if value is not None:
+                    families[key].add_metric((name,), value)
+        yield from families.values()
+
+
 class Metrics:
     """The app's metrics; ``render`` gives the text exposition format for ``GET /metrics``."""
 
@@ -179,6 +228,8 @@ class Metrics:
         self.registry.register(self._replicas)
         self._caches = _CacheCollector()
         self.registry.register(self._caches)
+        self._drift = _DriftCollector()
+        self.registry.register(self._drift)
 
     def watch_generator(self, generator: object) -> None:
         """Export ``generator.replicas()`` at scrape time (if it has that method)."""
@@ -188,6 +239,10 @@ class Metrics:
         """Export the query-embedding cache's counts and both caches' errors at scrape time."""
         self._caches.embeddings = embeddings
         self._caches.answer_errors = answer_errors
+
+    def watch_drift(self, watches: DriftWatches) -> None:
+        """Export each collection's shift watch at scrape time."""
+        self._drift.watches = watches
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """On every request's path, so the labelled children are looked up once per label set."""

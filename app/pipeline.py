@@ -27,6 +27,7 @@ from critic.base import Critic
 from critic.errors import CriticUnavailable
 from critic.features import is_refusal
 from critic.types import CriticInput, Signals
+from retrieval.drift import DriftWatches
 from retrieval.retriever import Budget, Retrieval, Retriever
 from retrieval.types import FilterValue, ScoredChunk
 
@@ -166,8 +167,10 @@ class Pipeline:
         fallback_critic: Critic | None = None,
         model: str = "",
         query_cache: VectorCache | None = None,
+        drift: DriftWatches | None = None,
     ) -> None:
         self.retriever = retriever
+        self.drift = drift
         self.query_cache = query_cache
         self.store = retriever.store
         self.embedder = retriever.embedder
@@ -241,7 +244,45 @@ class Pipeline:
         start = time.perf_counter()
         result = await self._retrieve(question, params)
         result.timings_ms["total"] = _ms(start)
-        return result
+        return replace(result, warnings=await self._watch(params, result))
+
+    async def _watch(self, params: QueryParams, retrieval: Retrieval) -> tuple[str, ...]:
+        """Feed the collection's shift watch with a question's first retrieval; a warning
+        once it has flagged drift. Filtered searches are left out: their similarities are
+        not the calibration set's kind."""
+        ref = retrieval.calibration
+        if (
+            self.drift is None
+            or ref is None
+            or params.filters
+            or retrieval.top_similarity is None
+            or retrieval.multi_hop is None
+        ):
+            return ()
+        watch = self.drift.current(params.collection, ref.version)
+        if watch is None and not self.drift.knows(params.collection, ref.version):
+            calibration, _ = await anyio.to_thread.run_sync(
+                self.retriever.calibration, params.collection
+            )
+            if calibration is not None and calibration.version == ref.version:
+                watch = self.drift.start(params.collection, calibration)
+        if watch is None:
+            return ()
+        watch.observe(
+            retrieval.top_similarity,
+            retrieval.multi_hop,
+            retrieval.threshold,
+            retrieval.none_cleared,
+        )
+        status = watch.status()
+        if not status.drifted:
+            return ()
+        return (
+            f"drift: live questions on {params.collection!r} no longer look like its "
+            f"calibration set ({status.signal} differs, flagged after {status.drifted_at} "
+            "requests), so its coverage guarantee may not hold for them; recalibrate on "
+            "questions like today's",
+        )
 
     async def query(
         self,
@@ -284,6 +325,8 @@ class Pipeline:
         for index in range(policy.max_rounds):
             round_start = time.perf_counter()
             retrieval = await self._retrieve(*search)
+            if index == 0:
+                warnings.extend(await self._watch(params, retrieval))
             tried.append(query)
             hits = retrieval.hits
             if index == 0 and pair is not None:

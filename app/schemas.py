@@ -321,6 +321,10 @@ class RetrievalFields(BaseModel):
 class RetrieveResponse(RetrievalFields):
     """``POST /v1/retrieve``: the filtered passages, no generation."""
 
+    warnings: list[str] = Field(
+        description="What the caller should know, e.g. that the shift watch flagged drift."
+    )
+
 
 class QueryResponse(RetrievalFields):
     """``POST /v1/query`` answer."""
@@ -393,7 +397,8 @@ def _retrieval_fields(
 def to_retrieve_response(retrieval: Retrieval, request_id: str) -> RetrieveResponse:
     citations = [Citation(n=i, chunk=h, cited=False) for i, h in enumerate(retrieval.hits, 1)]
     return RetrieveResponse(
-        **_retrieval_fields(retrieval, citations, retrieval.timings_ms, request_id)
+        **_retrieval_fields(retrieval, citations, retrieval.timings_ms, request_id),
+        warnings=list(retrieval.warnings),
     )
 
 
@@ -870,7 +875,36 @@ def to_versions_out(collection: str, kept: KeptCalibrations) -> CalibrationVersi
     )
 
 
+class DriftOut(BaseModel):
+    """The shift watch of the current calibration, in this API process (each replica watches
+    the traffic it serves)."""
+
+    requests: int = Field(description="Live questions observed (unfiltered, first round).")
+    window: int = Field(description="Questions per block tested against the calibration set.")
+    statistic: float | None = Field(
+        description="The last block's largest Kolmogorov-Smirnov distance (null: no full block)."
+    )
+    p_value: float | None = Field(description="The last block's smallest p-value.")
+    level: float | None = Field(description="The level that block was tested at.")
+    drifted: bool = Field(
+        description="A block fell below its level: live questions do not look like the "
+        "calibration set; queries carry a warning until the collection is recalibrated."
+    )
+    drifted_at: int | None
+    signal: str | None = Field(description="top_similarity or multi_hop: what alarmed.")
+    live_none_cleared: float | None = Field(
+        description="Share of live requests where no chunk cleared the threshold."
+    )
+    predicted_none_cleared: float | None = Field(
+        description="The share the calibration set predicts at the same thresholds."
+    )
+
+
 class CalibrationStatusOut(BaseModel):
     collection: str
     calibration: CalibrationOut | None
+    drift: DriftOut | None = Field(
+        description="The shift watch (null until a query reached a calibration that keeps "
+        "its reference)."
+    )
     job: JobOut | None = Field(description="The latest calibration job of this server.")

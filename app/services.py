@@ -20,6 +20,7 @@ from app.reasoner import Reasoner
 from app.redis_pipe import PipelinedRedis
 from app.vector_cache import MemoryVectorCache, RedisVectorCache, VectorCache
 from critic import Critic, make_critic
+from retrieval.drift import DriftWatches
 from retrieval.embed import Embedder, make_embedder
 from retrieval.ingest import Ingestor
 from retrieval.retriever import Retriever
@@ -215,6 +216,7 @@ def build_services(settings: Settings) -> Services:
         fallback_critic=fallback,
         model=settings.generator_model,
         query_cache=backends.query_cache,
+        drift=DriftWatches(window=settings.drift_window, false_alarm=settings.drift_false_alarm),
     )
     return Services(
         pipeline=pipeline,

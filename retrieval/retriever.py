@@ -81,6 +81,12 @@ class Retrieval:
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: The question's embedding, searched with; the caller may cache it.
     vector: list[float] = field(default_factory=list, repr=False)
+    #: The best chunk's similarity, whether or not it cleared the threshold, and the
+    #: question's multi-hop score (calibrated collections only: the shift watch's inputs).
+    top_similarity: float | None = None
+    multi_hop: float | None = None
+    #: What the caller should know about this retrieval (the shift watch's alarm).
+    warnings: tuple[str, ...] = ()
 
     @property
     def coverage_target(self) -> float | None:
@@ -189,6 +195,10 @@ class Retriever:
         timings["search"] = _ms(start)
         kept = _fit(hits, budget)
         own = quantile is not None and not quantile.fallback
+        top = hits[0].score if hits else None
+        if top is None and threshold is not None:  # nothing cleared: how close was the best?
+            best = self.store.search(collection, vector, limit=1, filters=filters or None)
+            top = best[0].score if best else None
         return Retrieval(
             hits=kept,
             alpha=alpha,
@@ -212,6 +222,8 @@ class Retriever:
             filter_matched_nothing=matched_nothing,
             timings_ms=timings,
             vector=vector,
+            top_similarity=top,
+            multi_hop=None if calibration is None else self.kinds.multi_hop(question),
         )
 
     def linked(

@@ -278,3 +278,42 @@ def test_readiness_follows_the_required_calibration(
         ingest(client, "wiki", {"documents": [{"id": d.id, "text": d.text} for d in extra]})
         r = client.get("/readyz")
         assert r.status_code == 503 and "stale" in r.json()["checks"]["calibration"]
+
+
+def test_the_shift_watch_flags_questions_unlike_the_calibration_set(
+    settings: Settings, dev_docs: list[Document]
+) -> None:
+    """A window of questions about nothing in the collection (top-1 similarity far below the
+    calibration questions'): the watch flags drift, /v1/retrieve and GET …/calibration say
+    so, /metrics exports it, and a recalibration starts a fresh watch."""
+    watched = settings.model_copy(update={"drift_window": 10})
+    with TestClient(create_app(watched)) as client:
+        docs = [{"id": d.id, "title": d.title, "text": d.text} for d in dev_docs]
+        ingest(client, "wiki", {"documents": docs})
+        qa = _qa(dev_docs)
+        assert _calibrate(client, {"qa": qa})["status"] == "succeeded"
+        status = client.get("/v1/collections/wiki/calibration").json()
+        assert status["drift"] is None  # no question yet
+        for question in qa[:5]:  # like the calibration set: no alarm
+            body = client.post("/v1/retrieve", json={"question": question["question"]}).json()
+            assert body["warnings"] == []
+        drift = client.get("/v1/collections/wiki/calibration").json()["drift"]
+        assert drift["requests"] == 5 and drift["drifted"] is False
+        filtered = {"question": "zqx vlorp", "filters": {"title": "Somaliland"}}
+        client.post("/v1/retrieve", json=filtered)  # filtered: not the calibration's kind
+        nonsense = [f"Qwzx plorv {i} frindle?" for i in range(15)]
+        replies = [client.post("/v1/retrieve", json={"question": q}).json() for q in nonsense]
+        drift = client.get("/v1/collections/wiki/calibration").json()["drift"]
+        assert drift["requests"] == 20 and drift["drifted"] is True
+        # the first block mixes 5 of each; the second, all nonsense, alarms
+        assert drift["drifted_at"] == 20 and drift["signal"] == "top_similarity"
+        assert drift["p_value"] < drift["level"]
+        assert drift["live_none_cleared"] >= drift["predicted_none_cleared"]
+        assert any("drift" in w for w in replies[-1]["warnings"])
+        assert not any("drift" in w for w in replies[-2]["warnings"])  # before the alarm
+        metrics = client.get("/metrics").text
+        assert 'covrag_drift_flagged{collection="wiki"} 1.0' in metrics
+        assert _calibrate(client, {"qa": qa})["status"] == "succeeded"
+        client.post("/v1/retrieve", json={"question": qa[0]["question"]})
+        fresh = client.get("/v1/collections/wiki/calibration").json()["drift"]
+        assert fresh["requests"] == 1 and fresh["drifted"] is False

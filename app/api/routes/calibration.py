@@ -3,6 +3,7 @@ list the kept versions and make one current again."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from functools import partial
 
 import anyio
@@ -17,6 +18,7 @@ from app.schemas import (
     CalibrationStatusOut,
     CalibrationVersionsOut,
     CollectionName,
+    DriftOut,
     JobOut,
     RestoreRequest,
     to_calibration_out,
@@ -64,9 +66,15 @@ async def get_calibration(
     principal.check(name, "name")
     calibration, stale = await anyio.to_thread.run_sync(pipeline.retriever.calibration, name)
     job = await jobs.latest("calibration", name)
+    watch = (
+        None
+        if calibration is None or pipeline.drift is None
+        else pipeline.drift.current(name, calibration.version)
+    )
     return CalibrationStatusOut(
         collection=name,
         calibration=None if calibration is None else to_calibration_out(calibration, stale),
+        drift=None if watch is None else DriftOut(**asdict(watch.status())),
         job=None if job is None else to_job_out(job),
     )
 

@@ -64,12 +64,14 @@ def get_collection(
 
 @router.delete("/{name}", response_model=CollectionDeletedOut, responses=COLLECTION_ERRORS)
 async def delete_collection(
-    name: CollectionName, catalog: CatalogDep, principal: PrincipalDep
+    name: CollectionName, catalog: CatalogDep, pipeline: PipelineDep, principal: PrincipalDep
 ) -> CollectionDeletedOut:
-    """Delete the collection with its documents, chunks, calibration and cached answers; 409
-    while one of its jobs is queued or running."""
+    """Delete the collection with its documents, chunks, calibration, cached answers and
+    shift watch; 409 while one of its jobs is queued or running."""
     principal.check(name, "name")
     info = await catalog.delete(name)
+    if pipeline.drift is not None:  # a new collection of that name starts at version 1 again
+        pipeline.drift.forget(name)
     return CollectionDeletedOut(
         collection=name, documents_deleted=info.documents, chunks_deleted=info.chunks
     )
