@@ -270,9 +270,9 @@ def calibration_summary(calibration: Calibration) -> dict[str, Any]:
         "source": calibration.source,
         "min_alpha": round(calibration.min_alpha, 5),
         "default_alpha": calibration.default_alpha,
-        "thresholds": {
+        "thresholds": {  # the common α, and the calibration's own default
             str(a): score_threshold(calibration.qhat(a))
-            for a in (0.05, 0.1, 0.2)
+            for a in sorted({0.05, 0.1, 0.2, calibration.default_alpha})
             if a >= calibration.min_alpha
         },
     }

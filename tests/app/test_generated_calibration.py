@@ -155,6 +155,8 @@ def test_a_small_collection_of_own_documents_calibrates_from_generated_questions
         job = wait_job(client, r.json()["id"])
     assert job["status"] == "succeeded", job
     assert job["result"]["n"] >= 3 and job["result"]["misses"] == 0
+    shown = job["result"]["thresholds"]  # the default's threshold is among them
+    assert "0.25" in shown and set(shown) <= {"0.2", "0.25"}
 
 
 async def test_questions_written_from_sampled_chunks(
