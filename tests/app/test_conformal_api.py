@@ -185,6 +185,7 @@ def test_a_default_alpha_the_calibration_cannot_support_is_refused(
     assert client.get("/v1/collections/wiki/calibration").json() == {
         "collection": "wiki",
         "calibration": None,
+        "drift": None,
         "job": None,
     }
 
