@@ -27,7 +27,7 @@ from app.services import (
     build_store,
     invalidate_answers,
 )
-from retrieval.calibration import CalibrationItem
+from retrieval.calibration import CalibrationItem, check_calibration
 from retrieval.calibration import calibrate as run_calibration
 from retrieval.embed import Embedder
 from retrieval.retriever import Retriever
@@ -164,6 +164,10 @@ async def generate_calibration(
     services = build_services(settings)
     p = services.pipeline
     try:
+        # refused before the progress bar shows: nothing will be written
+        check_calibration(
+            p.store, name, n, default_alpha=alpha, replace_smaller=replace_smaller, sampled=True
+        )
         with tqdm(total=n, unit="q", desc="write questions") as bar:
             calibration, _ = await calibrate_generated(
                 p.store,

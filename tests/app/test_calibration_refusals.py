@@ -52,7 +52,8 @@ def _refusals(
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 2, result.output
-    from_cli = result.stderr.strip().splitlines()[-1].removeprefix("covrag: ")  # after tqdm
+    assert "write questions" not in result.stderr  # refused before any progress bar
+    from_cli = result.stderr.strip().removeprefix("covrag: ")
     items = [CalibrationItem(id=q["id"], question=q["question"], answers=("1889",)) for q in qa]
     store = build_store(settings)
     try:
