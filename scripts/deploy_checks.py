@@ -22,7 +22,8 @@ script's negative cases can assert that a bad render is caught and why.
 - release: (python scripts/deploy_checks.py release .github/workflows/release.yml helm/covrag)
   the release workflow runs on v* tags, checks the tag against the chart's appVersion, builds
   and pushes every image the chart ships (API, critic CPU, critic CUDA) from existing Dockerfile
-  targets to GHCR with an SBOM and provenance; the chart's default repositories name them.
+  targets to GHCR with an SBOM and provenance; the chart's default repositories name them;
+  every action it uses is pinned to a commit SHA (a tag can be moved to other code).
 - keda: the API's ScaledObject (api.autoscaling.keda) scales the API Deployment on covrag's own
   request metrics, keeps a CPU trigger as a floor, and no HPA of the chart competes with it.
 - gpus: GPUs requested at the minimum replica counts (KEDA minReplicas where KEDA owns the
@@ -409,6 +410,11 @@ def release(workflow: str, chart: str, dockerfile: str = "Dockerfile") -> list[s
         perms = job.get("permissions") or {}
         if perms.get("packages") != "write":
             errors.append(f"job {name}: no packages: write permission")
+    for name, job in wf["jobs"].items():
+        for st in job.get("steps", []):
+            ref = st.get("uses")
+            if ref and not re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", ref):
+                errors.append(f"job {name}: {ref} is not pinned to a commit SHA")
     for image, target in RELEASE_IMAGES.items():
         if built.get(image) != target:
             errors.append(f"image {image} (target {target}) is not built (built: {built})")
