@@ -23,7 +23,7 @@ from retrieval.calibration import (
     check_calibration,
     normalize_answer,
 )
-from retrieval.conformal import Calibration, score_threshold
+from retrieval.conformal import REPORTED_ALPHAS, Calibration, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import CalibrationShrinks, DefaultAlphaUnsupported
 from retrieval.store.base import VectorStore
@@ -272,7 +272,7 @@ def calibration_summary(calibration: Calibration) -> dict[str, Any]:
         "default_alpha": calibration.default_alpha,
         "thresholds": {  # the common α, and the calibration's own default
             str(a): score_threshold(calibration.qhat(a))
-            for a in sorted({0.05, 0.1, 0.2, calibration.default_alpha})
+            for a in sorted({*REPORTED_ALPHAS, calibration.default_alpha})
             if a >= calibration.min_alpha
         },
     }

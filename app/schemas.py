@@ -25,7 +25,7 @@ from pydantic_core import PydanticCustomError
 from app.jobs import Job
 from app.pipeline import Citation, QueryOutcome, Round
 from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, KeptCalibrations, answer_docs
-from retrieval.conformal import Calibration, score_threshold
+from retrieval.conformal import REPORTED_ALPHAS, Calibration, score_threshold
 from retrieval.errors import InvalidCollectionName
 from retrieval.filters import payload_key
 from retrieval.ingest import IngestReport
@@ -761,10 +761,6 @@ class GroupCalibrationOut(BaseModel):
         "0.1, 0.2 (its own, or the pooled one where that is lower); null: too few questions "
         "(or too many misses) for that alpha, so the pooled threshold applies, unguaranteed."
     )
-
-
-#: The α a calibration's thresholds are reported at.
-REPORTED_ALPHAS = (0.05, 0.1, 0.2)
 
 
 class CalibrationOut(BaseModel):

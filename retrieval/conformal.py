@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+#: The α a calibration's thresholds are reported at (besides its own default).
+REPORTED_ALPHAS = (0.05, 0.1, 0.2)
 #: Added below 1 − q̂ so a chunk whose similarity ties the calibration score within float32
 #: rounding still passes (the store's comparison at the boundary is not exact).
 TIE_EPSILON = 1e-6

@@ -97,7 +97,14 @@ class KindClassifier:
     def group(self, question: str, caller_group: str | None = None) -> str:
         """The calibration group key of a question: the caller's group when given (a tenant,
         a source), else the question's kind."""
-        return f"group:{caller_group}" if caller_group else f"kind:{self.kind(question)}"
+        return self.read(question, caller_group)[0]
+
+    def read(self, question: str, caller_group: str | None = None) -> tuple[str, float]:
+        """(``group``, ``multi_hop``) of a question from one pass of the model, as a query
+        needs both."""
+        p = self.probabilities(question)
+        kind = KINDS[int(np.argmax(p))]
+        return f"group:{caller_group}" if caller_group else f"kind:{kind}", float(1.0 - p[0])
 
 
 def train(questions: Sequence[str], kinds: Sequence[str], seed: int) -> dict[str, Any]:

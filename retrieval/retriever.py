@@ -81,8 +81,9 @@ class Retrieval:
     timings_ms: dict[str, float] = field(default_factory=dict)
     #: The question's embedding, searched with; the caller may cache it.
     vector: list[float] = field(default_factory=list, repr=False)
-    #: The best chunk's similarity, whether or not it cleared the threshold, and the
-    #: question's multi-hop score (calibrated collections only: the shift watch's inputs).
+    #: The best chunk's similarity, whether or not it cleared the threshold (of a filtered
+    #: search, only when one did), and the question's multi-hop score (calibrated
+    #: collections only): the shift watch's inputs.
     top_similarity: float | None = None
     multi_hop: float | None = None
     #: What the caller should know about this retrieval (the shift watch's alarm).
@@ -170,9 +171,9 @@ class Retriever:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         calibration, stale = self.calibration(collection) if conformal else (None, False)
-        quantile, alpha = self._threshold(
-            collection, calibration, alpha, self.kinds.group(question, group)
-        )
+        # the question's group and multi-hop score matter only against a calibration
+        key, multi_hop = self.kinds.read(question, group) if calibration is not None else ("", None)
+        quantile, alpha = self._threshold(collection, calibration, alpha, key)
         threshold = None if quantile is None else score_threshold(quantile.qhat)
         timings["filter"] = _ms(start)
         if vector is None:
@@ -196,8 +197,10 @@ class Retriever:
         kept = _fit(hits, budget)
         own = quantile is not None and not quantile.fallback
         top = hits[0].score if hits else None
-        if top is None and threshold is not None:  # nothing cleared: how close was the best?
-            best = self.store.search(collection, vector, limit=1, filters=filters or None)
+        if top is None and threshold is not None and not filters:
+            # nothing cleared: how close the best came (the shift watch's input; it leaves
+            # filtered searches out, so they need not pay for this search)
+            best = self.store.search(collection, vector, limit=1)
             top = best[0].score if best else None
         return Retrieval(
             hits=kept,
@@ -223,7 +226,7 @@ class Retriever:
             timings_ms=timings,
             vector=vector,
             top_similarity=top,
-            multi_hop=None if calibration is None else self.kinds.multi_hop(question),
+            multi_hop=multi_hop,
         )
 
     def linked(
