@@ -65,7 +65,7 @@ RUN --mount=type=secret,id=pip_ca \
 # wheel: covrag's own wheel (installed into the final image, where its imports are checked).
 # The serving packages only: `evaluation` (offline tools: `covrag eval`, `selfpractice`) is not
 # copied (nor let through .dockerignore), so the wheel holds none of it and `covrag` in the
-# image has no eval commands; nothing in app/, retrieval/ or critic/ imports it.
+# image has no eval commands; nothing in app/, retrieval/, critic/, llm/ or workers/ imports it.
 FROM deps AS wheel
 
 WORKDIR /src
@@ -73,6 +73,8 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY retrieval ./retrieval
 COPY critic ./critic
+COPY llm ./llm
+COPY workers ./workers
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi; \
     /opt/venv/bin/pip wheel --no-deps --wheel-dir /dist .
@@ -121,7 +123,7 @@ RUN groupadd --system --gid 10001 covrag \
        --shell /usr/sbin/nologin covrag
 
 # ---------------------------------------------------------------------------------------------
-# critic-worker: `python -m app.worker.critic_server` on 0.0.0.0:8102 (GET /health once the model
+# critic-worker: `python -m workers.critic_server` on 0.0.0.0:8102 (GET /health once the model
 # is loaded, POST /score). It exits at start when CRITIC_MODEL_DIR holds no trained model
 # (`covrag train-critic --backend cross-encoder`); mount that folder there, read-only is enough.
 FROM runtime AS critic-worker
@@ -141,7 +143,7 @@ COPY --from=critic-deps /opt/venv /opt/venv
 COPY --from=wheel /dist /tmp/dist
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && /opt/venv/bin/python -P -c "import app.worker.critic_server, torch, transformers; \
+    && /opt/venv/bin/python -P -c "import workers.critic_server, torch, transformers; \
 from transformers import AutoModelForSequenceClassification, AutoTokenizer"
 
 WORKDIR /opt/covrag
@@ -153,7 +155,7 @@ EXPOSE 8102
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/health' % os.environ.get('CRITIC_PORT', '8102'), timeout=4)"]
 
-CMD ["sh", "-c", "exec python -m app.worker.critic_server --model-dir \"$CRITIC_MODEL_DIR\" --host 0.0.0.0 --port \"$CRITIC_PORT\""]
+CMD ["sh", "-c", "exec python -m workers.critic_server --model-dir \"$CRITIC_MODEL_DIR\" --host 0.0.0.0 --port \"$CRITIC_PORT\""]
 
 # ---------------------------------------------------------------------------------------------
 # api: the default target (last stage). No torch and no `evaluation`: the checks below fail the
@@ -177,7 +179,7 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=wheel /dist /tmp/dist
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && /opt/venv/bin/python -P -c "import app.main, app.cli, retrieval.embed.onnx, qdrant_edge" \
+    && /opt/venv/bin/python -P -c "import app.main, app.cli.commands.commands, retrieval.embed.onnx, qdrant_edge" \
     && if /opt/venv/bin/python -c "import torch" 2>/dev/null; then \
          echo "torch must not be in the API image" >&2; exit 1; fi \
     && if /opt/venv/bin/python -P -c "import evaluation" 2>/dev/null; then \

@@ -10,11 +10,9 @@ from typing import Any
 
 import anyio
 
-from app.cache import AnswerCache
-from app.calibration import generated_job, qa_job
 from app.config import Settings
-from app.jobs import UNFINISHED, Job, JobBody, JobRegistry
-from app.pipeline import Pipeline
+from app.core.calibration import generated_job, qa_job
+from app.core.pipeline import Pipeline
 from app.schemas import (
     CalibrationRequest,
     DocumentsIn,
@@ -23,6 +21,8 @@ from app.schemas import (
     to_ingest_out,
     to_items,
 )
+from app.state.cache import AnswerCache
+from app.state.jobs import UNFINISHED, Job, JobBody, JobRegistry
 from retrieval.ingest import Ingestor
 from retrieval.store.base import index_due
 

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.auth import ApiKeySpec
+from app.state.auth import ApiKeySpec
 
 
 class Settings(BaseSettings):

@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api.errors import install_error_handlers
 from app.api.main import api_router
 from app.api.middleware import RequestMiddleware
 from app.background import job_runners
-from app.catalog import Catalog
 from app.config import Settings, get_settings
-from app.errors import install_error_handlers
-from app.jobs import JobBody, JobRegistry
-from app.metrics import Metrics
 from app.services import build_services
+from app.state.catalog import Catalog
+from app.state.jobs import JobBody, JobRegistry
+from app.telemetry.metrics import Metrics
 
 log = logging.getLogger("covrag")
 

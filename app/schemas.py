@@ -22,8 +22,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from app.jobs import Job
-from app.pipeline import Citation, QueryOutcome, Round
+from app.core.pipeline import Citation, QueryOutcome, Round
+from app.state.jobs import Job
 from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, KeptCalibrations, answer_docs
 from retrieval.conformal import REPORTED_ALPHAS, Calibration, score_threshold
 from retrieval.errors import InvalidCollectionName

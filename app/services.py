@@ -10,16 +10,16 @@ from functools import partial
 
 from redis.asyncio import Redis
 
-from app.auth import Gate, KeyRing, MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from app.cache import AnswerCache, MemoryAnswers, RedisAnswers
 from app.config import Settings
-from app.generator import Generator, VLLMGenerator
-from app.jobs import FileJobStore, JobStore, RedisJobStore
-from app.pipeline import Pipeline, PipelineLimits
-from app.reasoner import Reasoner
-from app.redis_pipe import PipelinedRedis
-from app.vector_cache import MemoryVectorCache, RedisVectorCache, VectorCache
+from app.core.pipeline import Pipeline, PipelineLimits
+from app.core.reasoner import Reasoner
+from app.state.auth import Gate, KeyRing, MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.state.cache import AnswerCache, MemoryAnswers, RedisAnswers
+from app.state.jobs import FileJobStore, JobStore, RedisJobStore
+from app.state.redis_pipe import PipelinedRedis
+from app.state.vector_cache import MemoryVectorCache, RedisVectorCache, VectorCache
 from critic import Critic, make_critic
+from llm import Generator, VLLMGenerator
 from retrieval.drift import DriftWatches
 from retrieval.embed import Embedder, make_embedder
 from retrieval.ingest import Ingestor

@@ -36,17 +36,17 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.worker.vllm import (
+from bench.stats import percentiles
+from retrieval.corpus import fetch_wiki, load_wiki
+from retrieval.embed.onnx import OnnxEmbedder
+from tests.conftest import free_port
+from workers.vllm import (
     GENERATOR_NAME,
     group_members,
     launch_worker,
     prepare_generator_model,
     stop_worker,
 )
-from bench.stats import percentiles
-from retrieval.corpus import fetch_wiki, load_wiki
-from retrieval.embed.onnx import OnnxEmbedder
-from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.redis_calls [--calls 20000] [--callers 32] [--rounds 3]
 
 Starts a real Redis and runs the cached-answer path's script (rate-limit token, then the
-version and entry lookup: ``app.cache.TAKE_THEN_LOOKUP``) from ``--callers`` coroutines at
-once, alternating redis-py's ``register_script`` and ``app.redis_pipe.PipelinedRedis`` for
+version and entry lookup: ``app.state.cache.TAKE_THEN_LOOKUP``) from ``--callers`` coroutines at
+once, alternating redis-py's ``register_script`` and ``app.state.redis_pipe.PipelinedRedis`` for
 ``--rounds`` rounds. Reports this process's CPU time per call (what a busy API process pays)
 and calls per second. Writes ``bench/results/redis/redis_calls.json``.
 """
@@ -24,8 +24,8 @@ from typing import Any
 
 import redis.asyncio
 
-from app.cache import TAKE_THEN_LOOKUP
-from app.redis_pipe import PipelinedRedis
+from app.state.cache import TAKE_THEN_LOOKUP
+from app.state.redis_pipe import PipelinedRedis
 from tests.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.worker.vllm import launch_worker, prepare_generator_model, stop_worker
 from retrieval.calibration import calibrate, load_qa
 from retrieval.corpus import fetch_wiki, load_wiki
 from retrieval.embed import make_embedder
@@ -32,6 +31,7 @@ from retrieval.ingest import Ingestor
 from retrieval.retriever import Budget, Retriever
 from retrieval.store import EdgeStore
 from tests.conftest import free_port
+from workers.vllm import launch_worker, prepare_generator_model, stop_worker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -95,7 +95,7 @@ def running_api(data_dir: Path, env: dict[str, str], code: Path = REPO) -> Itera
     }
     log = work / "api.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app.cli.commands", "serve", "--port", str(port)],
         cwd=code,
         env={**os.environ, **full_env},
         stdout=log.open("wb"),

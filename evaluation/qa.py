@@ -26,11 +26,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.generator import GeneratorError
-from app.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
-from app.reasoner import TokenUsage, context_text
+from app.core.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
+from app.core.reasoner import TokenUsage, context_text
 from critic.train import auroc
 from evaluation.scoring import contains, exact_match, f1, others_compared, right_answer
+from llm import GeneratorError
 from retrieval.jsonl import question_of, read_jsonl
 
 Mode = Literal["naive", "single", "conformal", "full"]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.generator import GeneratorError
-from app.pipeline import LoopPolicy, Pipeline, QueryParams, Round
+from app.core.pipeline import LoopPolicy, Pipeline, QueryParams, Round
 from evaluation.scoring import match, others_compared, right_answer
+from llm import GeneratorError
 from retrieval.errors import RetrievalError
 
 log = logging.getLogger("covrag.selfpractice")

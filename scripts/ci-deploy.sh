@@ -957,7 +957,7 @@ critic_image_step() {
     # Run it once: the serving imports with CPU torch, then its default command without a model,
     # which must stop at once and say the model is missing (not crash on an import).
     podman run --rm --network none "$image" python -c \
-        'import torch, transformers, app.worker.critic_server; assert not torch.cuda.is_available(); print(f"    torch {torch.__version__} (CPU), transformers {transformers.__version__}, app.worker.critic_server imports")' \
+        'import torch, transformers, workers.critic_server; assert not torch.cuda.is_available(); print(f"    torch {torch.__version__} (CPU), transformers {transformers.__version__}, workers.critic_server imports")' \
         2> "$OUT/critic-run.err" || { cat "$OUT/critic-run.err"; fail "critic image: imports"; }
     local rc=0
     timeout 120 podman run --rm --network none "$image" > "$OUT/critic-nomodel.log" 2>&1 || rc=$?

@@ -1,7 +1,7 @@
 """Shared fixtures: real models, real stores, and a real vLLM CPU worker per test session.
 
 Set ``COVRAG_TEST_GENERATOR_URL`` (and ``COVRAG_TEST_EMBEDDER_URL``) to reuse running workers;
-otherwise the fixtures start them with ``app.worker.vllm`` and stop them at the end.
+otherwise the fixtures start them with ``workers.vllm`` and stop them at the end.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def wiki_sample(wiki_docs: list[Document]) -> list[Document]:
 
 
 def _worker(kind: str, env_var: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from app.worker.vllm import (
+    from workers.vllm import (
         launch_worker,
         prepare_embedding_model,
         prepare_generator_model,

@@ -1,9 +1,9 @@
-"""Imports flow one way, ``evaluation`` → ``app`` → ``retrieval``/``critic``, never back; no
-HTTP below app.
+"""Imports flow one way, ``evaluation`` → ``app`` → ``workers`` → ``critic`` →
+``llm``/``retrieval``, never back; no HTTP in the libraries below.
 
-The serving packages name ``evaluation`` in one place only: ``app.cli.add_evaluation``, a guarded
-import that adds the offline commands to the CLI when that package is installed. Everything else
-serves without it (the API image leaves it out).
+The serving packages name ``evaluation`` in one place only:
+``app.cli.commands.add_evaluation``, a guarded import that adds the offline commands to the CLI
+when that package is installed. Everything else serves without it (the API image leaves it out).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HTTP = {"fastapi", "starlette", "uvicorn"}
 #: The one import of ``evaluation`` the serving packages may hold: (file, enclosing function).
-HOOK = ("app/cli.py", "add_evaluation")
+HOOK = ("app/cli/commands.py", "add_evaluation")
 
 
 def _imports(path: Path) -> list[tuple[str, list[ast.AST]]]:
@@ -46,14 +46,47 @@ def _sources(package: str) -> list[Path]:
     return paths
 
 
-@pytest.mark.parametrize("package", ["retrieval", "critic"])
-def test_lower_layers_never_import_app_evaluation_or_http(package: str) -> None:
-    forbidden = {"app", "evaluation", *HTTP}
+#: Which of our packages each package may import. Everything flows one way:
+#: ``evaluation`` → ``app`` → ``workers`` → ``critic`` → ``llm``/``retrieval``.
+OURS = {"app", "retrieval", "critic", "llm", "workers", "evaluation"}
+ALLOWED = {
+    "retrieval": set(),
+    "llm": set(),
+    "critic": {"retrieval", "llm"},
+    "workers": {"critic", "retrieval", "llm"},
+    "app": {"retrieval", "critic", "llm", "workers"},
+    "evaluation": {"app", "retrieval", "critic", "llm"},
+}
+#: Packages that serve no HTTP of their own (``workers`` holds the critic worker's server).
+NO_HTTP = {"retrieval", "llm", "critic", "evaluation"}
+
+
+def test_the_layer_table_covers_every_package() -> None:
+    on_disk = {p.parent.name for p in REPO.glob("*/__init__.py")} - {"tests", "bench"}
+    assert on_disk == set(ALLOWED)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_each_package_imports_only_the_layers_below(package: str) -> None:
+    forbidden = (OURS - ALLOWED[package] - {package}) | (HTTP if package in NO_HTTP else set())
+    if package == "app":
+        forbidden -= {"evaluation"}  # its one guarded hook is checked below
     offenders = [
         f"{path.relative_to(REPO)}: {name}"
         for path in _sources(package)
         for name, _ in _imports(path)
         if name in forbidden
+    ]
+    assert offenders == []
+
+
+def test_only_the_cli_starts_workers() -> None:
+    """The API process never imports worker tooling; the CLI's ``worker`` commands do."""
+    offenders = [
+        str(path.relative_to(REPO))
+        for path in _sources("app")
+        for name, _ in _imports(path)
+        if name == "workers" and path.parent.name != "cli"
     ]
     assert offenders == []
 
@@ -85,7 +118,7 @@ def test_app_imports_evaluation_only_through_the_guarded_cli_hook() -> None:
             else:
                 offenders.append(str(path.relative_to(REPO)))
     assert offenders == []
-    assert hooks == 1, "app.cli.add_evaluation registers the offline commands"
+    assert hooks == 1, "app.cli.commands.add_evaluation registers the offline commands"
 
 
 def test_evaluation_sits_on_top_and_imports_no_http() -> None:
@@ -110,7 +143,7 @@ class Absent:
 
 sys.meta_path.insert(0, Absent())
 import app.main
-from app.cli import cli
+from app.cli.commands import cli
 from typer.main import get_command
 
 print(" ".join(sorted(get_command(cli).commands)))
@@ -134,7 +167,7 @@ def test_the_serving_cli_and_api_import_without_evaluation() -> None:
 def test_the_cli_has_the_evaluation_commands_when_installed() -> None:
     from typer.main import get_command
 
-    from app.cli import cli
+    from app.cli.commands import cli
 
     group = get_command(cli)
     assert {"eval", "selfpractice"} <= set(group.commands)
@@ -155,9 +188,18 @@ def test_serving_never_loads_evaluation() -> None:
     assert run.stdout.strip() == "False"
 
 
-def test_pipeline_knows_nothing_of_http() -> None:
-    tree = ast.parse((REPO / "app" / "pipeline.py").read_text())
-    imported = {
-        (n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
-    } | {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not imported & {"fastapi", "starlette"}
+def test_the_core_knows_no_http_api_or_cli() -> None:
+    """The answer loop (``app.core``) is reached from the HTTP layer and the CLI, never back."""
+    offenders = []
+    for path in _sources("app/core"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [
+                f"{path.relative_to(REPO)}: {n}"
+                for n in names
+                if n.split(".")[0] in HTTP or n.startswith(("app.api", "app.cli"))
+            ]
+    assert offenders == []

@@ -20,9 +20,9 @@ import schemathesis
 import uvicorn
 from schemathesis import GenerationMode
 
-from app.auth import ApiKeySpec
 from app.config import Settings
 from app.main import create_app
+from app.state.auth import ApiKeySpec
 from retrieval.filters import payload_key
 from tests.app.jobs_helper import ingest
 from tests.conftest import free_port

@@ -11,13 +11,13 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from app.auth import Gate, Principal, RateLimited
-from app.cache import AnswerCache
-from app.catalog import Catalog
 from app.config import Settings
-from app.jobs import JobRegistry
-from app.metrics import Metrics
-from app.pipeline import Pipeline
+from app.core.pipeline import Pipeline
+from app.state.auth import Gate, Principal, RateLimited
+from app.state.cache import AnswerCache
+from app.state.catalog import Catalog
+from app.state.jobs import JobRegistry
+from app.telemetry.metrics import Metrics
 from retrieval.ingest import Ingestor
 
 

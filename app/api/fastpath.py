@@ -21,8 +21,8 @@ from starlette.types import Receive, Scope, Send
 from app.api.deps import ADMITTED, LIMITED
 from app.api.guard import Replayed
 from app.api.routes.query import answer_shape, to_params
-from app.auth import AuthError, Principal, RateLimited
 from app.schemas import QueryRequest
+from app.state.auth import AuthError, Principal, RateLimited
 
 PATH = "/v1/query"
 

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
-from app.errors import error_response
+from app.api.errors import error_response
 from app.schemas import ErrorOut
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -19,8 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.fastpath import CachedQueries
 from app.api.guard import guard_body
-from app.logs import REQUEST_ID
-from app.metrics import Metrics
+from app.telemetry.logs import REQUEST_ID
+from app.telemetry.metrics import Metrics
 
 #: Longest client-chosen request id kept (the rest is cut off).
 MAX_REQUEST_ID = 128

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from app.pipeline import Pipeline, PipelineEvent, QueryParams
+from app.core.pipeline import Pipeline, PipelineEvent, QueryParams
 from app.schemas import QueryResponse, to_query_response
 
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli.commands import cli
 from app.config import Settings, get_settings
 from app.main import create_app
 from app.services import build_embedder, build_store

@@ -10,9 +10,9 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from app.cli import cli, first_try
+from app.cli.commands import cli, first_try
+from app.cli.demo import QUICKSTART_DOC, QUICKSTART_QUESTION
 from app.config import Settings, get_settings
-from app.demo import QUICKSTART_DOC, QUICKSTART_QUESTION
 from app.services import build_ingestor, build_store
 from retrieval.embed import Embedder
 from retrieval.types import Document

@@ -20,10 +20,10 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from app.cli import cli
-from app.cli_remote import BATCH_DOCUMENTS, batches
+from app.cli.commands import cli
+from app.cli.remote import BATCH_DOCUMENTS, batches
 from app.config import Settings, get_settings
-from app.datalock import LOCK_FILE
+from app.state.datalock import LOCK_FILE
 from retrieval.types import Document
 from tests.conftest import free_port
 
@@ -76,7 +76,7 @@ def served(generator_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     }
     log = (data / "serve.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app.cli.commands", "serve", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,
@@ -202,7 +202,7 @@ def test_an_unreachable_server_is_one_line_and_debug_shows_the_traceback(debug: 
     url = f"http://127.0.0.1:{free_port()}"
     args = [*(["--debug"] if debug else []), "--url", url, "ask", "Why?"]
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], cwd=REPO, capture_output=True, text=True
+        [sys.executable, "-m", "app.cli.commands", *args], cwd=REPO, capture_output=True, text=True
     )
     assert done.returncode == 1 and done.stdout == ""
     if debug:

@@ -29,7 +29,7 @@ def _server(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], httpx.Cli
         "COVRAG_PORT": str(port),
         "COVRAG_GENERATOR_URLS": f"http://127.0.0.1:{free_port()}/v1",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=REPO, env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli.commands", "serve"], cwd=REPO, env=env)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
     try:
         deadline = time.monotonic() + 120

@@ -27,15 +27,21 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app.config import Settings
-from app.generator import (
+from app.main import create_app
+from llm import (
     CircuitBreaker,
     GeneratorBusy,
     GeneratorTimeout,
     GeneratorUnavailable,
     VLLMGenerator,
 )
-from app.main import create_app
-from app.worker.vllm import (
+from retrieval.embed.remote import RemoteEmbedder
+from retrieval.errors import EmbedderUnavailable
+from retrieval.types import Document
+from tests.app.jobs_helper import ingest
+from tests.app.test_streaming import QUESTION, SlowVLLM, _docs, _serve
+from tests.conftest import CACHE_DIR, REPO, free_port
+from workers.vllm import (
     GENERATOR_NAME,
     WorkerHandle,
     find_running,
@@ -44,12 +50,6 @@ from app.worker.vllm import (
     prepare_generator_model,
     stop_worker,
 )
-from retrieval.embed.remote import RemoteEmbedder
-from retrieval.errors import EmbedderUnavailable
-from retrieval.types import Document
-from tests.app.jobs_helper import ingest
-from tests.app.test_streaming import QUESTION, SlowVLLM, _docs, _serve
-from tests.conftest import CACHE_DIR, REPO, free_port
 
 MESSAGES = [{"role": "user", "content": "Say hi."}]
 

@@ -8,11 +8,11 @@ from collections import Counter
 import pytest
 from fastapi.testclient import TestClient
 
-from app.calibration import NoUsableQuestions, calibrate_generated, rejection, write_questions
 from app.config import Settings
-from app.generator import Completion
+from app.core.calibration import NoUsableQuestions, calibrate_generated, rejection, write_questions
 from app.main import create_app
 from app.services import build_services
+from llm import Completion
 from retrieval.calibration import calibrate
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest, wait_job

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.worker.vllm import (
+from workers.vllm import (
     GENERATORS,
     GgufSource,
     WorkerError,

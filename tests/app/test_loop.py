@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.pipeline import LATER_ROUND_CHUNKS, LoopPolicy, Pipeline, QueryOutcome, QueryParams
-from app.reasoner import Reasoning
+from app.core.pipeline import LATER_ROUND_CHUNKS, LoopPolicy, Pipeline, QueryOutcome, QueryParams
+from app.core.reasoner import Reasoning
 from app.services import build_services
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput

@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
-from app.logs import JsonFormatter
 from app.main import create_app
-from app.metrics import Metrics
+from app.telemetry.logs import JsonFormatter
+from app.telemetry.metrics import Metrics
 from retrieval.types import Document
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from app.cli import cli
+from app.cli.commands import cli
+from app.cli.demo import QUICKSTART_QUESTION
 from app.config import Settings, get_settings
-from app.demo import QUICKSTART_QUESTION
 from app.main import create_app
 from tests.conftest import CACHE_DIR
 

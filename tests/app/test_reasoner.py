@@ -9,9 +9,8 @@ import re
 import pytest
 
 from app.config import Settings
-from app.generator import Completion, VLLMGenerator, compact_json_pattern
-from app.prompt import comparison, supporting
-from app.reasoner import (
+from app.core.prompt import comparison, supporting
+from app.core.reasoner import (
     QUERY_SCHEMA,
     Reasoner,
     Reasoning,
@@ -20,6 +19,7 @@ from app.reasoner import (
     plain_answer,
     whole_words,
 )
+from llm import Completion, VLLMGenerator, compact_json_pattern
 from retrieval.types import ScoredChunk
 
 

@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from uvloop import new_event_loop
 
-from app.redis_pipe import PipelinedRedis
+from app.state.redis_pipe import PipelinedRedis
 from tests.redis_server import RedisServer
 
 

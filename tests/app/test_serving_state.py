@@ -16,18 +16,18 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from app.auth import (
+from app.config import Settings
+from app.main import create_app
+from app.state.auth import (
     ApiKeySpec,
     Bucket,
     MemoryRateLimiter,
     RateLimited,
     RedisRateLimiter,
 )
-from app.cache import AnswerCache, Entry, MemoryAnswers, RedisAnswers
-from app.config import Settings
-from app.jobs import Job, JobRegistry, RedisJobStore
-from app.main import create_app
-from app.redis_pipe import PipelinedRedis
+from app.state.cache import AnswerCache, Entry, MemoryAnswers, RedisAnswers
+from app.state.jobs import Job, JobRegistry, RedisJobStore
+from app.state.redis_pipe import PipelinedRedis
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest, wait_job
 from tests.app.test_observability import EIFFEL, EIFFEL_DOC, scrape, value

@@ -24,8 +24,8 @@ from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
 from app.config import Settings
+from app.core.reasoner import plain_answer, whole_words
 from app.main import create_app
-from app.reasoner import plain_answer, whole_words
 from app.schemas import QueryResponse
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest

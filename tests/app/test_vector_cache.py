@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from app.redis_pipe import PipelinedRedis
-from app.vector_cache import MemoryVectorCache, RedisVectorCache
+from app.state.redis_pipe import PipelinedRedis
+from app.state.vector_cache import MemoryVectorCache, RedisVectorCache
 from tests.redis_server import RedisServer
 
 VECTOR = np.linspace(-1, 1, 384, dtype=np.float32).tolist()

@@ -53,8 +53,8 @@ def critic_worker_url(
     cross_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """Base URL of a real critic worker process serving ``cross_encoder_dir``."""
-    from app.worker.critic_server import launch_critic_worker
-    from app.worker.vllm import stop_worker
+    from workers.critic_server import launch_critic_worker
+    from workers.vllm import stop_worker
 
     handle = launch_critic_worker(
         cross_encoder_dir, free_port(), tmp_path_factory.mktemp("critic-logs"), timeout_s=180

@@ -12,12 +12,12 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from app.cli_critic import train_critic, worker_critic
+from app.cli.critic import train_critic, worker_critic
 from app.config import get_settings
 from critic.features import FeaturesCritic
 from tests.conftest import free_port
 
-# Registered as app.cli registers them (there `worker critic`, under its `worker` group).
+# Registered as app.cli.commands registers them (there `worker critic`, under its `worker` group).
 cli = typer.Typer()
 cli.command("train-critic")(train_critic)
 cli.command("worker-critic")(worker_critic)

@@ -10,11 +10,11 @@ import anyio
 import httpx
 import pytest
 
-from app.worker.critic_server import create_critic_app
 from critic import Critic, CriticInput, CriticUnavailable, CriticWeightsError, make_critic
 from critic.cross_encoder import CrossEncoderModel, read_info
 from critic.train import row_input
 from tests.conftest import free_port
+from workers.critic_server import create_critic_app
 
 
 def test_worker_scores_like_the_model_in_process(

@@ -8,7 +8,7 @@ from typing import Any
 
 from typer.main import get_command
 
-from app.cli import cli
+from app.cli.commands import cli
 from app.config import Settings
 from evaluation.outputs import default_out
 

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import MetricsDep, PipelineDep, SettingsDep
-from app.pipeline import Pipeline
+from app.core.pipeline import Pipeline
 from app.schemas import ReadyOut
 from retrieval.errors import CollectionNotFound, NotCalibrated
 

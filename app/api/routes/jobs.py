@@ -9,8 +9,8 @@ from fastapi import APIRouter, Response
 
 from app.api.deps import JobsDep, PrincipalDep
 from app.api.guard import GUARD_ERRORS
-from app.jobs import JobRegistry
 from app.schemas import ErrorOut, JobOut, to_job_out
+from app.state.jobs import JobRegistry
 
 router = APIRouter(tags=["jobs"])
 

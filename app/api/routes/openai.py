@@ -18,9 +18,10 @@ from app.api.deps import (
     RequestIdDep,
     SettingsDep,
 )
+from app.api.errors import classify
 from app.api.routes.query import ERRORS, SSE_HEADERS, answer
 from app.api.streaming import Failed, QueryStream
-from app.errors import classify
+from app.core.pipeline import InvalidQuery, QueryParams, Round
 from app.openai_compat import (
     MODEL_PREFIX,
     ChatCompletion,
@@ -32,7 +33,6 @@ from app.openai_compat import (
     completion_of,
     sources_text,
 )
-from app.pipeline import InvalidQuery, QueryParams, Round
 from app.schemas import ErrorOut, QueryResponse, component, sse_event
 from retrieval.errors import CollectionNotFound
 

@@ -18,13 +18,11 @@ from app.api.deps import (
     RequestIdDep,
     SettingsDep,
 )
+from app.api.errors import classify
 from app.api.guard import GUARD_ERRORS
 from app.api.streaming import Failed, QueryStream, StreamItem
-from app.cache import AnswerCache
 from app.config import Settings
-from app.errors import classify
-from app.metrics import Metrics
-from app.pipeline import AnswerText, Pipeline, QueryParams, Round
+from app.core.pipeline import AnswerText, Pipeline, QueryParams, Round
 from app.schemas import (
     CitationOut,
     ErrorOut,
@@ -37,6 +35,8 @@ from app.schemas import (
     to_query_response,
     to_round_out,
 )
+from app.state.cache import AnswerCache
+from app.telemetry.metrics import Metrics
 
 router = APIRouter(tags=["query"])
 

@@ -1,4 +1,4 @@
-"""``covrag train-critic`` and ``covrag worker critic`` (registered in ``app.cli``).
+"""``covrag train-critic`` and ``covrag worker critic`` (registered in ``app.cli.commands``).
 
 ``train-critic`` fits a critic on self-practice rows (``covrag selfpractice``), prints its
 held-out metrics, and writes the features weights JSON (with the command that rebuilds it) or
@@ -134,8 +134,8 @@ def worker_critic(
     stop: Annotated[bool, typer.Option(help="Stop the worker instead.")] = False,
 ) -> None:
     """Start the cross-encoder critic worker in the background and wait for /health."""
-    from app.worker.critic_server import find_critic_worker, launch_critic_worker
-    from app.worker.vllm import WorkerError, stop_worker
+    from workers.critic_server import find_critic_worker, launch_critic_worker
+    from workers.vllm import WorkerError, stop_worker
 
     settings = get_settings()
     port = port or httpx.URL(settings.critic_worker_url).port or 8102

@@ -1,7 +1,7 @@
 """The CLI's in-process work (``--local``): the store opened here, with the rules of the API.
 
 Each function returns what the command prints as JSON; progress and notes go to stderr.
-Refused while a server holds the data dir (``app.datalock``).
+Refused while a server holds the data dir (``app.state.datalock``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from app.calibration import calibrate_generated, calibration_summary
+from app.cli.demo import DEMO_CALIBRATION, demo_qa
 from app.config import Settings
-from app.datalock import check_free
-from app.demo import DEMO_CALIBRATION, demo_qa
-from app.pipeline import QueryParams
+from app.core.calibration import calibrate_generated, calibration_summary
+from app.core.pipeline import QueryParams
 from app.schemas import to_query_response
 from app.services import (
     build_embedder,
@@ -27,6 +26,7 @@ from app.services import (
     build_store,
     invalidate_answers,
 )
+from app.state.datalock import check_free
 from retrieval.calibration import CalibrationItem, check_calibration
 from retrieval.calibration import calibrate as run_calibration
 from retrieval.embed import Embedder

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
-from app.client import CovragClient
+from app.cli.client import CovragClient
+from app.cli.demo import demo_qa
 from app.config import get_settings
-from app.demo import demo_qa
 from app.schemas import (
     CalibrationRequest,
     IndexRequest,

@@ -18,19 +18,20 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from app import cli_local, cli_remote
 from app.api.routes.query import to_params
-from app.auth import KeyRing
-from app.cli_critic import train_critic, worker_critic
-from app.cli_local import NoLocalData
-from app.cli_remote import collections_cli, jobs, server
-from app.client import ClientError
+from app.cli import local as cli_local
+from app.cli import remote as cli_remote
+from app.cli.client import ClientError
+from app.cli.critic import train_critic, worker_critic
+from app.cli.demo import demo_documents, first_query
+from app.cli.local import NoLocalData
+from app.cli.remote import collections_cli, jobs, server
 from app.config import Settings, get_settings
-from app.datalock import DataDirHeld, claim, release
-from app.demo import demo_documents, first_query
-from app.logs import configure_logging
 from app.schemas import CalibrationRequest, IndexRequest, QueryRequest, to_qa_in
 from app.services import build_store, check_critic
+from app.state.auth import KeyRing
+from app.state.datalock import DataDirHeld, claim, release
+from app.telemetry.logs import configure_logging
 from critic.errors import CriticWeightsError
 from retrieval.calibration import load_qa
 from retrieval.corpus import load_files
@@ -339,7 +340,7 @@ def worker_vllm(
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
     """Prepare the model once, start a vLLM CPU server in the background, wait for /health."""
-    from app.worker.vllm import (
+    from workers.vllm import (
         WorkerError,
         launch_worker,
         prepare_embedding_model,
@@ -378,7 +379,7 @@ def worker_stop(
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Stop a worker started by ``covrag worker vllm``."""
-    from app.worker.vllm import WorkerKind, find_running, stop_worker
+    from workers.vllm import WorkerKind, find_running, stop_worker
 
     settings = get_settings()
     kind: WorkerKind = "embed" if embed else "generate"

@@ -4,7 +4,7 @@ It is a process of its own so the API stays free of torch and the model can sit 
 (``CrossEncoderModel.load`` picks CUDA when torch sees it). The model is loaded before the
 server binds, so ``/health`` never says ready for a model that is not there. Start it with
 ``covrag worker critic`` (``launch_critic_worker``), or directly as
-``python -m app.worker.critic_server --model-dir D --port P``.
+``python -m workers.critic_server --model-dir D --port P``.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from app.worker.vllm import WorkerHandle, WorkerSpec, find_detached, start_detached
 from critic.cross_encoder import CrossEncoderModel
 from critic.types import CriticInput
+from workers.vllm import WorkerHandle, WorkerSpec, find_detached, start_detached
 
 #: Rounds per request: one query scores one round; the bound keeps a request from hogging the model.
 MAX_ITEMS = 64
-SPEC = WorkerSpec("critic", b"app.worker.critic_server", "critic-cross-encoder")
+SPEC = WorkerSpec("critic", b"workers.critic_server", "critic-cross-encoder")
 _REPO = Path(__file__).resolve().parents[2]
 
 
@@ -87,7 +87,7 @@ def launch_critic_worker(
     Raises:
         WorkerError: it exited (e.g. no trained model in ``model_dir``) or stayed unhealthy.
     """
-    cmd = [str(python), "-m", "app.worker.critic_server", "--model-dir", str(model_dir.resolve())]
+    cmd = [str(python), "-m", "workers.critic_server", "--model-dir", str(model_dir.resolve())]
     cmd += ["--host", host, "--port", str(port)]
     # this checkout first on the path, so `-m` finds this app whatever the caller's directory
     path = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH")) if p)

@@ -16,26 +16,24 @@ import contextlib
 import itertools
 import json
 import random
-import re
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import httpx
 
-#: Receives each piece of a streamed reply as it arrives.
-TextSink = Callable[[str], Awaitable[None]]
-
-BreakerState = Literal["closed", "open", "half_open"]
-#: How a replica failed, as counted in ``ReplicaStatus.errors_total``.
-FailureKind = Literal["connect", "reset", "http_5xx", "timeout"]
+from llm.base import Completion, FailureKind, ReplicaStatus, TextSink
+from llm.breaker import Admission, CircuitBreaker
+from llm.errors import (
+    GeneratorRejected,
+    GeneratorTimeout,
+    GeneratorUnavailable,
+)
+from llm.grammar import compact_json_pattern
 
 #: Errors that say "this replica is not there": try the next one.
 _FAILOVER = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError)
-#: A refused call should come back after about this long: a CPU worker frees a slot in seconds.
-_BUSY_RETRY_S = 1.0
 #: No replica answered and some breaker is still closed: try again after about this long.
 _DOWN_RETRY_S = 2.0
 #: ``ping`` is idempotent, so a replica restarting is retried rather than flapping readiness.
@@ -44,213 +42,10 @@ _PING_DEADLINE_S = 5.0
 _PING_BACKOFF_S = 0.2
 
 
-class GeneratorError(Exception):
-    """Base of the generator's errors; ``retry_after`` (seconds), when known, becomes the
-    response's Retry-After header."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class GeneratorUnavailable(GeneratorError):
-    """No replica accepted the request (refused, reset, 5xx, every circuit open)."""
-
-
-class GeneratorBusy(GeneratorError):
-    """Every slot is taken and the queue is full: come back after ``retry_after``."""
-
-
-class GeneratorTimeout(GeneratorError):
-    """The generator did not finish within the configured deadline."""
-
-
-class GeneratorRejected(GeneratorError):
-    """A replica refused the request itself (4xx), e.g. a prompt over the model's length."""
-
-
-_JSON_VALUE = {"boolean": "(true|false)", "integer": r"-?[0-9]{1,9}"}
-
-
-def compact_json_pattern(schema: dict[str, Any]) -> str:
-    """A regex for one compact JSON object of a flat schema, its keys in declared order.
-
-    Why not ``response_format``: under a JSON-schema grammar SmolLM2 puts blank lines between
-    every token, which triples the decoded tokens; a regex leaves it no whitespace to spend.
-    Strings exclude quotes, backslashes and newlines, so the reply always parses; a string's
-    ``pattern`` (the whole value's regex, no anchors) replaces that default and must exclude
-    them too.
-    """
-    parts = []
-    for key, spec in schema["properties"].items():
-        kind = spec.get("type")
-        if kind == "string" and "pattern" in spec:
-            value = f'"{spec["pattern"]}"'
-        elif kind == "string":
-            low, high = spec.get("minLength", 0), spec.get("maxLength", 200)
-            value = f'"[^"\\\\\\n]{{{low},{high}}}"'
-        elif kind in _JSON_VALUE:
-            value = _JSON_VALUE[kind]
-        else:
-            raise ValueError(f"compact_json_pattern: unsupported type {kind!r} for {key!r}")
-        parts.append(f'"{re.escape(key)}": {value}')
-    return r"\{" + ", ".join(parts) + r"\}"
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """One chat completion."""
-
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str | None
-    mean_logprob: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    """One replica as the metrics see it."""
-
-    url: str
-    state: BreakerState
-    consecutive_failures: int
-    errors_total: dict[str, int]
-
-
-class CircuitBreaker:
-    """One replica's breaker, so a dead replica costs one fast skip instead of a failed call.
-
-    Closed until ``failures`` calls in a row fail; then open for ``cooldown_s``; then half-open,
-    letting one trial call through: its success closes the breaker, its failure opens it again.
-    Owned by one event loop, so no locking.
-    """
-
-    def __init__(
-        self, *, failures: int, cooldown_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if failures < 1:
-            raise ValueError("a breaker needs failures >= 1")
-        self._failures = failures
-        self._cooldown_s = cooldown_s
-        self._clock = clock
-        self._opened_at: float | None = None
-        self._trial = False
-        self.consecutive_failures = 0
-        self.errors_total: Counter[str] = Counter()
-
-    @property
-    def state(self) -> BreakerState:
-        if self._opened_at is None:
-            return "closed"
-        return "half_open" if self._trial or self.retry_after() == 0 else "open"
-
-    @property
-    def blocked(self) -> bool:
-        """Open and cooling down, or half-open with its one trial already out."""
-        return self._opened_at is not None and (self._trial or self.retry_after() > 0)
-
-    def retry_after(self) -> float:
-        """Seconds until the breaker half-opens (0 unless it is open)."""
-        if self._opened_at is None:
-            return 0.0
-        return max(0.0, self._opened_at + self._cooldown_s - self._clock())
-
-    def allow(self) -> bool:
-        """Whether a call may go to the replica now; when half-open, this call is the trial."""
-        if self.blocked:
-            return False
-        self._trial = self._opened_at is not None
-        return True
-
-    def success(self) -> None:
-        self._opened_at, self._trial, self.consecutive_failures = None, False, 0
-
-    def failure(self, kind: FailureKind) -> None:
-        self.errors_total[kind] += 1
-        self.consecutive_failures += 1
-        # A failed trial opens it again; a call sent before it opened does not prolong cool-down.
-        if self._trial or (self._opened_at is None and self.consecutive_failures >= self._failures):
-            self._opened_at, self._trial = self._clock(), False
-
-    def abandon(self) -> None:
-        """The trial ended without a verdict (the client went away): let the next call try."""
-        self._trial = False
-
-
-class _Admission:
-    """At most ``limit`` calls in flight and ``queue`` waiting; the next one is refused."""
-
-    def __init__(self, limit: int, queue: int) -> None:
-        if limit < 1 or queue < 0:
-            raise ValueError("need max_concurrency >= 1 and max_queue >= 0")
-        self._slots = asyncio.Semaphore(limit)
-        self._queue = queue
-        self._waiting = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self._waiting >= self._queue:
-            raise GeneratorBusy(
-                f"generator busy: every slot taken and {self._waiting} calls waiting",
-                retry_after=_BUSY_RETRY_S,
-            )
-        self._waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self._waiting -= 1
-        try:
-            yield
-        finally:
-            self._slots.release()
-
-
 @dataclass(frozen=True, slots=True)
 class _Replica:
     url: str
     breaker: CircuitBreaker
-
-
-class Generator(Protocol):
-    """An OpenAI-compatible chat model behind one or more URLs."""
-
-    model: str
-
-    async def complete(
-        self,
-        messages: list[dict[str, str]],
-        *,
-        max_tokens: int,
-        temperature: float,
-        request_id: str | None = None,
-        json_schema: dict[str, Any] | None = None,
-        stop: Sequence[str] | None = None,
-        logprobs: bool = False,
-        on_text: TextSink | None = None,
-    ) -> Completion:
-        """One chat completion; with ``json_schema`` (flat: strings, booleans, integers) the
-        reply is one compact JSON object of it; ``stop`` ends the reply at the first of its
-        strings; with ``logprobs`` its mean token
-        log-probability is reported, with ``on_text`` it is streamed and each piece of text is
-        handed over as it arrives."""
-        ...
-
-    async def ping(self) -> None:
-        """Raise ``GeneratorError`` unless some replica answers a tiny request."""
-        ...
-
-    def fail_fast(self) -> None:
-        """Raise ``GeneratorUnavailable`` (with ``retry_after``) at once when no replica would
-        take a call now, so a query fails before it spends time on retrieval."""
-        ...
-
-    def replicas(self) -> list[ReplicaStatus]:
-        """Each replica's circuit breaker, for metrics."""
-        ...
-
-    async def aclose(self) -> None: ...
 
 
 class VLLMGenerator:
@@ -285,7 +80,7 @@ class VLLMGenerator:
             for u in urls
         ]
         self._next = itertools.cycle(range(len(self._replicas)))
-        self._admission = _Admission(max_concurrency, max_queue)
+        self._admission = Admission(max_concurrency, max_queue)
         self._deadline_s = timeout_s
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(

@@ -22,7 +22,7 @@ from typing import Literal, Protocol
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from redis.exceptions import RedisError
 
-from app.redis_pipe import PipelinedRedis
+from app.state.redis_pipe import PipelinedRedis
 
 log = logging.getLogger("covrag.auth")
 
@@ -183,7 +183,7 @@ class MemoryRateLimiter:
 
 #: One atomic step of a token bucket (KEYS[1], rate ARGV[1], burst ARGV[2]), timed by Redis's
 #: own clock so replicas agree; leaves the milliseconds to wait (0: taken) in ``wait``. A
-#: fragment, so the answer cache can run it and its lookup as one script (``app.cache``).
+#: fragment, so the answer cache can run it and its lookup as one script (``app.state.cache``).
 TAKE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -15,8 +15,8 @@ from typing import Any
 
 import anyio
 
-from app.generator import Generator, GeneratorError
-from app.jobs import Job, JobBody
+from app.state.jobs import Job, JobBody
+from llm import Generator, GeneratorError
 from retrieval.calibration import (
     CalibrationItem,
     calibrate,

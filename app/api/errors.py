@@ -19,17 +19,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from app.auth import AuthError, Forbidden, RateLimited, RateLimiterUnavailable
-from app.generator import (
+from app.core.pipeline import InvalidQuery
+from app.schemas import ErrorBody, ErrorOut
+from app.state.auth import AuthError, Forbidden, RateLimited, RateLimiterUnavailable
+from app.state.jobs import JobNotFound
+from critic.errors import CriticUnavailable
+from llm import (
     GeneratorBusy,
     GeneratorRejected,
     GeneratorTimeout,
     GeneratorUnavailable,
 )
-from app.jobs import JobNotFound
-from app.pipeline import InvalidQuery
-from app.schemas import ErrorBody, ErrorOut
-from critic.errors import CriticUnavailable
 from retrieval.errors import (
     AlphaOutOfRange,
     CalibrationShrinks,

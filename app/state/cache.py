@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.auth import TAKE_LUA, Bucket, RateLimited, RateLimiter, bucket_script_args
-from app.redis_pipe import PipelinedRedis
+from app.state.auth import TAKE_LUA, Bucket, RateLimited, RateLimiter, bucket_script_args
+from app.state.redis_pipe import PipelinedRedis
 
 log = logging.getLogger("covrag.cache")
 

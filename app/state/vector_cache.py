@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 from redis.exceptions import RedisError
 
-from app.redis_pipe import PipelinedRedis
+from app.state.redis_pipe import PipelinedRedis
 from retrieval.types import EmbedderSpec
 
 log = logging.getLogger("covrag.vector_cache")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import anyio
 
-from app.cache import AnswerCache
-from app.jobs import JobRegistry
+from app.state.cache import AnswerCache
+from app.state.jobs import JobRegistry
 from retrieval.calibration import check_calibration
 from retrieval.errors import CollectionBusy, InvalidDocument
 from retrieval.ingest import Ingestor

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.generator import Completion, Generator, TextSink
-from app.prompt import NO_EVIDENCE, comparison
+from app.core.prompt import NO_EVIDENCE, comparison
 from critic.features import is_refusal
+from llm import Completion, Generator, TextSink
 from retrieval.calibration import normalize_answer
 from retrieval.types import ScoredChunk
 

@@ -19,14 +19,14 @@ from typing import Literal
 
 import anyio
 
-from app.generator import TextSink
-from app.prompt import comparison, supporting
-from app.reasoner import Reasoner, Reasoning, TokenUsage
-from app.vector_cache import VectorCache, vector_key
+from app.core.prompt import comparison, supporting
+from app.core.reasoner import Reasoner, Reasoning, TokenUsage
+from app.state.vector_cache import VectorCache, vector_key
 from critic.base import Critic
 from critic.errors import CriticUnavailable
 from critic.features import is_refusal
 from critic.types import CriticInput, Signals
+from llm import TextSink
 from retrieval.drift import DriftWatches
 from retrieval.retriever import Budget, Retrieval, Retriever
 from retrieval.types import FilterValue, ScoredChunk

@@ -1,0 +1,1 @@
+"""The ``covrag`` command line: serve, ask, ingest, calibrate, workers, critic training."""

@@ -1,0 +1,1 @@
+"""The answer loop: retrieve, filter, judge, search again or abstain, generate. Knows no HTTP."""

@@ -1,1 +1,0 @@
-"""Local model workers (vLLM CPU) started by `covrag worker`."""
