@@ -65,8 +65,9 @@ def build_ingestor(settings: Settings, store: VectorStore, embedder: Embedder) -
     )
 
 
-def build_critics(settings: Settings) -> tuple[Critic | None, Critic | None]:
-    """The configured critic and, for a remote one, the features critic to fall back on.
+def build_critics(settings: Settings, generator: Generator) -> tuple[Critic | None, Critic | None]:
+    """The configured critic and, for a remote one, the features critic to fall back on; the
+    llm-judge asks ``generator``, sharing its breakers and admission limit.
 
     Raises ``CriticWeightsError`` for missing or corrupt weights: the server must not start.
     """
@@ -76,9 +77,7 @@ def build_critics(settings: Settings) -> tuple[Critic | None, Critic | None]:
         make_critic,
         weights_path=settings.critic_weights,
         worker_url=settings.critic_worker_url,
-        generator_urls=settings.generator_urls,
-        generator_model=settings.generator_model,
-        api_key=settings.generator_api_key,
+        generator=generator,
         timeout_s=settings.critic_timeout_s,
     )
     critic = build(settings.critic)
@@ -176,11 +175,6 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Raises ``CriticWeightsError`` or ``ValueError`` (bad API keys) before building anything."""
-    critic, fallback = build_critics(settings)  # first: bad weights must stop start-up early
-    keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
-    backends = build_backends(settings)
-    store = build_store(settings)
-    embedder = build_embedder(settings)
     generator = VLLMGenerator(
         settings.generator_urls,
         model=settings.generator_model,
@@ -192,6 +186,13 @@ def build_services(settings: Settings) -> Services:
         breaker_failures=settings.generator_breaker_failures,
         breaker_cooldown_s=settings.generator_breaker_cooldown_s,
     )
+    # Before anything that holds a connection (the generator opens none until its first call):
+    # bad weights must stop start-up early.
+    critic, fallback = build_critics(settings, generator)
+    keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    backends = build_backends(settings)
+    store = build_store(settings)
+    embedder = build_embedder(settings)
     limits = PipelineLimits(
         max_question_chars=settings.max_question_chars,
         max_context_chars=settings.max_context_chars,

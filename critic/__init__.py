@@ -18,6 +18,7 @@ from critic.errors import CriticError, CriticUnavailable, CriticWeightsError
 from critic.features import FeaturesCritic
 from critic.judge import LLMJudgeCritic
 from critic.types import CriticInput, Signals
+from llm import Generator
 
 CriticKind = Literal["features", "cross-encoder", "llm-judge"]
 
@@ -38,9 +39,7 @@ def make_critic(
     *,
     weights_path: Path | None = None,
     worker_url: str = "http://127.0.0.1:8102",
-    generator_urls: list[str] | None = None,
-    generator_model: str = "",
-    api_key: str | None = None,
+    generator: Generator | None = None,
     timeout_s: float = 10.0,
 ) -> Critic:
     """The critic of ``kind``; each takes only the arguments it needs.
@@ -48,17 +47,19 @@ def make_critic(
     Args:
         weights_path: features weights; ``None`` means the packaged ``critic/weights``.
         worker_url: base URL of the critic worker (cross-encoder).
-        generator_urls, generator_model, api_key: the vLLM servers that judge (llm-judge).
+        generator: the generator that judges (llm-judge); the caller keeps and closes it.
         timeout_s: the whole call to the worker or the judge.
 
     Raises:
         CriticWeightsError: missing or corrupt features weights (the server must not start).
-        ValueError: an unknown kind, or llm-judge without generator URLs.
+        ValueError: an unknown kind, or llm-judge without a generator.
     """
     if kind == "features":
         return FeaturesCritic(weights_path)
     if kind == "cross-encoder":
         return RemoteCrossEncoderCritic(worker_url, timeout_s=timeout_s)
     if kind == "llm-judge":
-        return LLMJudgeCritic(generator_urls or [], generator_model, api_key, timeout_s)
+        if generator is None:
+            raise ValueError("the llm-judge critic needs a generator")
+        return LLMJudgeCritic(generator, timeout_s)
     raise ValueError(f"unknown critic {kind!r}: features, cross-encoder or llm-judge")

@@ -2,20 +2,20 @@
 
 One token is generated; P(sufficient) is the probability mass of yes-like first tokens against
 no-like ones among the top log-probabilities vLLM returns, so the score is continuous and the
-threshold τ can be tuned like any other critic's. It costs one extra LLM call per round.
+threshold τ can be tuned like any other critic's. It costs one extra LLM call per round, made
+through the app's own ``llm.Generator``, so it shares the replicas' circuit breakers and the
+admission limit with the answer calls instead of loading the worker behind their back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
-from typing import Any
-
-import httpx
+from collections.abc import Sequence
 
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput
+from llm import Generator, GeneratorError
 
 QUESTION = (
     "Do the passages contain enough information to answer the question, and is the proposed "
@@ -41,81 +41,64 @@ def judge_messages(item: CriticInput, max_context_chars: int) -> list[dict[str, 
     ]
 
 
-def yes_probability(top_logprobs: list[dict[str, Any]]) -> float:
+def yes_probability(top_logprobs: Sequence[tuple[str, float]]) -> float:
     """Normalized mass of yes-like vs no-like tokens (case and spacing ignored); 0.5 if neither.
 
     0.5 says "no opinion", which a tuned τ then treats like any other borderline round.
     """
     mass = {True: 0.0, False: 0.0}
-    for entry in top_logprobs:
-        token = str(entry.get("token", "")).strip().lower()
-        if token in _YES or token in _NO:
-            mass[token in _YES] += math.exp(float(entry["logprob"]))
+    for token, logprob in top_logprobs:
+        word = token.strip().lower()
+        if word in _YES or word in _NO:
+            mass[word in _YES] += math.exp(logprob)
     total = mass[True] + mass[False]
     return mass[True] / total if total > 0 else 0.5
 
 
 class LLMJudgeCritic:
-    """P(yes) from an OpenAI-compatible vLLM server, replicas tried round-robin.
+    """P(yes) from the generator (its replicas, breakers and admission limit).
 
     Example:
-        >>> judge = LLMJudgeCritic(["http://127.0.0.1:8100/v1"], "SmolLM2-135M-Instruct")
-        >>> await judge.score(CriticInput(question="…", passages=["…"], answer="…"))
+        >>> gen = VLLMGenerator(["http://127.0.0.1:8100/v1"], model="SmolLM2-135M-Instruct")
+        >>> await LLMJudgeCritic(gen).score(CriticInput(question="…", passages=["…"], answer="…"))
 
-    Raises ``CriticUnavailable`` when no replica answers within ``timeout_s`` (all of them
-    together) or the reply carries no log-probabilities.
+    Raises ``CriticUnavailable`` when the generator fails (``GeneratorError``), does not answer
+    within ``timeout_s`` (all replicas together), or its reply carries no log-probabilities.
+    The generator belongs to the caller: ``aclose`` leaves it open.
     """
 
     name = "llm-judge"
 
     def __init__(
         self,
-        base_urls: list[str],
-        model: str,
-        api_key: str | None = None,
+        generator: Generator,
         timeout_s: float = 10.0,
         *,
         tau: float = 0.5,
         max_context_chars: int = 6000,
     ) -> None:
-        if not base_urls:
-            raise ValueError("the judge needs at least one generator URL")
-        self._urls = [u.rstrip("/") + "/chat/completions" for u in base_urls]
-        self._next = itertools.cycle(range(len(self._urls)))
-        self._model = model
+        self._generator = generator
         self._timeout_s = timeout_s
         self._max_context_chars = max_context_chars
         self.tau = tau
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            headers=headers, timeout=httpx.Timeout(timeout_s, connect=2.0)
-        )
 
     async def score(self, item: CriticInput) -> float:
-        body = {
-            "model": self._model,
-            "messages": judge_messages(item, self._max_context_chars),
-            "max_tokens": 1,
-            "temperature": 0,
-            "logprobs": True,
-            "top_logprobs": TOP_LOGPROBS,
-        }
-        failures: list[str] = []
         try:
             async with asyncio.timeout(self._timeout_s):
-                for _ in self._urls:
-                    url = self._urls[next(self._next)]
-                    try:
-                        response = await self._client.post(url, json=body)
-                        response.raise_for_status()
-                        content = response.json()["choices"][0]["logprobs"]["content"]
-                        return yes_probability(content[0]["top_logprobs"])
-                    except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-                        failures.append(f"{url}: {type(exc).__name__} {exc}".strip())
+                completion = await self._generator.complete(
+                    judge_messages(item, self._max_context_chars),
+                    max_tokens=1,
+                    temperature=0.0,
+                    top_logprobs=TOP_LOGPROBS,
+                )
         except TimeoutError as exc:
             why = f"the judge got no answer within {self._timeout_s:g} s"
             raise CriticUnavailable(why) from exc
-        raise CriticUnavailable("no generator replica judged: " + "; ".join(failures))
+        except GeneratorError as exc:
+            raise CriticUnavailable(f"the generator did not judge: {exc}") from exc
+        if not completion.first_token_top_logprobs:
+            raise CriticUnavailable("the judge's reply carries no log-probabilities")
+        return yes_probability(completion.first_token_top_logprobs)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing to close: the generator is the caller's."""

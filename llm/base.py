@@ -24,6 +24,9 @@ class Completion:
     completion_tokens: int
     finish_reason: str | None
     mean_logprob: float | None = None
+    #: The first generated token's most likely alternatives as (token, log-probability), best
+    #: first; empty unless ``top_logprobs`` was asked for.
+    first_token_top_logprobs: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +54,15 @@ class Generator(Protocol):
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] | None = None,
         logprobs: bool = False,
+        top_logprobs: int = 0,
         on_text: TextSink | None = None,
     ) -> Completion:
         """One chat completion; with ``json_schema`` (flat: strings, booleans, integers) the
         reply is one compact JSON object of it; ``stop`` ends the reply at the first of its
-        strings; with ``logprobs`` its mean token
-        log-probability is reported, with ``on_text`` it is streamed and each piece of text is
-        handed over as it arrives."""
+        strings; with ``logprobs`` its mean token log-probability is reported, with
+        ``top_logprobs`` > 0 also the first token's that many likeliest alternatives (a yes/no
+        judge reads its verdict's probability there); with ``on_text`` it is streamed and each
+        piece of text is handed over as it arrives."""
         ...
 
     async def ping(self) -> None:

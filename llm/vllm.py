@@ -97,6 +97,7 @@ class VLLMGenerator:
         json_schema: dict[str, Any] | None = None,
         stop: Sequence[str] | None = None,
         logprobs: bool = False,
+        top_logprobs: int = 0,
         on_text: TextSink | None = None,
     ) -> Completion:
         body: dict[str, Any] = {
@@ -109,8 +110,10 @@ class VLLMGenerator:
             body["structured_outputs"] = {"regex": compact_json_pattern(json_schema)}
         if stop:
             body["stop"] = list(stop)
-        if logprobs:
+        if logprobs or top_logprobs:
             body["logprobs"] = True
+        if top_logprobs:
+            body["top_logprobs"] = top_logprobs
         if on_text is not None:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
@@ -125,6 +128,7 @@ class VLLMGenerator:
         choice = data["choices"][0]
         usage = data.get("usage") or {}
         tokens = (choice.get("logprobs") or {}).get("content") or []
+        top = (tokens[0].get("top_logprobs") or []) if tokens else []
         return Completion(
             text=(choice["message"].get("content") or "").strip(),
             model=str(data.get("model") or self.model),
@@ -132,6 +136,7 @@ class VLLMGenerator:
             completion_tokens=int(usage.get("completion_tokens", 0)),
             finish_reason=choice.get("finish_reason"),
             mean_logprob=sum(t["logprob"] for t in tokens) / len(tokens) if tokens else None,
+            first_token_top_logprobs=tuple((str(t["token"]), float(t["logprob"])) for t in top),
         )
 
     async def ping(self) -> None:

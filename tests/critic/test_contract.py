@@ -13,6 +13,7 @@ import pytest
 
 from critic import Critic, CriticInput, Signals, make_critic
 from critic.train import row_input
+from llm import VLLMGenerator
 from retrieval.types import Document
 
 KINDS = [
@@ -33,20 +34,25 @@ def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
     elif request.param == "cross-encoder":
         args["worker_url"] = request.getfixturevalue("critic_worker_url")
     else:
-        args["generator_urls"] = [request.getfixturevalue("generator_url")]
-        args["generator_model"] = "SmolLM2-135M-Instruct"
+        args["generator_url"] = request.getfixturevalue("generator_url")
     return args
 
 
 def _scores(backend: dict[str, Any], items: list[CriticInput]) -> tuple[list[float], Critic]:
-    """Build the critic, score ``items`` one by one, close it: all in one event loop."""
+    """Build the critic (the judge's generator too), score ``items`` one by one, close them:
+    all in one event loop, which the generator's connection pool is bound to."""
 
     async def run() -> tuple[list[float], Critic]:
-        critic = make_critic(**backend)
+        args = dict(backend)
+        url = args.pop("generator_url", None)
+        generator = None if url is None else VLLMGenerator([url], model="SmolLM2-135M-Instruct")
+        critic = make_critic(**args, generator=generator)
         try:
             return [await critic.score(item) for item in items], critic
         finally:
             await critic.aclose()
+            if generator is not None:
+                await generator.aclose()
 
     return asyncio.run(run())
 

@@ -13,6 +13,7 @@ import pytest
 from critic import Critic, CriticInput, CriticUnavailable, CriticWeightsError, make_critic
 from critic.cross_encoder import CrossEncoderModel, read_info
 from critic.train import row_input
+from llm import VLLMGenerator
 from tests.conftest import free_port
 from workers.critic_server import create_critic_app
 
@@ -70,15 +71,15 @@ ITEM = CriticInput(question="Who?", passages=["Ada Lovelace: a mathematician."],
 def test_remote_critic_down_is_unavailable(kind: str) -> None:
     """Fake for failure injection: a closed port stands in for a worker that is down."""
     dead = f"http://127.0.0.1:{free_port()}"
-    critic: Critic = make_critic(
-        kind, worker_url=dead, generator_urls=[f"{dead}/v1"], generator_model="m", timeout_s=5
-    )
 
     async def run() -> None:
+        generator = VLLMGenerator([f"{dead}/v1"], model="m")
+        critic: Critic = make_critic(kind, worker_url=dead, generator=generator, timeout_s=5)
         try:
             with pytest.raises(CriticUnavailable):
                 await critic.score(ITEM)
         finally:
             await critic.aclose()
+            await generator.aclose()
 
     asyncio.run(run())
