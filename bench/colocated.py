@@ -40,13 +40,9 @@ from bench.stats import percentiles
 from retrieval.corpus import fetch_wiki, load_wiki
 from retrieval.embed.onnx import OnnxEmbedder
 from tests.conftest import free_port
-from workers.vllm import (
-    GENERATOR_NAME,
-    group_members,
-    launch_worker,
-    prepare_generator_model,
-    stop_worker,
-)
+from workers.models import GENERATOR_NAME, prepare_generator_model
+from workers.process import group_members, stop_worker
+from workers.vllm import launch_worker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,9 @@ from retrieval.ingest import Ingestor
 from retrieval.retriever import Budget, Retriever
 from retrieval.store import EdgeStore
 from tests.conftest import free_port
-from workers.vllm import launch_worker, prepare_generator_model, stop_worker
+from workers.models import prepare_generator_model
+from workers.process import stop_worker
+from workers.vllm import launch_worker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,8 @@
 """Shared fixtures: real models, real stores, and a real vLLM CPU worker per test session.
 
 Set ``COVRAG_TEST_GENERATOR_URL`` (and ``COVRAG_TEST_EMBEDDER_URL``) to reuse running workers;
-otherwise the fixtures start them with ``workers.vllm`` and stop them at the end.
+otherwise the fixtures start them with ``workers.vllm`` (models from ``workers.models``) and stop
+them at the end.
 """
 
 from __future__ import annotations
@@ -54,12 +55,9 @@ def wiki_sample(wiki_docs: list[Document]) -> list[Document]:
 
 
 def _worker(kind: str, env_var: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from workers.vllm import (
-        launch_worker,
-        prepare_embedding_model,
-        prepare_generator_model,
-        stop_worker,
-    )
+    from workers.models import prepare_embedding_model, prepare_generator_model
+    from workers.process import stop_worker
+    from workers.vllm import launch_worker
 
     if os.environ.get(env_var):
         yield os.environ[env_var]

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from critic.cross_encoder import CrossEncoderModel
 from critic.types import CriticInput
-from workers.vllm import WorkerHandle, WorkerSpec, find_detached, start_detached
+from workers.process import WorkerHandle, WorkerSpec, find_detached, start_detached
 
 #: Rounds per request: one query scores one round; the bound keeps a request from hogging the model.
 MAX_ITEMS = 64

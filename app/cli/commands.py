@@ -340,12 +340,9 @@ def worker_vllm(
     port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
 ) -> None:
     """Prepare the model once, start a vLLM CPU server in the background, wait for /health."""
-    from workers.vllm import (
-        WorkerError,
-        launch_worker,
-        prepare_embedding_model,
-        prepare_generator_model,
-    )
+    from workers.errors import WorkerError
+    from workers.models import prepare_embedding_model, prepare_generator_model
+    from workers.vllm import launch_worker
 
     settings = get_settings()
     try:
@@ -379,7 +376,8 @@ def worker_stop(
     port: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """Stop a worker started by ``covrag worker vllm``."""
-    from workers.vllm import WorkerKind, find_running, stop_worker
+    from workers.process import stop_worker
+    from workers.vllm import WorkerKind, find_running
 
     settings = get_settings()
     kind: WorkerKind = "embed" if embed else "generate"

@@ -135,7 +135,8 @@ def worker_critic(
 ) -> None:
     """Start the cross-encoder critic worker in the background and wait for /health."""
     from workers.critic_server import find_critic_worker, launch_critic_worker
-    from workers.vllm import WorkerError, stop_worker
+    from workers.errors import WorkerError
+    from workers.process import stop_worker
 
     settings = get_settings()
     port = port or httpx.URL(settings.critic_worker_url).port or 8102

@@ -41,15 +41,9 @@ from retrieval.types import Document
 from tests.app.jobs_helper import ingest
 from tests.app.test_streaming import QUESTION, SlowVLLM, _docs, _serve
 from tests.conftest import CACHE_DIR, REPO, free_port
-from workers.vllm import (
-    GENERATOR_NAME,
-    WorkerHandle,
-    find_running,
-    group_members,
-    launch_worker,
-    prepare_generator_model,
-    stop_worker,
-)
+from workers.models import GENERATOR_NAME, prepare_generator_model
+from workers.process import WorkerHandle, group_members, stop_worker
+from workers.vllm import find_running, launch_worker
 
 MESSAGES = [{"role": "user", "content": "Say hi."}]
 

