@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Literal
 
 from retrieval.store.base import VectorStore
-from retrieval.store.edge import EdgeStore, HnswParams
+from retrieval.store.edge import EdgeStore
+from retrieval.store.edge_shard import HnswParams
 from retrieval.store.qdrant import QdrantStore
 
 __all__ = ["EdgeStore", "HnswParams", "QdrantStore", "VectorStore", "make_store"]

@@ -1,27 +1,22 @@
 """``EdgeStore``: Qdrant Edge (the Qdrant engine in process), one shard per collection.
 
-Layout: ``<root>/<collection>/meta.json`` (embedder, creation time) beside
-``<root>/<collection>/shard`` (segments + WAL). Each write is flushed before it returns, so an
-acknowledged document survives a crash or restart. A shard's WAL admits one opener, so a
-data dir belongs to one process at a time.
+Each write is flushed before it returns, so an acknowledged document survives a crash or
+restart. A shard's WAL admits one opener, so a data dir belongs to one process at a time. The
+folders, locks and crash rules of one collection live in ``edge_shard``.
 
 Qdrant Edge has no background optimizer: a shard stays one plain (brute-force) segment until
 ``build_index`` builds its HNSW graph, on a copy in a child process (``edge_index``), and swaps
-the copy in. ``shard.indexing`` is that copy; ``shard.old`` the shard it replaced.
+the copy in.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +39,19 @@ from retrieval.store.base import (
     check_name,
     index_builds,
 )
+from retrieval.store.edge_shard import (
+    INDEXER,
+    INDEXING,
+    SHARD,
+    EdgeCollection,
+    HnswParams,
+    IndexBuild,
+    close_collection,
+    drop_leftovers,
+    edge_config,
+    swap_in_build,
+    write_meta,
+)
 from retrieval.types import (
     CollectionInfo,
     EmbedderSpec,
@@ -55,95 +63,6 @@ from retrieval.types import (
 
 if TYPE_CHECKING:
     from qdrant_edge import ConditionType
-
-SHARD, INDEXING, OLD = "shard", "shard.indexing", "shard.old"
-#: The child that builds the index: ``edge_index``, under this interpreter.
-INDEXER = (sys.executable, "-m", "retrieval.store.edge_index")
-
-
-@dataclass(frozen=True, slots=True)
-class HnswParams:
-    """How the HNSW graph is built (Qdrant's defaults); searches below
-    ``full_scan_threshold_kb`` of vectors per segment stay brute force, which is as fast there."""
-
-    m: int = 16
-    ef_construct: int = 100
-    full_scan_threshold_kb: int = 10_000
-
-    def config(self) -> qe.HnswIndexConfig:
-        return qe.HnswIndexConfig(
-            m=self.m,
-            ef_construct=self.ef_construct,
-            full_scan_threshold=self.full_scan_threshold_kb,
-        )
-
-
-def edge_config(
-    dim: int, hnsw: HnswParams, optimizers: qe.EdgeOptimizersConfig | None = None
-) -> qe.EdgeConfig:
-    """A collection's shard config: cosine ``dim``-d vectors, ``hnsw`` for its index builds."""
-    return qe.EdgeConfig(
-        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
-        hnsw_config=hnsw.config(),
-        optimizers=optimizers,
-    )
-
-
-@dataclass
-class _Build:
-    """A running index build: its child, and the writes to replay on the built copy."""
-
-    child: subprocess.Popen[str]
-    ops: list[qe.UpdateOperation] = field(default_factory=list)
-    stopped: str | None = None
-
-    def stop(self, reason: str) -> None:
-        """Kill the child and wait for it, so nothing writes the copy any more."""
-        self.stopped = reason
-        self.child.kill()
-        self.child.wait()
-
-    def check(self, name: str, stderr: str) -> None:
-        """Raise ``IndexBuildFailed`` unless the child built the copy and nothing stopped it."""
-        if self.stopped is not None:
-            raise IndexBuildFailed(f"index build of {name!r} stopped: {self.stopped}")
-        if self.child.returncode != 0:
-            raise IndexBuildFailed(
-                f"index build of {name!r} failed (exit {self.child.returncode}): {stderr[-2000:]}"
-            )
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make renames in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _drop_leftovers(folder: Path) -> None:
-    """While ``shard`` exists it is the live shard and holds every acknowledged write: a
-    ``shard.indexing`` (a copy, or a build not swapped in) and a ``shard.old`` (the shard a
-    swap replaced) are garbage."""
-    if (folder / SHARD).exists():
-        shutil.rmtree(folder / INDEXING, ignore_errors=True)
-        shutil.rmtree(folder / OLD, ignore_errors=True)
-
-
-def _recover(folder: Path) -> None:
-    """Resolve what an index build interrupted by a crash left in ``folder``.
-
-    The rule: ``shard`` is missing only when the crash fell between the swap's two renames;
-    ``shard.indexing`` is then complete (the writes made during the build were replayed and
-    flushed into it before the first rename, and writes were locked out since), so the swap
-    is finished. Then, with ``shard`` in place, the leftovers are dropped.
-    """
-    shard, indexing = folder / SHARD, folder / INDEXING
-    if not shard.exists() and indexing.exists():
-        indexing.rename(shard)
-        _fsync_dir(folder)
-    _drop_leftovers(folder)
 
 
 def _match(key: str, value: FilterScalar) -> qe.FieldCondition:
@@ -170,40 +89,6 @@ def _filter(
     if min_chunk_index > 0:
         must.append(qe.FieldCondition(key="chunk_index", range=qe.RangeFloat(gte=min_chunk_index)))
     return qe.Filter(must=must) if must else None
-
-
-@dataclass(eq=False)
-class _Collection:
-    """One collection's open shard and its locks.
-
-    The shard binding is not documented as thread-safe (uvicorn calls us from a pool), so
-    ``calls`` admits one call into it at a time. ``writes`` is held by each write and by an
-    index build from its copy on: searches go on while a shard-sized copy is taken, only this
-    collection's writes wait, and no other collection waits at all. Lock order: ``writes``,
-    then ``calls``, then the store's own lock.
-    """
-
-    folder: Path
-    meta: dict[str, Any]
-    shard: qe.EdgeShard | None = None  # loaded on first use; None again after a broken swap
-    build: _Build | None = None
-    closed: bool = False  # deleted, or the store closed: callers get CollectionNotFound
-    calls: threading.RLock = field(default_factory=threading.RLock)
-    writes: threading.RLock = field(default_factory=threading.RLock)
-
-    def live(self) -> qe.EdgeShard:
-        """The shard, loaded now if need be; call it holding ``calls``."""
-        if self.closed:
-            raise CollectionNotFound(f"collection {self.folder.name!r} not found")
-        if self.shard is None:
-            try:
-                _recover(self.folder)
-                self.shard = qe.EdgeShard.load(str(self.folder / SHARD))
-            except Exception as exc:  # the binding raises bare Exception
-                raise StoreUnavailable(
-                    f"cannot open collection {self.folder.name!r}: {exc}"
-                ) from exc
-        return self.shard
 
 
 class EdgeStore:
@@ -233,7 +118,7 @@ class EdgeStore:
         self._hnsw = hnsw or HnswParams()
         self._search_params = None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef)
         self._indexer = tuple(indexer)
-        self._collections: dict[str, _Collection] = {}
+        self._collections: dict[str, EdgeCollection] = {}
         self._lock = threading.Lock()  # the dict above, and which collections exist
 
     # -- collections ----------------------------------------------------------------------
@@ -258,11 +143,11 @@ class EdgeStore:
                 "dim": embedder.dim,
                 "created_at": datetime.now(UTC).isoformat(),
             }
-            _write_meta(folder, meta)  # the collection exists once this lands
-            self._collections[name] = _Collection(folder, meta, shard)
+            write_meta(folder, meta)  # the collection exists once this lands
+            self._collections[name] = EdgeCollection(folder, meta, shard)
         return self.get_collection(name)
 
-    def _open(self, name: str) -> _Collection:
+    def _open(self, name: str) -> EdgeCollection:
         """The collection (its shard is loaded by the first call into it)."""
         with self._lock:
             collection = self._collections.get(name)
@@ -271,7 +156,7 @@ class EdgeStore:
             meta_path = self._root / check_name(name) / "meta.json"
             if not meta_path.exists():
                 raise CollectionNotFound(f"collection {name!r} not found")
-            collection = _Collection(meta_path.parent, json.loads(meta_path.read_text()))
+            collection = EdgeCollection(meta_path.parent, json.loads(meta_path.read_text()))
             self._collections[name] = collection
             return collection
 
@@ -313,7 +198,7 @@ class EdgeStore:
             with collection.calls, self._lock:
                 if collection.closed:
                     raise CollectionNotFound(f"collection {name!r} not found")
-                _close(collection)
+                close_collection(collection)
                 self._collections.pop(name, None)  # close() may have emptied it already
                 # Drop the marker first: a crash mid-rmtree leaves no half-collection behind.
                 (collection.folder / "meta.json").unlink()
@@ -427,7 +312,7 @@ class EdgeStore:
                 raise CollectionNotFound(f"collection {name!r} not found")
             meta = dict(collection.meta)
             meta["extra"] = {**(meta.get("extra") or {}), **values}
-            _write_meta(collection.folder, meta)
+            write_meta(collection.folder, meta)
             collection.meta = meta
 
     # -- index ----------------------------------------------------------------------------
@@ -441,7 +326,7 @@ class EdgeStore:
         writes go to the live shard and are also kept (in memory), to be replayed on the
         built copy before it is swapped in, with writes and calls locked out. A failed,
         timed-out or stopped build (``delete_collection``, ``close``) drops the copy and
-        raises ``IndexBuildFailed``; the live shard was never touched. ``_recover`` resolves
+        raises ``IndexBuildFailed``; the live shard was never touched. ``recover`` resolves
         what a crash leaves.
         """
         start = time.perf_counter()
@@ -454,22 +339,23 @@ class EdgeStore:
                 collection.live().flush()
             try:
                 shutil.copytree(folder / SHARD, folder / INDEXING)
-                child = self._spawn(folder / INDEXING, name)
+                dim = self.embedder(name).dim
+                build = IndexBuild.start(self._indexer, folder / INDEXING, dim, self._hnsw)
             except OSError as exc:
                 shutil.rmtree(folder / INDEXING, ignore_errors=True)
                 raise IndexBuildFailed(f"cannot start the index build of {name!r}: {exc}") from exc
-            build = collection.build = _Build(child)
+            collection.build = build
         try:
-            stderr = self._wait(build, timeout_s)
+            stderr = build.wait(timeout_s)
             with collection.writes, collection.calls:
                 build.check(name, stderr)
                 # Counted first: a swap cut short may still leave the index in place (finished
                 # by the next call), and a calibration wrongly kept is worse than one redone.
                 self.update_metadata(name, {INDEX_BUILDS_KEY: index_builds(self, name) + 1})
-                info = _swap(collection, build.ops)
+                info = swap_in_build(collection, build.ops)
                 replayed = len(build.ops)
         finally:
-            _drop_leftovers(folder)  # outside the locks: removing a shard-sized folder takes time
+            drop_leftovers(folder)  # outside the locks: removing a shard-sized folder takes time
             with collection.writes:
                 collection.build = None
         return IndexReport(
@@ -478,26 +364,6 @@ class EdgeStore:
             indexed=info.indexed_vectors_count,
             segments=info.segments_count,
         )
-
-    def _spawn(self, copy: Path, name: str) -> subprocess.Popen[str]:
-        """Start the child that optimises ``copy``; it dies with this process (see
-        ``edge_index``), so no orphan writes a copy the next start deletes."""
-        hnsw = self._hnsw
-        args = [str(copy), f"--dim={self.embedder(name).dim}", f"--parent-pid={os.getpid()}"]
-        args += [f"--m={hnsw.m}", f"--ef-construct={hnsw.ef_construct}"]
-        args += [f"--full-scan-threshold-kb={hnsw.full_scan_threshold_kb}"]
-        return subprocess.Popen(
-            [*self._indexer, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-        )
-
-    @staticmethod
-    def _wait(build: _Build, timeout_s: float | None) -> str:
-        """Wait for the child without holding the GIL or a lock; its stderr."""
-        try:
-            return build.child.communicate(timeout=timeout_s)[1]
-        except subprocess.TimeoutExpired:
-            build.stop(f"still running after the {timeout_s:g} s timeout")
-            return build.child.communicate()[1]
 
     def ping(self) -> None:
         if not self._root.is_dir():
@@ -511,58 +377,10 @@ class EdgeStore:
                 if collection.build is not None:
                     collection.build.stop("the store was closed")
                 with collection.calls:
-                    _close(collection)
+                    close_collection(collection)
         with self._lock:
             self._collections.clear()
 
     def embedder(self, name: str) -> EmbedderSpec:
         meta = self._open(name).meta
         return EmbedderSpec(model=str(meta["model"]), dim=int(str(meta["dim"])))
-
-
-def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
-    """Atomically replace ``folder``'s meta.json (write, fsync, rename)."""
-    path = folder / "meta.json"
-    tmp = path.with_suffix(".json.tmp")
-    with tmp.open("w") as fh:
-        json.dump(meta, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
-def _close(collection: _Collection) -> None:
-    """Flush and close the shard, if open; later callers get ``CollectionNotFound``."""
-    if collection.shard is not None:
-        collection.shard.flush()
-        collection.shard.close()
-        collection.shard = None
-    collection.closed = True
-
-
-def _swap(collection: _Collection, ops: Sequence[qe.UpdateOperation]) -> qe.ShardInfo:
-    """Replay ``ops`` on the built copy and put it in place of the live shard (holding the
-    collection's locks). Once the live shard is closed, the folders are always in a state
-    ``_recover`` resolves, so a failure from there on is finished by the next call into it."""
-    folder = collection.folder
-    try:
-        built = qe.EdgeShard.load(str(folder / INDEXING))
-        for op in ops:
-            built.update(op)
-        built.flush()
-        built.close()
-    except Exception as exc:  # the binding raises bare Exception
-        raise IndexBuildFailed(
-            f"cannot replay the writes on {folder.name!r}'s index: {exc}"
-        ) from exc
-    collection.live().close()
-    collection.shard = None  # from here on, the next call loads what the folders hold
-    try:
-        (folder / SHARD).rename(folder / OLD)
-        (folder / INDEXING).rename(folder / SHARD)
-        _fsync_dir(folder)
-        shard = qe.EdgeShard.load(str(folder / SHARD))  # not live(): shard.old goes later
-    except Exception as exc:  # OSError from a rename, bare Exception from the binding
-        raise IndexBuildFailed(f"swap of {folder.name!r}'s index cut short: {exc}") from exc
-    collection.shard = shard
-    return shard.info()

@@ -18,7 +18,7 @@ import sys
 
 import qdrant_edge as qe
 
-from retrieval.store.edge import HnswParams, edge_config
+from retrieval.store.edge_shard import HnswParams, edge_config
 
 #: Qdrant leaves segments under its indexing threshold (10 MB of vectors) plain; asked to
 #: build an index, we build it for every segment that holds a vector.

@@ -22,7 +22,7 @@ from retrieval.errors import IndexBuildFailed, IndexBuildRunning
 from retrieval.retriever import Retriever
 from retrieval.store import EdgeStore, HnswParams, QdrantStore
 from retrieval.store.base import index_builds
-from retrieval.store.edge import INDEXER, INDEXING, OLD, SHARD
+from retrieval.store.edge_shard import INDEXER, INDEXING, OLD, SHARD
 from retrieval.types import EmbedderSpec, Point
 
 SPEC = EmbedderSpec("synthetic-384", 384)
