@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from app.core.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
 from app.core.reasoner import TokenUsage, context_text
-from critic.train import auroc
+from critic.metrics import auroc
 from evaluation.scoring import contains, exact_match, f1, others_compared, right_answer
 from llm import GeneratorError
 from retrieval.jsonl import question_of, read_jsonl

@@ -22,7 +22,8 @@ import typer
 from app.config import Settings, get_settings
 from critic.errors import CriticError
 from critic.features import DEFAULT_WEIGHTS
-from critic.train import Costs, Metrics, load_rows, train_cross_encoder, train_features
+from critic.metrics import Costs, Metrics
+from critic.train import load_rows, train_cross_encoder, train_features
 
 #: Folder of the trained cross-encoder under the models dir (not committed: it is 90 MB).
 CROSS_ENCODER_DIR = "critic-cross-encoder"

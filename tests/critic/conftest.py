@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from critic.train import Costs, Metrics, train_cross_encoder, train_features
+from critic.metrics import Costs, Metrics
+from critic.train import train_cross_encoder, train_features
 from retrieval.types import Document
 from tests.conftest import free_port
 from tests.critic.synth import practice_rows

@@ -12,19 +12,21 @@ from sklearn.metrics import roc_auc_score
 from critic import CriticInput
 from critic.cross_encoder import CrossEncoderModel, read_info
 from critic.features import FeaturesCritic, feature_matrix
-from critic.train import (
+from critic.metrics import (
     Costs,
     auroc,
     best_tau,
-    downsample,
     expected_calibration_error,
     expected_cost,
+    unanswerable_floor,
+)
+from critic.train import (
+    downsample,
     load_rows,
     out_of_fold_scores,
     row_input,
     split_by_question,
     train_features,
-    unanswerable_floor,
 )
 from retrieval.types import Document
 from tests.critic.conftest import COSTS, train_tiny_cross_encoder
