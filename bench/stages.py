@@ -39,16 +39,8 @@ import numpy as np
 from app.config import get_settings
 from app.services import build_services
 from bench.stats import percentiles
-from evaluation.qa import (
-    MODES,
-    Failure,
-    QaResult,
-    costs,
-    costs_markdown,
-    load_questions,
-    results_json,
-    run_modes,
-)
+from evaluation.qa import MODES, Failure, QaResult, load_questions, results_json, run_modes
+from evaluation.qa_report import costs, costs_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 

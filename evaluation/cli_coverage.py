@@ -1,67 +1,46 @@
 """``covrag eval coverage`` (registered by ``evaluation.cli``).
 
 It scores a QA file against a collection once, then re-splits it many times to check the
-conformal guarantee empirically (``evaluation.coverage``), and writes ``coverage.json``,
-``coverage.md`` and plots (default folder: ``<data dir>/eval/coverage``).
+conformal guarantee empirically (``evaluation.coverage``, ``evaluation.mondrian``), and writes
+``coverage.json``, ``coverage.md`` (``evaluation.coverage_report``) and plots
+(``evaluation.coverage_plots``; default folder: ``<data dir>/eval/coverage``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from app.config import get_settings
 from app.services import build_embedder, build_store
 from evaluation.coverage import (
-    CoverageReport,
-    abstain_signal,
     evaluate_coverage,
-    evaluate_mondrian,
-    mondrian_markdown,
     resolve_cal_size,
-    to_markdown,
 )
+from evaluation.coverage_plots import plot_subset
+from evaluation.coverage_report import (
+    MIN_TEST,
+    SubsetResult,
+    Unanswerable,
+    abstain_rows,
+    jsonable,
+    mondrian_section,
+    subset_markdown,
+)
+from evaluation.mondrian import evaluate_mondrian
 from evaluation.outputs import default_out
-from retrieval.calibration import ItemScore, load_qa, score_items
-from retrieval.conformal import conformal_quantile
+from retrieval.calibration import load_qa, score_items
 from retrieval.errors import RetrievalError
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.kinds import KindClassifier
-
-#: A calibration size must leave at least this many test questions per split.
-MIN_TEST = 20
-#: Mean coverage may fall this far below 1−α before a check is flagged (split noise).
-COVERAGE_SLACK = 0.01
-
-
-@dataclass(frozen=True, slots=True)
-class Unanswerable:
-    """An unanswerable question's top similarities (it has no gold chunk to score)."""
-
-    id: str
-    kind: str
-    similarities: list[float]
-
-
-@dataclass(frozen=True, slots=True)
-class SubsetResult:
-    """Everything measured on one subset of the QA file (pooled, or one question type)."""
-
-    name: str
-    n_items: int
-    kinds: dict[str, int]
-    reports: list[CoverageReport]
-    abstain: list[dict[str, Any]]
-    skipped_cal_sizes: list[str]
 
 
 def _floats(text: str) -> list[float]:
@@ -90,17 +69,6 @@ def _echo_err(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _jsonable(value: Any) -> Any:
-    """Strict JSON: ±∞ as ``"inf"``/``"-inf"``, NaN as ``null``."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _cal_sizes(spec: str, n_items: int) -> tuple[list[int], list[str]]:
     sizes: set[int] = set()
     skipped: list[str] = []
@@ -114,171 +82,6 @@ def _cal_sizes(spec: str, n_items: int) -> tuple[list[int], list[str]]:
         else:
             skipped.append(f"{token.strip()} (= {n_cal}; needs 1 ≤ n_cal ≤ {n_items - MIN_TEST})")
     return sorted(sizes), skipped
-
-
-def _abstain_rows(
-    scores: list[ItemScore], unanswerable: list[Unanswerable], alphas: list[float]
-) -> list[dict[str, Any]]:
-    """Abstain signal at q̂ from *all* of the subset's questions, per α and unanswerable kind."""
-    if not unanswerable:
-        return []
-    calibration = sorted(s.score for s in scores)
-    kinds = sorted({u.kind for u in unanswerable if u.kind})
-    rows = []
-    for alpha in alphas:
-        qhat = conformal_quantile(calibration, alpha)
-        overall = abstain_signal(scores, [u.similarities for u in unanswerable], qhat)
-        by_kind = {
-            k: abstain_signal(
-                scores, [u.similarities for u in unanswerable if u.kind == k], qhat
-            ).unanswerable_empty
-            for k in kinds
-        }
-        rows.append({"alpha": alpha, **asdict(overall), "unanswerable_empty_by_kind": by_kind})
-    return rows
-
-
-def _abstain_markdown(rows: list[dict[str, Any]]) -> str:
-    kinds = sorted({k for r in rows for k in r["unanswerable_empty_by_kind"]})
-    head = "| α | q̂ | threshold 1−q̂ | answerable empty | unanswerable empty |"
-    head += "".join(f" {k} empty |" for k in kinds)
-    lines = [head, "|---" * (5 + len(kinds)) + "|"]
-    for r in rows:
-        thr = "none (q̂ = ∞)" if r["threshold"] is None else f"{r['threshold']:.4f}"
-        cells = [
-            f"{r['alpha']:g}",
-            f"{r['qhat']:.4f}",
-            thr,
-            f"{r['answerable_empty']:.3f} (n={r['n_answerable']})",
-            f"{r['unanswerable_empty']:.3f} (n={r['n_unanswerable']})",
-            *(f"{r['unanswerable_empty_by_kind'][k]:.3f}" for k in kinds),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _checks(subset: SubsetResult) -> list[str]:
-    """Plain-language verdicts on the two claims: the target holds, and it is cheaper than top-k.
-
-    Over random splits of *any* fixed set of questions the expected coverage is ≥ 1−α, so a
-    shortfall beyond Monte-Carlo error (z = shortfall / se) points at a bug, not at the data.
-    """
-    if not subset.reports:
-        return [f"- no calibration size leaves {MIN_TEST} test questions of {subset.n_items}"]
-    held, missed, cheaper, dearer = 0, [], 0, []
-    for report in subset.reports:
-        for r in report.results:
-            c = r.conformal
-            if c is None:
-                continue
-            if c.coverage_mean >= r.target - COVERAGE_SLACK:
-                held += 1
-            else:
-                z = (r.target - c.coverage_mean) / c.coverage_se if c.coverage_se else math.inf
-                missed.append(
-                    f"n_cal={report.n_cal} α={r.alpha:g}: {c.coverage_mean:.3f} (z = {z:.1f})"
-                )
-            if r.fixed_k is not None and c.chunks.mean <= r.fixed_k:
-                cheaper += 1
-            else:
-                dearer.append(
-                    f"n_cal={report.n_cal} α={r.alpha:g}: {c.chunks.mean:.1f} vs top-{r.fixed_k}"
-                )
-    return [
-        f"- conformal mean coverage ≥ 1−α−{COVERAGE_SLACK}: {held} of {held + len(missed)}"
-        + (f"; short: {'; '.join(missed)}" if missed else ""),
-        f"- conformal mean chunks ≤ fixed top-k at the same coverage: {cheaper} of "
-        f"{cheaper + len(dearer)}" + (f"; not: {'; '.join(dearer)}" if dearer else ""),
-    ]
-
-
-def _plot(subset: SubsetResult, out: Path) -> list[Path]:
-    """(a) coverage vs 1−α with the diagonal; (b) mean chunks passed vs α, conformal vs top-k."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not subset.reports:
-        return []
-    colors = plt.get_cmap("viridis")(
-        [i / max(len(subset.reports) - 1, 1) * 0.85 for i in range(len(subset.reports))]
-    )
-    alphas = [r.alpha for r in subset.reports[0].results]
-    targets = [1 - a for a in alphas]
-    nan = float("nan")
-
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    lo, hi = min(targets) - 0.03, 1.0
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=1, label="target 1−α")
-    jitter = 0.0025
-    for i, (report, color) in enumerate(zip(subset.reports, colors, strict=True)):
-        dx = (i - (len(subset.reports) - 1) / 2) * jitter
-        conf = [r.conformal for r in report.results]
-        naive = [r.naive for r in report.results]
-        ax.errorbar(
-            [t + dx for t in targets],
-            [c.coverage_mean if c else nan for c in conf],
-            yerr=[c.coverage_sd if c else nan for c in conf],
-            color=color,
-            marker="o",
-            capsize=3,
-            label=f"conformal n_cal={report.n_cal}",
-        )
-        ax.errorbar(
-            [t + dx + jitter / 3 for t in targets],
-            [c.coverage_mean for c in naive],
-            yerr=[c.coverage_sd for c in naive],
-            color=color,
-            marker="x",
-            ls="--",
-            capsize=3,
-            alpha=0.7,
-            label=f"naive n_cal={report.n_cal}",
-        )
-    ax.set(
-        xlabel="target coverage 1−α",
-        ylabel="empirical test coverage (mean ± sd over splits)",
-        title=f"Conformal vs naive threshold — {subset.name} ({subset.n_items} questions)",
-        xlim=(lo, hi),
-    )
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    coverage_png = out / f"coverage_{subset.name}.png"
-    fig.savefig(coverage_png, dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    for report, color in zip(subset.reports, colors, strict=True):
-        ax.plot(
-            alphas,
-            [r.conformal.chunks.mean if r.conformal else nan for r in report.results],
-            color=color,
-            marker="o",
-            label=f"conformal n_cal={report.n_cal}",
-        )
-        ax.plot(
-            alphas,
-            [r.fixed_k if r.fixed_k is not None else nan for r in report.results],
-            color=color,
-            marker="s",
-            ls=":",
-            label=f"fixed top-k, same coverage, n_cal={report.n_cal}",
-        )
-    ax.set(
-        xlabel="α",
-        ylabel="mean chunks passed to the generator",
-        title=f"Price of coverage — {subset.name}",
-        ylim=(0, None),
-    )
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    chunks_png = out / f"chunks_{subset.name}.png"
-    fig.savefig(chunks_png, dpi=120)
-    plt.close(fig)
-    return [coverage_png, chunks_png]
 
 
 def coverage(
@@ -396,7 +199,7 @@ def coverage(
                 n_items=len(subset_scores),
                 kinds=dict(Counter(s.kind or "untyped" for s in subset_scores)),
                 reports=reports,
-                abstain=_abstain_rows(subset_scores, negatives, alpha_list),
+                abstain=abstain_rows(subset_scores, negatives, alpha_list),
                 skipped_cal_sizes=skipped,
             )
         )
@@ -406,7 +209,7 @@ def coverage(
     mondrian = evaluate_mondrian(
         scores, groups, alpha_list, splits=splits, seed=seed, max_chunks=max_chunks
     )
-    predicted = Counter(groups)
+    predicted = dict(Counter(groups))
 
     argv = sys.argv[1:]
     args = argv[argv.index("coverage") + 1 :] if "coverage" in argv else argv
@@ -430,43 +233,14 @@ def coverage(
         f"- generated {datetime.now(UTC).isoformat(timespec='seconds')}: `{command}`",
     ]
     sections = ["\n".join(header)]
-    for subset in results:
-        kinds_text = ", ".join(f"{k} {v}" for k, v in sorted(subset.kinds.items()))
-        parts = [f"## {subset.name} ({subset.n_items} questions: {kinds_text})", ""]
-        parts += _checks(subset)
-        if subset.skipped_cal_sizes:
-            parts.append(f"- skipped calibration sizes: {'; '.join(subset.skipped_cal_sizes)}")
-        if subset.reports:
-            parts += ["", to_markdown(subset.reports)]
-        if subset.abstain:
-            parts += [
-                "",
-                f"#### abstain signal (q̂ from all {subset.n_items} {subset.name} questions): "
-                "share with no chunk ≥ 1−q̂",
-                "",
-                _abstain_markdown(subset.abstain),
-            ]
-        sections.append("\n".join(parts))
+    sections += [subset_markdown(subset) for subset in results]
     sections.append(
-        "\n".join(
-            [
-                "## Mondrian (group-conditional) against pooled, per true kind",
-                "",
-                f"Half/half splits ({splits}, seed {seed}); a question's group is what a "
-                "request of it gets (its caller group, else its kind by the classifier: "
-                + ", ".join(f"{g} {n}" for g, n in sorted(predicted.items()))
-                + "); its q̂ is the group's own, never below the pooled one, or the pooled "
-                "one (not flagged) when the group's own is infinite. Flagged: the response "
-                f"would say `coverage_guaranteed` (own q̂, at most {max_chunks} chunks clear).",
-                "",
-                mondrian_markdown(mondrian),
-            ]
-        )
+        mondrian_section(mondrian, predicted, splits=splits, seed=seed, max_chunks=max_chunks)
     )
     markdown = "\n\n".join(sections) + "\n"
 
     out.mkdir(parents=True, exist_ok=True)
-    plots = [p for subset in results for p in _plot(subset, out)]
+    plots = [p for subset in results for p in plot_subset(subset, out)]
     payload = {
         "command": command,
         "collection": name,
@@ -498,7 +272,7 @@ def coverage(
         ],
     }
     (out / "coverage.json").write_text(
-        json.dumps(_jsonable(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8"
+        json.dumps(jsonable(payload), indent=1, allow_nan=False) + "\n", encoding="utf-8"
     )
     (out / "coverage.md").write_text(markdown, encoding="utf-8")
     typer.echo(markdown)

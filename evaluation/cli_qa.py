@@ -16,20 +16,8 @@ from tqdm import tqdm
 from app.config import get_settings
 from app.services import build_services
 from evaluation.outputs import default_out
-from evaluation.qa import (
-    MODES,
-    Failure,
-    Mode,
-    QaResult,
-    costs,
-    costs_markdown,
-    critic_auroc,
-    load_questions,
-    results_json,
-    run_modes,
-    summarize,
-    to_markdown,
-)
+from evaluation.qa import MODES, Failure, Mode, QaResult, load_questions, results_json, run_modes
+from evaluation.qa_report import costs, costs_markdown, critic_auroc, summarize, to_markdown
 from evaluation.selfpractice import practice
 
 

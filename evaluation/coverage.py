@@ -7,7 +7,8 @@ reports, per α, how often the answer-bearing chunk of a *held-out* question cle
 for CONFLARE's uncorrected percentile, side by side. The baseline it must beat is a fixed top-k:
 the smallest k whose mean coverage reaches the conformal one.
 
-Pure computation (numpy only, no I/O): the CLI scores the questions once and calls in here.
+Pure computation (numpy only, no I/O): the CLI scores the questions once and calls in here;
+the group-conditional (Mondrian) check is ``evaluation.mondrian``.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def resolve_cal_size(token: str, n_items: int) -> int:
     return int(token)
 
 
-def _similarity_matrix(scores: Sequence[ItemScore]) -> np.ndarray:
+def similarity_matrix(scores: Sequence[ItemScore]) -> np.ndarray:
     """Top-hit similarities as a rectangle, padded with −∞ (a padded slot never clears)."""
     width = max((len(s.similarities) for s in scores), default=0)
     sims = np.full((len(scores), width), -np.inf)
@@ -128,7 +129,7 @@ def _similarity_matrix(scores: Sequence[ItemScore]) -> np.ndarray:
     return sims
 
 
-def _cleared(sims: np.ndarray, qhat: float) -> np.ndarray:
+def cleared_counts(sims: np.ndarray, qhat: float) -> np.ndarray:
     """Chunks per row whose similarity clears 1−q̂ (with the store's tie epsilon)."""
     threshold = score_threshold(qhat)
     passes = np.isfinite(sims) if threshold is None else sims >= threshold  # q̂ = ∞: all pass
@@ -204,7 +205,7 @@ def evaluate_coverage(
         raise ValueError(f"splits must be ≥ 1, got {splits}")
     score_arr = np.array([s.score for s in scores], dtype=float)
     rank_arr = np.array([np.inf if s.rank is None else s.rank for s in scores], dtype=float)
-    sims = _similarity_matrix(scores)
+    sims = similarity_matrix(scores)
     max_k = max(1, min(max_chunks, sims.shape[1]))
 
     rng = np.random.default_rng(seed)
@@ -227,7 +228,7 @@ def evaluate_coverage(
             for cal, test, ranks in zip(cal_sorted, test_idx, test_ranks, strict=True):
                 qhat = rule(cal, alpha)
                 covered = score_arr[test] <= qhat
-                cleared = _cleared(sims[test], qhat)
+                cleared = cleared_counts(sims[test], qhat)
                 coverages.append(float(covered.mean()))
                 in_budget.append(float((covered & (ranks <= max_chunks)).mean()))
                 counts.append(np.minimum(cleared, max_chunks))
@@ -336,107 +337,3 @@ def to_markdown(reports: CoverageReport | Sequence[CoverageReport]) -> str:
     if isinstance(reports, CoverageReport):
         reports = [reports]
     return "\n\n".join(report_markdown(r) for r in reports)
-
-
-@dataclass(frozen=True, slots=True)
-class GroupCoverage:
-    """Pooled and Mondrian thresholds side by side for the held-out questions of one true
-    kind at one α, over the same splits.
-
-    ``*_coverage`` are means over splits of the kind's test coverage; ``*_chunks`` the mean
-    chunks clearing the threshold (capped at the budget). ``guaranteed_share`` is the share of
-    the kind's test questions the response would flag ``coverage_guaranteed`` (their predicted
-    group has its own finite q̂ and the budget cuts nothing), ``guaranteed_coverage`` the
-    coverage among those (None when none is flagged).
-    """
-
-    kind: str
-    alpha: float
-    n: int
-    pooled_coverage: float
-    pooled_chunks: float
-    mondrian_coverage: float
-    mondrian_chunks: float
-    guaranteed_share: float
-    guaranteed_coverage: float | None
-
-
-def evaluate_mondrian(
-    scores: Sequence[ItemScore],
-    groups: Sequence[str],
-    alphas: Sequence[float],
-    *,
-    splits: int,
-    seed: int,
-    max_chunks: int,
-) -> list[GroupCoverage]:
-    """Per true kind (``ItemScore.kind``): the pooled q̂ against each question's group q̂
-    (``groups``: the group key a request of that question would get), as
-    ``Calibration.group_qhat`` takes it — never below the pooled q̂, the pooled one when the
-    group's own is infinite — on half/half calibration/test splits."""
-    score_arr = np.array([s.score for s in scores], dtype=float)
-    sims = _similarity_matrix(scores)
-    kinds = np.array([s.kind or "untyped" for s in scores])
-    group_arr = np.array(groups)
-    rng = np.random.default_rng(seed)
-    parts = [rng.permutation(len(scores)) for _ in range(splits)]
-    rows: list[GroupCoverage] = []
-    for alpha in alphas:
-        per_kind: dict[str, dict[str, list[float]]] = {}
-        for part in parts:
-            cal, test = part[: len(part) // 2], part[len(part) // 2 :]
-            pooled = conformal_quantile(sorted(score_arr[cal].tolist()), alpha)
-            qhat = np.full(len(test), pooled)
-            own = np.zeros(len(test), dtype=bool)
-            for group in set(group_arr[test].tolist()):
-                q = conformal_quantile(sorted(score_arr[cal][group_arr[cal] == group]), alpha)
-                if math.isfinite(q):
-                    at = group_arr[test] == group
-                    qhat[at], own[at] = max(q, pooled), True
-            covered = score_arr[test] <= qhat
-            cleared = np.array([_cleared(sims[[i]], q)[0] for i, q in zip(test, qhat, strict=True)])
-            flagged = own & np.isfinite(qhat) & (cleared <= max_chunks)
-            pooled_cleared = _cleared(sims[test], pooled)
-            for kind in set(kinds[test].tolist()):
-                at = kinds[test] == kind
-                stats = per_kind.setdefault(kind, {})
-                stats.setdefault("pooled", []).append(float((score_arr[test][at] <= pooled).mean()))
-                stats.setdefault("pooled_chunks", []).extend(
-                    np.minimum(pooled_cleared[at], max_chunks).tolist()
-                )
-                stats.setdefault("mondrian", []).append(float(covered[at].mean()))
-                stats.setdefault("chunks", []).extend(np.minimum(cleared[at], max_chunks).tolist())
-                stats.setdefault("flagged", []).extend(flagged[at].tolist())
-                stats.setdefault("flagged_covered", []).extend(covered[at][flagged[at]].tolist())
-        for kind, stats in sorted(per_kind.items()):
-            hit = stats["flagged_covered"]
-            rows.append(
-                GroupCoverage(
-                    kind=kind,
-                    alpha=alpha,
-                    n=int((kinds == kind).sum()),
-                    pooled_coverage=float(np.mean(stats["pooled"])),
-                    pooled_chunks=float(np.mean(stats["pooled_chunks"])),
-                    mondrian_coverage=float(np.mean(stats["mondrian"])),
-                    mondrian_chunks=float(np.mean(stats["chunks"])),
-                    guaranteed_share=float(np.mean(stats["flagged"])),
-                    guaranteed_coverage=float(np.mean(hit)) if hit else None,
-                )
-            )
-    return rows
-
-
-def mondrian_markdown(rows: Sequence[GroupCoverage]) -> str:
-    lines = [
-        "| true kind | n | α | pooled coverage | pooled chunks | Mondrian coverage | "
-        "Mondrian chunks | flagged guaranteed | coverage where flagged |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        flagged = "—" if r.guaranteed_coverage is None else f"{r.guaranteed_coverage:.3f}"
-        lines.append(
-            f"| {r.kind} | {r.n} | {r.alpha:g} | {r.pooled_coverage:.3f} | "
-            f"{r.pooled_chunks:.1f} | {r.mondrian_coverage:.3f} | {r.mondrian_chunks:.1f} | "
-            f"{r.guaranteed_share:.0%} | {flagged} |"
-        )
-    return "\n".join(lines)

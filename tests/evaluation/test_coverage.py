@@ -11,13 +11,12 @@ import pytest
 from evaluation.coverage import (
     abstain_signal,
     evaluate_coverage,
-    evaluate_mondrian,
     fixed_k_curve,
-    mondrian_markdown,
     resolve_cal_size,
     smallest_k,
     to_markdown,
 )
+from evaluation.mondrian import evaluate_mondrian, mondrian_markdown
 from retrieval.calibration import ItemScore
 
 

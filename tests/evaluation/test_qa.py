@@ -8,7 +8,8 @@ from dataclasses import replace
 import pytest
 
 from bench import stages
-from evaluation.qa import Mode, QaResult, paired, risk_coverage, sign_test
+from evaluation.qa import Mode, QaResult
+from evaluation.qa_report import paired, risk_coverage, sign_test
 from evaluation.scoring import others_compared, right_answer
 
 
