@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from tqdm import tqdm
 
-from app.config import get_settings
+from app.config import Settings, get_settings
+from app.core.pipeline import Pipeline
 from app.services import build_services
 from evaluation.outputs import default_out
-from evaluation.qa import MODES, Failure, Mode, QaResult, load_questions, results_json, run_modes
+from evaluation.qa import MODES, Mode, load_questions, results_json, run_modes
 from evaluation.qa_report import costs, costs_markdown, critic_auroc, summarize, to_markdown
 from evaluation.selfpractice import practice
 
@@ -26,6 +28,26 @@ def _load(paths: list[Path], per_type: int | None) -> list[dict[str, Any]]:
     for error in errors:
         typer.echo(f"skipped malformed line {error}", err=True)
     return rows
+
+
+T = TypeVar("T")
+#: Work on a pipeline, told of each step done (a progress bar's ``update``).
+Work = Callable[[Pipeline, Callable[[int], object]], Awaitable[T]]
+
+
+def _run(settings: Settings, work: Work[T], *, total: int, unit: str, desc: str) -> T:
+    """``work`` on freshly built services under a progress bar of ``total`` steps; the services
+    are closed after, whatever happens."""
+
+    async def go() -> T:
+        services = build_services(settings)
+        try:
+            with tqdm(total=total, unit=unit, desc=desc) as bar:
+                return await work(services.pipeline, bar.update)
+        finally:
+            await services.aclose()
+
+    return asyncio.run(go())
 
 
 def selfpractice(
@@ -39,24 +61,22 @@ def selfpractice(
     settings = get_settings()
     questions = _load(qa, None)
 
-    async def go() -> dict[str, Any]:
-        services = build_services(settings.model_copy(update={"critic": "off"}))
-        try:
-            with tqdm(total=len(questions), unit="q", desc="self-practice") as bar:
-                report = await practice(
-                    services.pipeline,
-                    questions,
-                    out,
-                    collection=collection or settings.default_collection,
-                    rounds=rounds,
-                    concurrency=concurrency,
-                    progress=bar.update,
-                )
-            return asdict(report)
-        finally:
-            await services.aclose()
-
-    typer.echo(json.dumps(asyncio.run(go())))
+    report = _run(
+        settings.model_copy(update={"critic": "off"}),
+        lambda pipeline, progress: practice(
+            pipeline,
+            questions,
+            out,
+            collection=collection or settings.default_collection,
+            rounds=rounds,
+            concurrency=concurrency,
+            progress=progress,
+        ),
+        total=len(questions),
+        unit="q",
+        desc="self-practice",
+    )
+    typer.echo(json.dumps(asdict(report)))
 
 
 def qa(
@@ -87,23 +107,21 @@ def qa(
     out = out or default_out(settings, "qa")
     questions = _load(qa, per_type)
 
-    async def go() -> tuple[list[QaResult], list[Failure]]:
-        services = build_services(settings)
-        try:
-            with tqdm(total=len(questions) * len(chosen), unit="run", desc="eval qa") as bar:
-                return await run_modes(
-                    services.pipeline,
-                    questions,
-                    chosen,
-                    collection=collection or settings.default_collection,
-                    top_k=top_k,
-                    concurrency=concurrency,
-                    progress=bar.update,
-                )
-        finally:
-            await services.aclose()
-
-    results, failures = asyncio.run(go())
+    results, failures = _run(
+        settings,
+        lambda pipeline, progress: run_modes(
+            pipeline,
+            questions,
+            chosen,
+            collection=collection or settings.default_collection,
+            top_k=top_k,
+            concurrency=concurrency,
+            progress=progress,
+        ),
+        total=len(questions) * len(chosen),
+        unit="run",
+        desc="eval qa",
+    )
     for failure in failures:
         typer.echo(f"left out {failure.qid} ({failure.mode}): {failure.error}", err=True)
     if not results:

@@ -1,5 +1,5 @@
 """The ``covrag`` CLI in process: ingest files, calibrate from a QA file, evaluate coverage and
-answers (against the real vLLM worker)."""
+answers, label self-practice rounds (against the real vLLM worker)."""
 
 from __future__ import annotations
 
@@ -114,6 +114,23 @@ def test_ingest_calibrate_and_eval_coverage_and_answers(
     assert curve["coverage"][-1] == 1.0 and len(curve["accuracy"]) == 2
     assert "| wall s / right |" in (out / "qa.md").read_text()
     assert (out / "qa.png").stat().st_size > 0
+
+    # selfpractice labels every round of the two answerable questions, and resumes: a second
+    # run over the same file skips both.
+    practice = tmp_path / "practice.jsonl"
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(json.dumps(r) + "\n" for r in singles[:2]))
+    args = ["selfpractice", "--qa", str(two), "--out", str(practice), "--rounds", "1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    labelled = [json.loads(line) for line in practice.read_text().splitlines()]
+    assert (report["questions"], report["failed"], report["rows"]) == (2, 0, len(labelled))
+    assert {r["qid"] for r in labelled} == {q["id"] for q in singles[:2]}
+    assert report["positives"] == sum(r["label"] for r in labelled)
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["skipped_done"] == 2
 
 
 def test_ingest_past_the_threshold_builds_the_index(
