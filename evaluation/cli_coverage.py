@@ -205,11 +205,11 @@ def coverage(
         )
 
     classifier = KindClassifier.load()
-    groups = [classifier.group(item.question, item.group) for item in qa_file.items]
+    groups = [classifier.groups(item.question, item.group) for item in qa_file.items]
     mondrian = evaluate_mondrian(
         scores, groups, alpha_list, splits=splits, seed=seed, max_chunks=max_chunks
     )
-    predicted = dict(Counter(groups))
+    predicted = dict(Counter(g for gs in groups for g in gs))
 
     argv = sys.argv[1:]
     args = argv[argv.index("coverage") + 1 :] if "coverage" in argv else argv

@@ -160,17 +160,19 @@ def mondrian_section(
     seed: int,
     max_chunks: int,
 ) -> str:
-    """The Mondrian section; ``predicted`` counts the questions per group a request gets."""
+    """The Mondrian section; ``predicted`` counts the questions in each group a request gets
+    (a question counts in each group of its set)."""
     return "\n".join(
         [
             "## Mondrian (group-conditional) against pooled, per true kind",
             "",
-            f"Half/half splits ({splits}, seed {seed}); a question's group is what a "
-            "request of it gets (its caller group, else its kind by the classifier: "
+            f"Half/half splits ({splits}, seed {seed}); a question's groups are what a "
+            "request of it gets (its caller group, else each kind in its set by the "
+            "classifier: "
             + ", ".join(f"{g} {n}" for g, n in sorted(predicted.items()))
-            + "); its q̂ is the group's own, never below the pooled one, or the pooled "
-            "one (not flagged) when the group's own is infinite. Flagged: the response "
-            f"would say `coverage_guaranteed` (own q̂, at most {max_chunks} chunks clear).",
+            + "); its q̂ is the largest of its groups' own, never below the pooled one. "
+            "Flagged: the response would say `coverage_guaranteed` (every group's own q̂ "
+            f"finite, at most {max_chunks} chunks clear, kind:bridge not in the set).",
             "",
             mondrian_markdown(rows),
         ]
