@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from app.core.pipeline import Citation, QueryOutcome, Round
+from app.core.types import Citation, QueryOutcome, Round
 from app.state.jobs import Job
 from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, KeptCalibrations, answer_docs
 from retrieval.conformal import REPORTED_ALPHAS, Calibration, score_threshold

@@ -11,8 +11,9 @@ from functools import partial
 from redis.asyncio import Redis
 
 from app.config import Settings
-from app.core.pipeline import Pipeline, PipelineLimits
+from app.core.pipeline import Pipeline
 from app.core.reasoner import Reasoner
+from app.core.types import PipelineLimits
 from app.state.auth import Gate, KeyRing, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.state.cache import AnswerCache, MemoryAnswers, RedisAnswers
 from app.state.jobs import FileJobStore, JobStore, RedisJobStore

@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.core.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
+from app.core.pipeline import Pipeline
 from app.core.reasoner import TokenUsage, context_text
+from app.core.types import InvalidQuery, LoopPolicy, QueryParams
 from critic.train import auroc
 from evaluation.scoring import contains, exact_match, f1, others_compared, right_answer
 from llm import GeneratorError

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from app.core.pipeline import InvalidQuery
+from app.core.types import InvalidQuery
 from app.schemas import ErrorBody, ErrorOut
 from app.state.auth import AuthError, Forbidden, RateLimited, RateLimiterUnavailable
 from app.state.jobs import JobNotFound

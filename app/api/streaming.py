@@ -13,7 +13,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from app.core.pipeline import Pipeline, PipelineEvent, QueryParams
+from app.core.pipeline import Pipeline
+from app.core.types import PipelineEvent, QueryParams
 from app.schemas import QueryResponse, to_query_response
 
 

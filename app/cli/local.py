@@ -17,7 +17,7 @@ from tqdm import tqdm
 from app.cli.demo import DEMO_CALIBRATION, demo_qa
 from app.config import Settings
 from app.core.calibration import calibrate_generated, calibration_summary
-from app.core.pipeline import QueryParams
+from app.core.types import QueryParams
 from app.schemas import to_query_response
 from app.services import (
     build_embedder,

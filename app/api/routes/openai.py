@@ -21,7 +21,7 @@ from app.api.deps import (
 from app.api.errors import classify
 from app.api.routes.query import ERRORS, SSE_HEADERS, answer
 from app.api.streaming import Failed, QueryStream
-from app.core.pipeline import InvalidQuery, QueryParams, Round
+from app.core.types import InvalidQuery, QueryParams, Round
 from app.openai_compat import (
     MODEL_PREFIX,
     ChatCompletion,

@@ -22,7 +22,8 @@ from app.api.errors import classify
 from app.api.guard import GUARD_ERRORS
 from app.api.streaming import Failed, QueryStream, StreamItem
 from app.config import Settings
-from app.core.pipeline import AnswerText, Pipeline, QueryParams, Round
+from app.core.pipeline import Pipeline
+from app.core.types import AnswerText, QueryParams, Round
 from app.schemas import (
     CitationOut,
     ErrorOut,
