@@ -104,7 +104,7 @@ def qa(
         try:
             with tqdm(total=len(questions) * len(chosen), unit="run", desc="eval qa") as bar:
                 return await run_modes(
-                    services.pipeline,
+                    services,
                     questions,
                     chosen,
                     collection=collection or settings.default_collection,

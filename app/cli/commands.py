@@ -18,7 +18,11 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from app.api.routes.query import to_params
+from app.api.calibration.protocol import CalibrationRequest, to_qa_in
+from app.api.calibration.serving import default_alpha as calibration_alpha
+from app.api.collections.protocol import IndexRequest
+from app.api.query.protocol import QueryRequest
+from app.api.query.serving import to_params
 from app.cli import local as cli_local
 from app.cli import remote as cli_remote
 from app.cli.client import ClientError
@@ -27,7 +31,6 @@ from app.cli.demo import demo_documents, first_query
 from app.cli.local import NoLocalData
 from app.cli.remote import collections_cli, jobs, server
 from app.config import Settings, get_settings
-from app.schemas import CalibrationRequest, IndexRequest, QueryRequest, to_qa_in
 from app.services import build_store, check_critic
 from app.state.auth import KeyRing
 from app.state.datalock import DataDirHeld, claim, release
@@ -307,7 +310,7 @@ def calibrate(
         typer.echo(f"skipped malformed line {error}", err=True)
     if local:
         cli_local.check_local(settings)
-        alpha = default_alpha or settings.default_alpha
+        alpha = calibration_alpha(default_alpha, settings)
         if from_qa is not None and qa is not None:
             result = cli_local.calibrate_qa(
                 settings, name, qa.items, from_qa, alpha, replace_smaller

@@ -61,10 +61,7 @@ class Pipeline:
         self.retriever = retriever
         self.drift = drift
         self.query_cache = query_cache
-        self.store = retriever.store
-        self.embedder = retriever.embedder
         self.reasoner = reasoner
-        self.generator = reasoner.generator
         self.critic = critic
         self.fallback = fallback_critic
         self._limits = limits
