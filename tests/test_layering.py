@@ -261,3 +261,16 @@ def test_a_router_imports_no_other_familys_router(family: str) -> None:
 def test_the_router_check_finds_each_spelling(line: str) -> None:
     assert _other_routers(line, "retrieve") == ["app.api.query.router"]
     assert _other_routers(line.replace("query", "retrieve"), "retrieve") == []
+
+
+def test_jobs_and_metrics_work_on_domain_values() -> None:
+    """``app.background`` and ``app.telemetry`` take domain types and plain values; reading a
+    stored request or building a response is the serving layer's (``app.api``)."""
+    paths = [REPO / "app" / "background.py", *sorted((REPO / "app" / "telemetry").glob("*.py"))]
+    offenders = [
+        f"{path.relative_to(REPO)}: {module}"
+        for path in paths
+        for module in _modules(path.read_text(), "app")
+        if module.startswith("app.api") or module.split(".")[0] == "pydantic"
+    ]
+    assert offenders == []
