@@ -22,9 +22,8 @@ from retrieval.retriever import Retriever
 
 
 async def readiness(services: Services, settings: Settings, metrics: Metrics) -> ReadyOut:
-    """Every check runs (each bounded, concurrently, so a hung dependency fails the probe
-    instead of hanging it) and is reported in ``checks`` and in ``/metrics``; ``required``
-    names those that decide."""
+    """The probe's body, also recorded in the metrics: bounded checks run concurrently, so a
+    hung dependency fails the probe instead of hanging it."""
     checks: dict[str, Callable[[], Awaitable[object]]] = {
         "store": lambda: anyio.to_thread.run_sync(services.store.ping),
         "embedder": lambda: anyio.to_thread.run_sync(services.embedder.embed, ["readiness"]),
