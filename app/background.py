@@ -1,30 +1,38 @@
-"""What each background job kind does, rebuilt from its stored request (so a job can resume
-in another process): ``ingest``, ``calibration`` and ``index``. A job that changed a
-collection bumps its answer-cache version, so no answer computed before the change is served
-after it (an index build changes how the collection is searched, not what it holds)."""
+"""What each background job kind does, on domain values: ``ingest``, ``calibration`` and
+``index``. Each family's serving module (``app.api.<family>.serving``) reads a job's stored
+request into these arguments, so a job can resume in another process, and turns the result
+into its wire model. A job that changed a collection bumps its answer-cache version, so no
+answer computed before the change is served after it (an index build changes how the
+collection is searched, not what it holds)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from app.config import Settings
 from app.core.calibration import generated_job, qa_job
-from app.core.pipeline import Pipeline
-from app.schemas import (
-    CalibrationRequest,
-    DocumentsIn,
-    IndexRequest,
-    to_documents,
-    to_ingest_out,
-    to_items,
-)
+from app.services import Services
 from app.state.cache import AnswerCache
-from app.state.jobs import UNFINISHED, Job, JobBody, JobRegistry
-from retrieval.ingest import Ingestor
-from retrieval.store.base import index_due
+from app.state.jobs import UNFINISHED, Job, JobRegistry
+from retrieval.calibration import CalibrationItem
+from retrieval.ingest import IngestReport
+from retrieval.store.base import IndexReport, index_due
+from retrieval.types import Document
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationTask:
+    """A calibration job's request: its QA pairs, or (``items`` None) ``generate`` questions
+    written from that many sampled chunks."""
+
+    items: list[CalibrationItem] | None
+    generate: int
+    seed: int
+    default_alpha: float
+    replace_smaller: bool
 
 
 async def index_job_under_way(jobs: JobRegistry, collection: str) -> Job | None:
@@ -34,23 +42,41 @@ async def index_job_under_way(jobs: JobRegistry, collection: str) -> Job | None:
     return job if job is not None and job.status in UNFINISHED else None
 
 
-def job_runners(
-    pipeline: Pipeline,
-    ingestor: Ingestor,
-    answers: AnswerCache,
-    settings: Settings,
-    jobs: JobRegistry,
-) -> dict[str, JobBody]:
-    """The runners; ``jobs`` (the registry that runs them) receives the index jobs that
-    ingestion starts."""
+class JobWork:
+    """The job kinds' work; ``jobs`` (the registry that runs them) receives the index jobs
+    that ingestion starts."""
 
-    async def index_when_due(job: Job, chunks_written: int) -> None:
+    def __init__(
+        self, services: Services, answers: AnswerCache, settings: Settings, jobs: JobRegistry
+    ) -> None:
+        self._services = services
+        self._answers = answers
+        self._settings = settings
+        self._jobs = jobs
+
+    async def ingest(self, job: Job, docs: list[Document]) -> IngestReport:
+        def advance(done: int, total: int) -> None:  # chunks: one large document moves it too
+            job.progress = round(done / total, 3)
+
+        ingestor = self._services.ingestor
+        try:
+            report = await anyio.to_thread.run_sync(
+                lambda: ingestor.ingest(job.collection, docs, progress=advance)
+            )
+        finally:  # even a half-done batch changed the collection
+            await self._answers.invalidate(job.collection)
+        await self._index_when_due(job, report.chunks_written)
+        return report
+
+    async def _index_when_due(self, job: Job, chunks_written: int) -> None:
         """After an ingestion into an Edge collection: start an index job when ``index_due``
         says so (``COVRAG_INDEX_THRESHOLD``, ``COVRAG_REINDEX_FRACTION``), unless one is under
         way."""
+        settings = self._settings
         if settings.store != "edge":
             return
-        info = await anyio.to_thread.run_sync(pipeline.store.get_collection, job.collection)
+        store = self._services.store
+        info = await anyio.to_thread.run_sync(store.get_collection, job.collection)
         due = index_due(
             info,
             chunks_written,
@@ -59,62 +85,42 @@ def job_runners(
         )
         if not due:
             return
-        if await index_job_under_way(jobs, job.collection) is not None:
+        if await index_job_under_way(self._jobs, job.collection) is not None:
             return
-        started = await jobs.submit("index", job.collection, IndexRequest().model_dump())
+        started = await self._jobs.submit("index", job.collection, {})  # no time limit
         job.messages.append(f"index job {started.id} started ({info.chunks} chunks)")
 
-    async def ingest(job: Job) -> dict[str, Any]:
-        docs = to_documents(DocumentsIn.model_validate(job.request))
-
-        def advance(done: int, total: int) -> None:  # chunks: one large document moves it too
-            job.progress = round(done / total, 3)
-
-        try:
-            report = await anyio.to_thread.run_sync(
-                lambda: ingestor.ingest(job.collection, docs, progress=advance)
-            )
-        finally:  # even a half-done batch changed the collection
-            await answers.invalidate(job.collection)
-        await index_when_due(job, report.chunks_written)
-        return to_ingest_out(job.collection, report).model_dump()
-
-    async def calibrate(job: Job) -> dict[str, Any]:
-        request = CalibrationRequest.model_validate(job.request)
-        alpha = request.default_alpha or settings.default_alpha
-        if request.qa is not None:
+    async def calibrate(self, job: Job, task: CalibrationTask) -> dict[str, Any]:
+        services = self._services
+        if task.items is not None:
             body = qa_job(
-                pipeline.store,
-                pipeline.embedder,
+                services.store,
+                services.embedder,
                 job.collection,
-                to_items(request.qa),
-                default_alpha=alpha,
-                replace_smaller=request.replace_smaller,
+                task.items,
+                default_alpha=task.default_alpha,
+                replace_smaller=task.replace_smaller,
             )
         else:
-            assert request.generate is not None  # the request model guarantees one of the two
             body = generated_job(
-                pipeline.store,
-                pipeline.embedder,
-                pipeline.generator,
+                services.store,
+                services.embedder,
+                services.generator,
                 job.collection,
-                request.generate,
-                seed=request.seed,
-                default_alpha=alpha,
-                replace_smaller=request.replace_smaller,
+                task.generate,
+                seed=task.seed,
+                default_alpha=task.default_alpha,
+                replace_smaller=task.replace_smaller,
             )
         result = await body(job)
-        await answers.invalidate(job.collection)
+        await self._answers.invalidate(job.collection)
         return result
 
-    async def index(job: Job) -> dict[str, Any]:
-        request = IndexRequest.model_validate(job.request)
+    async def index(self, job: Job, timeout_s: float | None) -> IndexReport:
+        store = self._services.store
         # Abandoned on cancel: at shutdown the store's close() stops the build, and the job,
         # left unfinished, resumes on the next start.
-        report = await anyio.to_thread.run_sync(
-            lambda: pipeline.store.build_index(job.collection, timeout_s=request.timeout_s),
+        return await anyio.to_thread.run_sync(
+            lambda: store.build_index(job.collection, timeout_s=timeout_s),
             abandon_on_cancel=True,
         )
-        return asdict(report)
-
-    return {"ingest": ingest, "calibration": calibrate, "index": index}

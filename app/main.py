@@ -9,9 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
-from app.api.main import api_router
+from app.api.main import api_router, job_runners
 from app.api.middleware import RequestMiddleware
-from app.background import job_runners
+from app.background import JobWork
 from app.config import Settings, get_settings
 from app.services import build_services
 from app.state.catalog import Catalog
@@ -29,15 +29,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.settings = settings
-        app.state.pipeline = services.pipeline
-        app.state.ingestor = services.ingestor
-        app.state.metrics.watch_generator(services.pipeline.generator)
-        if services.pipeline.drift is not None:
-            app.state.metrics.watch_drift(services.pipeline.drift)
+        app.state.services = services
+        app.state.metrics.watch_generator(services.generator)
+        app.state.metrics.watch_drift(services.drift)
         app.state.answers = answers = services.backends.answers
         app.state.metrics.watch_caches(services.backends.query_cache, lambda: answers.stats.errors)
         app.state.gate = services.gate
-        app.state.backends = services.backends
         runners: dict[str, JobBody] = {}
         app.state.jobs = jobs = JobRegistry(
             services.backends.job_store,
@@ -46,13 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_attempts=settings.job_max_attempts,
         )
         # Filled once the registry exists: ingestion submits index jobs to it.
-        runners.update(
-            job_runners(
-                services.pipeline, services.ingestor, services.backends.answers, settings, jobs
-            )
-        )
+        runners.update(job_runners(JobWork(services, answers, settings, jobs), settings))
         app.state.catalog = Catalog(
-            services.pipeline.store,
+            services.store,
             services.ingestor,
             jobs,
             answers,

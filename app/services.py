@@ -1,6 +1,7 @@
-"""Wiring: settings → store, embedder, generator, pipeline, ingestor.
+"""Wiring: settings → store, embedder, generator, retriever, pipeline, ingestor.
 
 Used by the FastAPI lifespan and by the in-process CLI commands, so both run the same parts.
+``Services`` hands them out; the pipeline only uses its own.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from functools import partial
 from redis.asyncio import Redis
 
 from app.config import Settings
-from app.core.pipeline import Pipeline, PipelineLimits
+from app.core.pipeline import Pipeline
 from app.core.reasoner import Reasoner
+from app.core.types import PipelineLimits
 from app.state.auth import Gate, KeyRing, MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from app.state.cache import AnswerCache, MemoryAnswers, RedisAnswers
 from app.state.jobs import FileJobStore, JobStore, RedisJobStore
@@ -155,22 +157,27 @@ async def invalidate_answers(settings: Settings, collection: str) -> None:
 
 @dataclass
 class Services:
-    """The long-lived parts of one server (or CLI) process."""
+    """The long-lived parts of one server (or CLI) process: whoever needs the store, the
+    embedder, the generator or the retriever takes them from here."""
 
+    store: VectorStore
+    embedder: Embedder
+    generator: Generator
+    retriever: Retriever
+    critics: tuple[Critic, ...]
+    drift: DriftWatches
     pipeline: Pipeline
     ingestor: Ingestor
-    generator: Generator
     backends: Backends
     gate: Gate
 
     async def aclose(self) -> None:
         await self.backends.aclose()
         await self.generator.aclose()
-        for critic in {id(c): c for c in (self.pipeline.critic, self.pipeline.fallback)}.values():
-            if critic is not None:
-                await critic.aclose()
-        self.pipeline.embedder.close()
-        self.pipeline.store.close()
+        for critic in self.critics:
+            await critic.aclose()
+        self.embedder.close()
+        self.store.close()
 
 
 def build_services(settings: Settings) -> Services:
@@ -209,6 +216,7 @@ def build_services(settings: Settings) -> Services:
         unreachable=settings.conformal_unreachable,
     )
     reasoner = Reasoner(generator, max_tokens=settings.max_tokens, temperature=settings.temperature)
+    drift = DriftWatches(window=settings.drift_window, false_alarm=settings.drift_false_alarm)
     pipeline = Pipeline(
         retriever,
         reasoner,
@@ -217,12 +225,17 @@ def build_services(settings: Settings) -> Services:
         fallback_critic=fallback,
         model=settings.generator_model,
         query_cache=backends.query_cache,
-        drift=DriftWatches(window=settings.drift_window, false_alarm=settings.drift_false_alarm),
+        drift=drift,
     )
     return Services(
+        store=store,
+        embedder=embedder,
+        generator=generator,
+        retriever=retriever,
+        critics=tuple(c for c in (critic, fallback) if c is not None),
+        drift=drift,
         pipeline=pipeline,
         ingestor=build_ingestor(settings, store, embedder),
-        generator=generator,
         backends=backends,
         gate=Gate(keys, backends.limiter, settings.rate_limit_on_error),
     )

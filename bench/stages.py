@@ -161,7 +161,7 @@ def main() -> None:
             services.pipeline.query_cache = None
         try:
             return await run_modes(
-                services.pipeline,
+                services,
                 questions,
                 MODES,
                 collection=settings.default_collection,

@@ -15,8 +15,7 @@ import typer
 from tqdm import tqdm
 
 from app.config import Settings, get_settings
-from app.core.pipeline import Pipeline
-from app.services import build_services
+from app.services import Services, build_services
 from evaluation.outputs import default_out
 from evaluation.qa import MODES, Mode, load_questions, results_json, run_modes
 from evaluation.qa_report import costs, costs_markdown, critic_auroc, summarize, to_markdown
@@ -31,8 +30,8 @@ def _load(paths: list[Path], per_type: int | None) -> list[dict[str, Any]]:
 
 
 T = TypeVar("T")
-#: Work on a pipeline, told of each step done (a progress bar's ``update``).
-Work = Callable[[Pipeline, Callable[[int], object]], Awaitable[T]]
+#: Work on the services, told of each step done (a progress bar's ``update``).
+Work = Callable[[Services, Callable[[int], object]], Awaitable[T]]
 
 
 def _run(settings: Settings, work: Work[T], *, total: int, unit: str, desc: str) -> T:
@@ -43,7 +42,7 @@ def _run(settings: Settings, work: Work[T], *, total: int, unit: str, desc: str)
         services = build_services(settings)
         try:
             with tqdm(total=total, unit=unit, desc=desc) as bar:
-                return await work(services.pipeline, bar.update)
+                return await work(services, bar.update)
         finally:
             await services.aclose()
 
@@ -63,8 +62,8 @@ def selfpractice(
 
     report = _run(
         settings.model_copy(update={"critic": "off"}),
-        lambda pipeline, progress: practice(
-            pipeline,
+        lambda services, progress: practice(
+            services.pipeline,
             questions,
             out,
             collection=collection or settings.default_collection,
@@ -109,8 +108,8 @@ def qa(
 
     results, failures = _run(
         settings,
-        lambda pipeline, progress: run_modes(
-            pipeline,
+        lambda services, progress: run_modes(
+            services,
             questions,
             chosen,
             collection=collection or settings.default_collection,

@@ -25,8 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from app.core.pipeline import InvalidQuery, LoopPolicy, Pipeline, QueryParams
+from app.core.pipeline import Pipeline
 from app.core.reasoner import TokenUsage, context_text
+from app.core.types import InvalidQuery, LoopPolicy, QueryParams
+from app.services import Services
 from evaluation.scoring import contains, exact_match, f1, others_compared, right_answer
 from llm import GeneratorError
 from retrieval.jsonl import question_of, read_jsonl
@@ -98,15 +100,15 @@ class _Answered:
     timings_ms: dict[str, float]
 
 
-async def naive_answer(pipeline: Pipeline, question: str, collection: str) -> _Answered:
+async def naive_answer(services: Services, question: str, collection: str) -> _Answered:
     """The naive baseline: plain top-3, a plain prompt, the reply as it comes."""
     params = QueryParams(
         question=question, collection=collection, top_k=NAIVE_TOP_K, conformal=False
     )
-    retrieval = await pipeline.retrieve(params)
+    retrieval = await services.pipeline.retrieve(params)
     user = f"Context:\n{context_text(retrieval.hits)}\n\nQuestion: {question}"
     start = time.perf_counter()
-    completion = await pipeline.generator.complete(
+    completion = await services.generator.complete(
         [{"role": "system", "content": NAIVE_SYSTEM}, {"role": "user", "content": user}],
         max_tokens=NAIVE_MAX_TOKENS,
         temperature=0.0,
@@ -165,7 +167,7 @@ def _setup(
 
 
 async def run_modes(
-    pipeline: Pipeline,
+    services: Services,
     questions: Sequence[dict[str, Any]],
     modes: Sequence[Mode],
     *,
@@ -188,9 +190,11 @@ async def run_modes(
             async with gate:
                 start = time.perf_counter()
                 said = (
-                    await naive_answer(pipeline, qa["question"], collection)
+                    await naive_answer(services, qa["question"], collection)
                     if mode == "naive"
-                    else await _pipeline_answer(pipeline, mode, qa["question"], collection, top_k)
+                    else await _pipeline_answer(
+                        services.pipeline, mode, qa["question"], collection, top_k
+                    )
                 )
                 wall = (time.perf_counter() - start) * 1000
         except (InvalidQuery, GeneratorError) as exc:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.core.pipeline import LoopPolicy, Pipeline, QueryParams, Round
+from app.core.pipeline import Pipeline
+from app.core.types import LoopPolicy, QueryParams, Round
 from evaluation.scoring import match, others_compared, right_answer
 from llm import GeneratorError
 from retrieval.errors import RetrievalError

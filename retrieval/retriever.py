@@ -154,6 +154,7 @@ class Retriever:
         budget: Budget,
         filters: Mapping[str, FilterValue] | None = None,
         conformal: bool = True,
+        loaded: tuple[Calibration | None, bool] | None = None,
         vector: list[float] | None = None,
         group: str | None = None,
     ) -> Retrieval:
@@ -161,6 +162,8 @@ class Retriever:
 
         ``conformal=False`` ignores a calibration: plain top-k (the evaluation's baseline).
         ``group``: the caller's calibration group; without one, the question's kind.
+        ``loaded``: the collection's calibration and staleness if the caller has read them
+        (``calibration()``), so a request reads them once; else they are read here.
         ``vector``: the question's embedding if the caller has it (cached); else it is
         computed here, timed as ``embed``.
         """
@@ -172,7 +175,9 @@ class Retriever:
             )
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        calibration, stale = self.calibration(collection) if conformal else (None, False)
+        if not conformal:
+            loaded = (None, False)
+        calibration, stale = self.calibration(collection) if loaded is None else loaded
         # the question's group and multi-hop score matter only against a calibration
         groups, multi_hop = (
             self.kinds.read(question, group) if calibration is not None else ((), None)

@@ -203,3 +203,74 @@ def test_the_core_knows_no_http_api_or_cli() -> None:
                 if n.split(".")[0] in HTTP or n.startswith(("app.api", "app.cli"))
             ]
     assert offenders == []
+
+
+#: The HTTP layer's endpoint families: each a folder of ``app/api`` with router, serving and
+#: protocol, as vLLM's ``entrypoints/openai``.
+API = REPO / "app" / "api"
+FAMILIES = sorted(p.parent.name for p in API.glob("*/router.py"))
+
+
+def _modules(source: str, package: str) -> set[str]:
+    """Every module ``source`` (a module of ``package``) imports, relative imports resolved;
+    ``from a import b`` counts both ``a`` and ``a.b``, since ``b`` may be a submodule."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".")
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.add(module)
+            found.update(f"{module}.{a.name}" for a in node.names)
+    return found
+
+
+def _other_routers(source: str, family: str) -> list[str]:
+    """The routers of other families that ``app/api/<family>/router.py`` imports."""
+    routers = {f"app.api.{f}.router" for f in FAMILIES} - {f"app.api.{family}.router"}
+    return sorted(_modules(source, f"app.api.{family}") & routers)
+
+
+def test_the_api_has_its_endpoint_families() -> None:
+    wanted = {"query", "retrieve", "collections", "calibration", "jobs", "openai"}
+    assert wanted <= set(FAMILIES)
+    for family in wanted:
+        assert {"router.py", "serving.py", "protocol.py"} <= {
+            p.name for p in (API / family).glob("*.py")
+        }
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_router_imports_no_other_familys_router(family: str) -> None:
+    """Shared logic lives in serving modules; routes only parse, call and respond."""
+    assert _other_routers((API / family / "router.py").read_text(), family) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "import app.api.query.router",
+        "from app.api.query.router import router",
+        "from app.api.query import router",
+        "from ..query import router",
+        "from ..query.router import query",
+    ],
+)
+def test_the_router_check_finds_each_spelling(line: str) -> None:
+    assert _other_routers(line, "retrieve") == ["app.api.query.router"]
+    assert _other_routers(line.replace("query", "retrieve"), "retrieve") == []
+
+
+def test_jobs_and_metrics_work_on_domain_values() -> None:
+    """``app.background`` and ``app.telemetry`` take domain types and plain values; reading a
+    stored request or building a response is the serving layer's (``app.api``)."""
+    paths = [REPO / "app" / "background.py", *sorted((REPO / "app" / "telemetry").glob("*.py"))]
+    offenders = [
+        f"{path.relative_to(REPO)}: {module}"
+        for path in paths
+        for module in _modules(path.read_text(), "app")
+        if module.startswith("app.api") or module.split(".")[0] == "pydantic"
+    ]
+    assert offenders == []

@@ -12,13 +12,12 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.config import Settings
-from app.core.pipeline import Pipeline
+from app.services import Services
 from app.state.auth import Gate, Principal, RateLimited
 from app.state.cache import AnswerCache
 from app.state.catalog import Catalog
 from app.state.jobs import JobRegistry
 from app.telemetry.metrics import Metrics
-from retrieval.ingest import Ingestor
 
 
 async def _settings(request: Request) -> Settings:
@@ -26,14 +25,9 @@ async def _settings(request: Request) -> Settings:
     return settings
 
 
-async def _pipeline(request: Request) -> Pipeline:
-    pipeline: Pipeline = request.app.state.pipeline
-    return pipeline
-
-
-async def _ingestor(request: Request) -> Ingestor:
-    ingestor: Ingestor = request.app.state.ingestor
-    return ingestor
+async def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
 
 
 async def _catalog(request: Request) -> Catalog:
@@ -91,8 +85,7 @@ async def _metrics(request: Request) -> Metrics:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-PipelineDep = Annotated[Pipeline, Depends(_pipeline)]
-IngestorDep = Annotated[Ingestor, Depends(_ingestor)]
+ServicesDep = Annotated[Services, Depends(_services)]
 RequestIdDep = Annotated[str, Depends(_request_id)]
 CatalogDep = Annotated[Catalog, Depends(_catalog)]
 JobsDep = Annotated[JobRegistry, Depends(_jobs)]

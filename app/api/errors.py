@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import Scope
 
-from app.core.pipeline import InvalidQuery
-from app.schemas import ErrorBody, ErrorOut
+from app.api.protocol import ErrorBody, ErrorOut
+from app.core.types import InvalidQuery
 from app.state.auth import AuthError, Forbidden, RateLimited, RateLimiterUnavailable
 from app.state.jobs import JobNotFound
 from critic.errors import CriticUnavailable

@@ -20,8 +20,8 @@ from starlette.types import Receive, Scope, Send
 
 from app.api.deps import ADMITTED, LIMITED
 from app.api.guard import Replayed
-from app.api.routes.query import answer_shape, to_params
-from app.schemas import QueryRequest
+from app.api.query.protocol import QueryRequest
+from app.api.query.serving import answer_shape, to_params
 from app.state.auth import AuthError, Principal, RateLimited
 
 PATH = "/v1/query"
@@ -61,7 +61,8 @@ class CachedQueries:
         principal = self._principal(state, headers)
         if body.stream or principal is None or not principal.allows(params.collection):
             return False
-        shape = answer_shape(params, state.settings)
+        policy = state.services.pipeline.default_policy(params)
+        shape = answer_shape(params, policy, state.settings)
         try:  # the key's rate-limit token and the lookup: one Redis call
             entry = await state.answers.lookup(
                 params.collection, params.question, shape, principal.bucket

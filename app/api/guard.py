@@ -9,7 +9,6 @@ built only to answer an error.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -17,16 +16,10 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope
 
 from app.api.errors import error_response
-from app.schemas import ErrorOut
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: A JSON escape: ``\uXXXX`` (the hex in group 1) or a backslash and any other character.
 _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
-#: What the guard may answer instead of a route, for the ``responses=`` of every route that
-#: takes a body: the schema then lists each status a client can get.
-GUARD_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 413, 415)
-}
 
 
 async def guard_body(

@@ -1,5 +1,6 @@
 """One query run as a stream of events, shared by ``/v1/query`` (covrag's SSE events) and the
-OpenAI-compatible ``/v1/chat/completions`` (OpenAI chunks): each route only frames them.
+OpenAI-compatible ``/v1/chat/completions`` (OpenAI chunks): each serving module only frames
+them.
 
 The pipeline runs in a task. An error before its first event (bad input, no collection, the
 generator down) is raised by ``start``, so the route answers it with its HTTP status; a later
@@ -13,8 +14,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from app.core.pipeline import Pipeline, PipelineEvent, QueryParams
-from app.schemas import QueryResponse, to_query_response
+from app.core.pipeline import Pipeline
+from app.core.types import PipelineEvent, QueryOutcome, QueryParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +25,8 @@ class Failed:
     error: Exception
 
 
-#: Answer text, a judged round, the final response, or a failure; None ends the stream.
-StreamItem = PipelineEvent | QueryResponse | Failed
+#: Answer text, a judged round, the finished run, or a failure; None ends the stream.
+StreamItem = PipelineEvent | QueryOutcome | Failed
 
 
 class QueryStream:
@@ -47,8 +48,7 @@ class QueryStream:
 
     async def _run(self, pipeline: Pipeline, params: QueryParams, request_id: str) -> None:
         try:
-            outcome = await pipeline.query(params, request_id, self._queue.put)
-            await self._queue.put(to_query_response(outcome, request_id))
+            await self._queue.put(await pipeline.query(params, request_id, self._queue.put))
         except Exception as exc:  # handed on: raised by start, or streamed as Failed
             await self._queue.put(Failed(exc))
         finally:

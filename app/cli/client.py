@@ -12,17 +12,16 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from app.schemas import (
-    CalibrationRequest,
-    CalibrationStatusOut,
+from app.api.calibration.protocol import CalibrationRequest, CalibrationStatusOut
+from app.api.collections.protocol import (
     CollectionDeletedOut,
     CollectionsOut,
     DocumentsIn,
-    ErrorOut,
     IndexRequest,
-    JobOut,
-    QueryRequest,
 )
+from app.api.jobs.protocol import JobOut
+from app.api.protocol import ErrorOut
+from app.api.query.protocol import QueryRequest
 
 #: Job states after which a job never changes.
 FINISHED = ("succeeded", "failed")

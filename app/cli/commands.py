@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shlex
 import signal
 import sys
 from pathlib import Path
@@ -18,17 +17,20 @@ from pydantic import ValidationError
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from app.api.routes.query import to_params
+from app.api.calibration.protocol import CalibrationRequest, to_qa_in
+from app.api.calibration.serving import default_alpha as calibration_alpha
+from app.api.collections.protocol import IndexRequest
+from app.api.query.protocol import QueryRequest
+from app.api.query.serving import to_params
 from app.cli import local as cli_local
 from app.cli import remote as cli_remote
 from app.cli.client import ClientError
 from app.cli.critic import train_critic, worker_critic
-from app.cli.demo import demo_documents, first_query
+from app.cli.demo import demo_documents, first_try
 from app.cli.local import NoLocalData
 from app.cli.remote import collections_cli, jobs, server
-from app.config import Settings, get_settings
-from app.schemas import CalibrationRequest, IndexRequest, QueryRequest, to_qa_in
-from app.services import build_store, check_critic
+from app.config import get_settings
+from app.services import check_critic
 from app.state.auth import KeyRing
 from app.state.datalock import DataDirHeld, claim, release
 from app.telemetry.logs import configure_logging
@@ -137,27 +139,6 @@ Local = Annotated[
         "server holds that data dir.",
     ),
 ]
-
-
-def first_try(settings: Settings, url: str) -> str:
-    """What ``covrag serve`` suggests trying first, about what its store holds (the demo's
-    question only when the demo corpus is there); opens the store briefly, before the app."""
-    try:
-        store = build_store(settings)
-        try:
-            body = first_query(store, settings.default_collection)
-        finally:
-            store.close()
-    except RetrievalError:
-        return ""  # the store's trouble is for /readyz to name, not the banner
-    if body is None:
-        return (
-            "no collection holds documents yet: add some with "
-            "`covrag ingest FILES --collection NAME` (or --demo), then ask them\n"
-        )
-    data = shlex.quote(json.dumps(body))  # a title may hold a quote
-    curl = f"curl -s {url}/v1/query -H 'Content-Type: application/json' -d {data}"
-    return f"try:\n  {curl}\n"
 
 
 @cli.command()
@@ -307,7 +288,7 @@ def calibrate(
         typer.echo(f"skipped malformed line {error}", err=True)
     if local:
         cli_local.check_local(settings)
-        alpha = default_alpha or settings.default_alpha
+        alpha = calibration_alpha(default_alpha, settings)
         if from_qa is not None and qa is not None:
             result = cli_local.calibrate_qa(
                 settings, name, qa.items, from_qa, alpha, replace_smaller

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import typer
 
 from app.config import Settings
+from app.services import build_store
 from retrieval.calibration import CalibrationItem, load_qa
 from retrieval.corpus import fetch_wiki, load_wiki
+from retrieval.errors import RetrievalError
 from retrieval.store.base import VectorStore
 from retrieval.types import Document
 
@@ -52,3 +56,24 @@ def first_query(store: VectorStore, default_collection: str) -> dict[str, str] |
     title = str(payload.get("title") or payload["doc_id"])
     body = {"question": f"What does {title} say?"}
     return body if name == default_collection else {**body, "collection": name}
+
+
+def first_try(settings: Settings, url: str) -> str:
+    """What ``covrag serve`` suggests trying first, about what its store holds (the demo's
+    question only when the demo corpus is there); opens the store briefly, before the app."""
+    try:
+        store = build_store(settings)
+        try:
+            body = first_query(store, settings.default_collection)
+        finally:
+            store.close()
+    except RetrievalError:
+        return ""  # the store's trouble is for /readyz to name, not the banner
+    if body is None:
+        return (
+            "no collection holds documents yet: add some with "
+            "`covrag ingest FILES --collection NAME` (or --demo), then ask them\n"
+        )
+    data = shlex.quote(json.dumps(body))  # a title may hold a quote
+    curl = f"curl -s {url}/v1/query -H 'Content-Type: application/json' -d {data}"
+    return f"try:\n  {curl}\n"

@@ -14,11 +14,11 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
+from app.api.query.protocol import to_query_response
 from app.cli.demo import DEMO_CALIBRATION, demo_qa
 from app.config import Settings
 from app.core.calibration import calibrate_generated, calibration_summary
-from app.core.pipeline import QueryParams
-from app.schemas import to_query_response
+from app.core.types import QueryParams
 from app.services import (
     build_embedder,
     build_ingestor,
@@ -162,17 +162,21 @@ async def generate_calibration(
     settings: Settings, name: str, n: int, seed: int, alpha: float, replace_smaller: bool
 ) -> dict[str, object]:
     services = build_services(settings)
-    p = services.pipeline
     try:
         # refused before the progress bar shows: nothing will be written
         check_calibration(
-            p.store, name, n, default_alpha=alpha, replace_smaller=replace_smaller, sampled=True
+            services.store,
+            name,
+            n,
+            default_alpha=alpha,
+            replace_smaller=replace_smaller,
+            sampled=True,
         )
         with tqdm(total=n, unit="q", desc="write questions") as bar:
             calibration, _ = await calibrate_generated(
-                p.store,
-                p.embedder,
-                p.generator,
+                services.store,
+                services.embedder,
+                services.generator,
                 name,
                 n,
                 seed=seed,

@@ -15,16 +15,12 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
+from app.api.calibration.protocol import CalibrationRequest, to_qa_in
+from app.api.collections.protocol import IndexRequest, to_documents_in
+from app.api.jobs.protocol import JobOut
 from app.cli.client import CovragClient
 from app.cli.demo import demo_qa
 from app.config import get_settings
-from app.schemas import (
-    CalibrationRequest,
-    IndexRequest,
-    JobOut,
-    to_documents_in,
-    to_qa_in,
-)
 from retrieval.types import Document
 
 #: A request's share of a large ingestion: under the server's default documents per request,

@@ -13,14 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import replace
 
 import anyio
 
+from app.core.context import LATER_ROUND_CHUNKS, decide, extend_context, round_signals
 from app.core.prompt import comparison, supporting
 from app.core.reasoner import Reasoner, Reasoning, TokenUsage
+from app.core.types import (
+    AnswerText,
+    Citation,
+    EventSink,
+    InvalidQuery,
+    LoopPolicy,
+    PipelineLimits,
+    QueryFrom,
+    QueryOutcome,
+    QueryParams,
+    Round,
+)
 from app.state.vector_cache import VectorCache, vector_key
 from critic.base import Critic
 from critic.errors import CriticUnavailable
@@ -29,129 +40,7 @@ from critic.types import CriticInput, Signals
 from llm import TextSink
 from retrieval.drift import DriftWatches
 from retrieval.retriever import Budget, Retrieval, Retriever
-from retrieval.types import FilterValue, ScoredChunk
-
-Decision = Literal["accept", "search_again", "abstain", "continue"]
-#: Where a round's search came from: the question; a document the context names (searched with
-#: the question); or the model's rewrite.
-QueryFrom = Literal["question", "link", "model"]
-
-
-class InvalidQuery(ValueError):
-    """A query the pipeline refuses; ``param`` names the offending field."""
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-#: Unseen chunks a rewritten query may bring in, displacing the weakest earlier ones.
-LATER_ROUND_CHUNKS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class QueryParams:
-    """One question, as the pipeline sees it. ``None`` fields take the defaults."""
-
-    question: str
-    collection: str
-    top_k: int | None = None
-    filters: dict[str, FilterValue] = field(default_factory=dict)
-    alpha: float | None = None
-    max_rounds: int | None = None
-    conformal: bool = True
-    #: Earlier (role, text) turns of a chat: the question is first made self-contained.
-    history: tuple[tuple[str, str], ...] = ()
-    #: The caller's calibration group; ``None``: the question's kind.
-    group: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LoopPolicy:
-    """How many rounds, who judges them, and when to stop.
-
-    ``critic=None`` accepts the first answer (single-round RAG). ``always_continue`` runs every
-    round whatever the critic says (self-practice records each round's outcome). ``tau=None``
-    uses the τ of whichever critic scored the round (its trained one; a fallback brings its own).
-    """
-
-    max_rounds: int
-    critic: Critic | None
-    tau: float | None = None
-    always_continue: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Citation:
-    """A passage given to the generator; ``n`` is its number in the prompt."""
-
-    n: int
-    chunk: ScoredChunk
-    cited: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Round:
-    """One retrieval round: what was searched, what it added, what the critic said."""
-
-    index: int
-    query: str
-    query_from: QueryFrom
-    retrieval: Retrieval
-    added: list[str]
-    evicted: list[str]
-    context: list[ScoredChunk]
-    reasoning: Reasoning
-    signals: Signals
-    critic_score: float | None
-    decision: Decision
-    timings_ms: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class AnswerText:
-    """A piece of round ``round``'s answer as vLLM decodes it (streaming)."""
-
-    round: int
-    text: str
-
-
-#: What a streaming caller hears: answer text as it is decoded, then each round once judged.
-PipelineEvent = AnswerText | Round
-EventSink = Callable[[PipelineEvent], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class QueryOutcome:
-    """Everything a query response reports."""
-
-    answer: str
-    sufficient: bool
-    abstained: bool
-    citations: list[Citation]
-    retrieval: Retrieval
-    rounds: list[Round]
-    candidate: Round | None
-    timings_ms: dict[str, float]
-    model: str
-    llm_calls: int
-    usage: TokenUsage
-    warnings: list[str]
-    critic: str | None = None
-    tau: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineLimits:
-    """Bounds and defaults from settings the pipeline enforces."""
-
-    max_question_chars: int
-    max_context_chars: int
-    default_top_k: int
-    max_chunks: int
-    max_rounds: int
-    tau: float | None  # None: each critic's own
-    abstain_answer: str
+from retrieval.types import ScoredChunk
 
 
 class Pipeline:
@@ -172,10 +61,7 @@ class Pipeline:
         self.retriever = retriever
         self.drift = drift
         self.query_cache = query_cache
-        self.store = retriever.store
-        self.embedder = retriever.embedder
         self.reasoner = reasoner
-        self.generator = reasoner.generator
         self.critic = critic
         self.fallback = fallback_critic
         self._limits = limits
@@ -209,7 +95,7 @@ class Pipeline:
         if self.query_cache is None:
             return await anyio.to_thread.run_sync(self._retrieve_sync, query, params, None)
         start = time.perf_counter()
-        key = vector_key(self.embedder.spec, query)
+        key = vector_key(self.retriever.embedder.spec, query)
         vector = await self.query_cache.get(key)
         lookup = time.perf_counter() - start
         result = await anyio.to_thread.run_sync(self._retrieve_sync, query, params, vector)
@@ -222,10 +108,11 @@ class Pipeline:
     def _retrieve_sync(
         self, query: str, params: QueryParams, vector: list[float] | None
     ) -> Retrieval:
-        calibrated = (
-            params.conformal and self.retriever.calibration(params.collection)[0] is not None
+        # Read once a round: it sets both the default budget and the threshold.
+        loaded = (
+            self.retriever.calibration(params.collection) if params.conformal else (None, False)
         )
-        default = self._limits.max_chunks if calibrated else self._limits.default_top_k
+        default = self._limits.max_chunks if loaded[0] is not None else self._limits.default_top_k
         budget = Budget(chunks=params.top_k or default, chars=self._limits.max_context_chars)
         return self.retriever.retrieve(
             params.collection,
@@ -234,6 +121,7 @@ class Pipeline:
             budget=budget,
             filters=params.filters,
             conformal=params.conformal,
+            loaded=loaded,
             vector=vector,
             group=params.group,
         )
@@ -307,7 +195,7 @@ class Pipeline:
         """
         start = time.perf_counter()
         question = self._question(params)
-        self.generator.fail_fast()  # a known-down generator: 503 now, not after retrieval
+        self.reasoner.generator.fail_fast()  # a known-down generator: 503 now, not after retrieval
         rounds: list[Round] = []
         context: list[ScoredChunk] = []
         dropped: set[str] = set()
@@ -349,12 +237,12 @@ class Pipeline:
                 llm_calls += 1
                 usage += reasoning.usage
                 timings["reason"] = _ms(t)
-            signals = _signals(retrieval, context, reasoning, index)
+            signals = round_signals(retrieval, context, reasoning, index)
             t = time.perf_counter()
             scored = await self._score(policy, question, context, reasoning, signals, warnings)
             timings["critic"] = _ms(t)
             last = index == policy.max_rounds - 1
-            decision = _decide(policy, scored, last, is_refusal(reasoning.answer))
+            decision = decide(policy, scored, last, is_refusal(reasoning.answer))
             if scored is not None:
                 tau = scored[1]
             rounds.append(
@@ -498,63 +386,6 @@ class Pipeline:
         )
 
 
-def extend_context(
-    context: list[ScoredChunk],
-    hits: list[ScoredChunk],
-    later: bool,
-    max_chars: int,
-    dropped: set[str],
-) -> tuple[list[str], list[str]]:
-    """Add unseen chunks while the prompt budget allows; returns (added, evicted) ids.
-
-    Round 0 fills the budget in score order. A later round exists to bring in what round 0
-    lacked, so its best ``LATER_ROUND_CHUNKS`` unseen hits displace the weakest earlier
-    chunks (never the question's own best one) instead of finding the budget spent. Evicted
-    ids join ``dropped`` and never come back.
-    """
-
-    def cost(chunk: ScoredChunk) -> int:
-        return len(chunk.text) + len(chunk.title) + 8
-
-    seen = {c.id for c in context} | dropped
-    fresh = [h for h in {h.id: h for h in hits}.values() if h.id not in seen]
-    evicted: list[str] = []
-    if later:
-        fresh = fresh[:LATER_ROUND_CHUNKS]
-        need = sum(cost(h) for h in fresh)
-        while len(context) > 1 and sum(map(cost, context)) + need > max_chars:
-            weakest = min(context[1:], key=lambda c: c.score)
-            context.remove(weakest)
-            evicted.append(weakest.id)
-            dropped.add(weakest.id)
-    used = sum(map(cost, context))
-    added: list[str] = []
-    for hit in fresh:
-        if context and used + cost(hit) > max_chars:
-            continue
-        context.append(hit)
-        added.append(hit.id)
-        used += cost(hit)
-    return added, evicted
-
-
-def _signals(
-    retrieval: Retrieval, context: list[ScoredChunk], reasoning: Reasoning, index: int
-) -> Signals:
-    top = max((c.score for c in context), default=0.0)
-    return Signals(
-        top_similarity=top,
-        margin=top - retrieval.threshold if retrieval.threshold is not None and context else 0.0,
-        passed=len(context),
-        none_cleared=retrieval.none_cleared,
-        truncated=reasoning.truncated,
-        choice=reasoning.choice,
-        mean_logprob=reasoning.mean_logprob,
-        answer_tokens=reasoning.tokens,
-        round_index=index,
-    )
-
-
 def _answer_sink(on_event: EventSink | None, index: int) -> TextSink | None:
     if on_event is None:
         return None
@@ -563,21 +394,6 @@ def _answer_sink(on_event: EventSink | None, index: int) -> TextSink | None:
         await on_event(AnswerText(index, text))
 
     return sink
-
-
-def _decide(
-    policy: LoopPolicy, scored: tuple[float, float] | None, last: bool, refused: bool
-) -> Decision:
-    """What the loop does after a round. With a critic, an answer that declines (or is empty)
-    is never accepted, whatever its score: it answers nothing."""
-    if scored is None:
-        return "continue" if policy.always_continue and not last else "accept"
-    if policy.always_continue:
-        return "continue"
-    score, tau = scored
-    if score >= tau and not refused:
-        return "accept"
-    return "abstain" if last else "search_again"
 
 
 def _ms(start: float) -> float:

@@ -3,7 +3,7 @@ process (tests, embedding) never share counters or collide on names."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -11,7 +11,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from app.schemas import QueryResponse
 from retrieval.drift import DriftWatches
 
 #: Seconds, 1 ms to 60 s: a cached retrieval and a slow multi-round CPU generation on one scale.
@@ -262,18 +261,14 @@ class Metrics:
     def request_finished(self) -> None:
         self._in_flight.dec()
 
-    def observe_query(self, response: QueryResponse) -> None:
-        """One answered query, streamed or not: its stage times, rounds and abstention."""
-        spent = response.timings_ms.model_dump()
-        for r in response.rounds:  # the response sums only generate; its rounds keep the parts
-            for stage in ("reason", "rewrite"):
-                if stage in r.timings_ms:
-                    spent[stage] = spent.get(stage, 0.0) + r.timings_ms[stage]
+    def observe_query(self, timings_ms: Mapping[str, float], rounds: int, abstained: bool) -> None:
+        """One answered query, streamed or not: its stage times in ms (summed over its
+        rounds), its rounds and whether it abstained."""
         for stage in STAGES:
-            if stage in spent:
-                self._stages.labels(stage).observe(spent[stage] / 1000)
-        self._rounds.observe(len(response.rounds))
-        if response.abstained:
+            if stage in timings_ms:
+                self._stages.labels(stage).observe(timings_ms[stage] / 1000)
+        self._rounds.observe(rounds)
+        if abstained:
             self._abstentions.inc()
 
     def observe_readiness(self, up: dict[str, bool], required: list[str]) -> None:

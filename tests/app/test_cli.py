@@ -10,8 +10,8 @@ import pytest
 from click.testing import Result
 from typer.testing import CliRunner
 
-from app.cli.commands import cli, first_try
-from app.cli.demo import QUICKSTART_DOC, QUICKSTART_QUESTION
+from app.cli.commands import cli
+from app.cli.demo import QUICKSTART_DOC, QUICKSTART_QUESTION, first_try
 from app.config import Settings, get_settings
 from app.services import build_ingestor, build_store
 from retrieval.embed import Embedder

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.pipeline import LATER_ROUND_CHUNKS, extend_context
+from app.core.context import LATER_ROUND_CHUNKS, extend_context
 from retrieval.types import ScoredChunk
 
 

@@ -255,7 +255,7 @@ def test_hung_replica_gives_504_within_the_deadline(
         elapsed = time.monotonic() - start
         _envelope(r, {504}, "generator_timeout")
         assert 3.0 <= elapsed < 8.0
-        [replica] = client.app.state.pipeline.generator.replicas()  # type: ignore[attr-defined]
+        [replica] = client.app.state.services.generator.replicas()  # type: ignore[attr-defined]
         assert replica.errors_total == {"timeout": 1}
 
 
@@ -312,7 +312,7 @@ def test_dead_replica_is_failed_over_and_its_breaker_opens(
     )
     with TestClient(create_app(s)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:5]))
-        generator = client.app.state.pipeline.generator  # type: ignore[attr-defined]
+        generator = client.app.state.services.generator  # type: ignore[attr-defined]
         for n in range(6):
             r = client.post("/v1/query", json=_question(n))
             assert r.status_code == 200, r.text
@@ -483,5 +483,5 @@ def test_worker_killed_mid_request_then_restarted(
         assert r.status_code == 200, (r.text, own_worker.log_tail())
         assert r.json()["answer"]
         assert client.get("/readyz").json()["status"] == "ready"  # generator back, no restart
-        [replica] = client.app.state.pipeline.generator.replicas()  # type: ignore[attr-defined]
+        [replica] = client.app.state.services.generator.replicas()  # type: ignore[attr-defined]
         assert replica.state == "closed" and replica.consecutive_failures == 0

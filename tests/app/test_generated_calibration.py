@@ -70,9 +70,8 @@ async def test_rejected_questions_are_counted_by_reason(
     }
     try:
         services.ingestor.ingest("c", [Document(id=k, text=v) for k, v in docs.items()])
-        p = services.pipeline
         scripted = PassageGenerator(replies)
-        items, rejected = await write_questions(p.store, scripted, "c", 4, seed=0)
+        items, rejected = await write_questions(services.store, scripted, "c", 4, seed=0)
         assert [i.question for i in items] == ["When was the tower completed?"]
         assert rejected == Counter(
             {"not a question": 1, "answer not in the passage": 1, "reply not JSON": 1}
@@ -80,7 +79,7 @@ async def test_rejected_questions_are_counted_by_reason(
         replies["Eiffel"] = replies["AC/DC"]  # now no reply is usable
         with pytest.raises(NoUsableQuestions) as err:
             await calibrate_generated(
-                p.store, p.embedder, scripted, "c", 4, seed=0, default_alpha=0.2
+                services.store, services.embedder, scripted, "c", 4, seed=0, default_alpha=0.2
             )
         message = str(err.value)
         assert message.startswith("none of the 4 generated questions was usable: 2 not a ")
@@ -166,20 +165,23 @@ async def test_questions_written_from_sampled_chunks(
     services = build_services(settings)
     try:
         services.ingestor.ingest("wiki", wiki_sample[:12])
-        p = services.pipeline
-        items, rejected = await write_questions(p.store, p.generator, "wiki", 6, seed=3)
-        again, _ = await write_questions(p.store, p.generator, "wiki", 6, seed=3)
+        items, rejected = await write_questions(
+            services.store, services.generator, "wiki", 6, seed=3
+        )
+        again, _ = await write_questions(services.store, services.generator, "wiki", 6, seed=3)
         assert len(items) + rejected.total() == 6
         assert len(items) >= 3, rejected  # 1 of 12 such chunks before the worked examples
         assert [i.source_chunk_id for i in items] == [i.source_chunk_id for i in again]
-        chunk_ids = set(p.store.list_ids("wiki"))
-        payloads = p.store.get_payloads("wiki", [i.source_chunk_id for i in items])
+        chunk_ids = set(services.store.list_ids("wiki"))
+        payloads = services.store.get_payloads("wiki", [i.source_chunk_id for i in items])
         for item in items:
             assert item.source_chunk_id in chunk_ids
             text = str(payloads[item.source_chunk_id]["text"])
             assert rejection(item.question, item.answers[0], text) is None
         if items:  # each generated question is scored against its own source chunk
-            cal = calibrate(p.store, p.embedder, "wiki", items, source="gen", default_alpha=0.5)
+            cal = calibrate(
+                services.store, services.embedder, "wiki", items, source="gen", default_alpha=0.5
+            )
             assert cal.n == len(items) and cal.misses == 0
     finally:
         await services.aclose()

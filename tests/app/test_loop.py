@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.core.pipeline import LATER_ROUND_CHUNKS, LoopPolicy, Pipeline, QueryOutcome, QueryParams
+from app.core.context import LATER_ROUND_CHUNKS
+from app.core.pipeline import Pipeline
 from app.core.reasoner import Reasoning
+from app.core.types import LoopPolicy, QueryOutcome, QueryParams
 from app.services import build_services
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput

@@ -172,7 +172,7 @@ def test_generator_replicas_are_exported_at_scrape_time(
     client: TestClient, settings: Settings
 ) -> None:
     """The fixture's generator URL is a closed port: the failure shows on its replica."""
-    client.app.state.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
+    client.app.state.services.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
     r = client.post("/v1/query", json={"question": EIFFEL, "collection": "docs"})
     assert r.status_code == 503, r.text
     (url,) = settings.generator_urls
@@ -200,7 +200,7 @@ def live(
     """The app on the real vLLM worker, the wiki sample ingested in process."""
     app = create_app(settings.model_copy(update={"generator_urls": [generator_url]}))
     with TestClient(app) as c:
-        app.state.ingestor.ingest("wiki", wiki_sample)
+        app.state.services.ingestor.ingest("wiki", wiki_sample)
         yield c
 
 
@@ -267,7 +267,7 @@ def test_opentelemetry_spans_only_when_turned_on(
 
 def test_query_embedding_cache_is_exported(client: TestClient) -> None:
     """A repeated question is not embedded again, and ``/metrics`` says so."""
-    client.app.state.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
+    client.app.state.services.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
     for _ in range(2):
         r = client.post("/v1/retrieve", json={"question": EIFFEL, "collection": "docs"})
         assert r.status_code == 200, r.text

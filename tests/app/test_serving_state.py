@@ -316,7 +316,7 @@ def test_replicas_share_question_embeddings_through_redis(
     ask = {"question": EIFFEL, "collection": "docs"}
     with TestClient(create_app(shared)) as one, TestClient(create_app(other)) as two:
         for client in (one, two):
-            client.app.state.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
+            client.app.state.services.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
         first = one.post("/v1/retrieve", json=ask)
         assert first.status_code == 200, first.text
         with closing(redis.Redis.from_url(redis_url)) as r:

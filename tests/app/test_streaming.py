@@ -23,10 +23,10 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
+from app.api.query.protocol import QueryResponse
 from app.config import Settings
 from app.core.reasoner import plain_answer, whole_words
 from app.main import create_app
-from app.schemas import QueryResponse
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest
 from tests.conftest import free_port

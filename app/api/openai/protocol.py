@@ -1,20 +1,15 @@
-"""The OpenAI chat-completions wire format over covrag's query (``/v1/chat/completions``).
-
-So the official ``openai`` client, and every tool built on it, can use covrag as a model. The
-model name picks the collection (``covrag`` = the default one, ``covrag/<collection>``); the last
-user message is the question and earlier turns help rewrite it into a standalone one. Sources
-are listed as numbered lines after the answer, and the full covrag response (citations,
-rounds, the conformal guarantee) rides along in the extra field ``covrag``.
-"""
+"""The OpenAI chat-completions wire format (``/v1/models``, ``/v1/chat/completions``): the
+fields covrag reads of a request, and the completion it answers with. The full covrag
+response rides along in the extra field ``covrag``."""
 
 from __future__ import annotations
 
-import time
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas import JsonInt, MaxRounds, QueryResponse, TopK
+from app.api.protocol import ErrorOut, JsonInt, MaxRounds, TopK, component, sse_event
+from app.api.query.protocol import QueryResponse
 
 #: Served model names: the default collection, and ``covrag/<collection>``.
 MODEL_PREFIX = "covrag"
@@ -111,60 +106,31 @@ class ChatCompletion(BaseModel):
     covrag: QueryResponse = Field(description="covrag's full answer: citations, rounds, α…")
 
 
-def collection_of(model: str, default: str) -> str | None:
-    """The collection a model name asks for; None when it is not one of ours."""
-    if model == MODEL_PREFIX:
-        return default
-    prefix = MODEL_PREFIX + "/"
-    return model[len(prefix) :] or None if model.startswith(prefix) else None
-
-
-def sources_text(response: QueryResponse) -> str:
-    """One numbered line per document the answer was taken from; none when no passage holds
-    the answer (a list of everything retrieved would claim support that is not there)."""
-    if response.abstained:
-        return ""
-    lines: dict[str, str] = {}
-    for c in response.citations:
-        if c.cited and c.doc_id not in lines:
-            lines[c.doc_id] = f"[{c.n}] {c.title} ({c.doc_id})"
-    return "\n\nSources:\n" + "\n".join(lines.values()) if lines else ""
-
-
-def completion_of(response: QueryResponse, model: str) -> ChatCompletion:
-    """``usage`` is what this request spent: nothing for a cached answer (``covrag.usage``
-    keeps what it cost when it was made)."""
-    spent = (
-        (0, 0)
-        if response.cached
-        else (response.usage.prompt_tokens, response.usage.completion_tokens)
-    )
-    usage = Usage(prompt_tokens=spent[0], completion_tokens=spent[1], total_tokens=sum(spent))
-    return ChatCompletion(
-        id=f"chatcmpl-{response.request_id}",
-        created=int(time.time()),
-        model=model,
-        choices=[
-            Choice(message=AssistantMessage(content=response.answer + sources_text(response)))
-        ],
-        usage=usage,
-        covrag=response,
-    )
-
-
-def chunk(
-    request_id: str,
-    model: str,
-    delta: dict[str, str],
-    finish: str | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One ``chat.completion.chunk``."""
-    return {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        **(extra or {}),
-    }
+#: A streamed completion's events: chunks (the last one carries ``covrag``), an error if one
+#: happens, then ``[DONE]``.
+CHUNK = {
+    "type": "object",
+    "required": ["id", "object", "created", "model", "choices"],
+    "properties": {
+        "object": {"const": "chat.completion.chunk"},
+        "covrag": component(QueryResponse),
+    },
+}
+CHAT_SSE_DOC = {
+    "description": "The completion; with `stream` a stream of `chat.completion.chunk` "
+    "server-sent events, then `data: [DONE]`.",
+    "content": {
+        "text/event-stream": {
+            "schema": {
+                "anyOf": [
+                    sse_event({"anyOf": [CHUNK, component(ErrorOut)]}),
+                    {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {"data": {"const": "[DONE]"}},
+                    },
+                ]
+            }
+        }
+    },
+}

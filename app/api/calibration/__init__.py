@@ -1,0 +1,1 @@
+"""Calibrating a collection: router, serving and protocol (wire models)."""

@@ -1,0 +1,1 @@
+"""Collections and their documents: router, serving and protocol (wire models)."""

@@ -1,0 +1,1 @@
+"""Liveness and readiness: router, serving and protocol (wire models)."""

@@ -1,0 +1,1 @@
+"""Background jobs: router, serving and protocol (wire models)."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible façade: router, serving and protocol (wire models)."""

@@ -1,0 +1,1 @@
+"""``POST /v1/query``: router, serving and protocol (wire models)."""

@@ -1,0 +1,1 @@
+"""``POST /v1/retrieve``: router, serving and protocol (wire models)."""
