@@ -48,14 +48,14 @@ def job_runners(
         """After an ingestion into an Edge collection: start an index job when ``index_due``
         says so (``COVRAG_INDEX_THRESHOLD``, ``COVRAG_REINDEX_FRACTION``), unless one is under
         way."""
-        if settings.store != "edge":
+        if settings.store.kind != "edge":
             return
         info = await anyio.to_thread.run_sync(pipeline.store.get_collection, job.collection)
         due = index_due(
             info,
             chunks_written,
-            threshold=settings.index_threshold,
-            reindex_fraction=settings.reindex_fraction,
+            threshold=settings.store.index_threshold,
+            reindex_fraction=settings.store.reindex_fraction,
         )
         if not due:
             return
@@ -81,7 +81,7 @@ def job_runners(
 
     async def calibrate(job: Job) -> dict[str, Any]:
         request = CalibrationRequest.model_validate(job.request)
-        alpha = request.default_alpha or settings.default_alpha
+        alpha = request.default_alpha or settings.calibration.default_alpha
         if request.qa is not None:
             body = qa_job(
                 pipeline.store,

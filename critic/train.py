@@ -34,7 +34,7 @@ _REQUIRED = ("qid", "question", "passages", "answer", "label")
 
 @dataclass(frozen=True, slots=True)
 class Costs:
-    """What each outcome of the accept/search-again decision costs (settings ``critic_cost_*``).
+    """What each outcome of the accept/search-again decision costs (``COVRAG_CRITIC_COST_*``).
 
     Attributes:
         wrong_accept: accepting an answer that is wrong.

@@ -52,14 +52,14 @@ def selfpractice(
     questions = _load(qa, None)
 
     async def go() -> dict[str, Any]:
-        services = build_services(settings.model_copy(update={"critic": "off"}))
+        services = build_services(settings.updated(critic={"kind": "off"}))
         try:
             with tqdm(total=len(questions), unit="q", desc="self-practice") as bar:
                 report = await practice(
                     services.pipeline,
                     questions,
                     out,
-                    collection=collection or settings.default_collection,
+                    collection=collection or settings.collections.default,
                     rounds=rounds,
                     concurrency=concurrency,
                     progress=bar.update,
@@ -107,7 +107,7 @@ def qa(
                     services.pipeline,
                     questions,
                     chosen,
-                    collection=collection or settings.default_collection,
+                    collection=collection or settings.collections.default,
                     top_k=top_k,
                     concurrency=concurrency,
                     progress=bar.update,
@@ -134,9 +134,9 @@ def qa(
         "concurrency": concurrency,
         "questions": len(questions),
         "left_out": sorted({f.qid for f in failures}),
-        "critic": settings.critic,
-        "max_rounds": settings.max_rounds,
-        "generator": settings.generator_model,
+        "critic": settings.critic.kind,
+        "max_rounds": settings.critic.max_rounds,
+        "generator": settings.generator.model,
     }
     (out / "qa.json").write_text(
         json.dumps(

@@ -22,7 +22,7 @@ QUICKSTART_DOC = "Melbourne"
 
 def demo_documents(settings: Settings) -> list[Document]:
     """The corpus, fetched once into the data dir's cache."""
-    return load_wiki(fetch_wiki(settings.data_dir / "corpus"))
+    return load_wiki(fetch_wiki(settings.store.data_dir / "corpus"))
 
 
 def demo_qa(name: str) -> list[CalibrationItem]:

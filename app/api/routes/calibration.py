@@ -52,7 +52,7 @@ async def start_calibration(
         name,
         body.questions,
         generated=body.generate is not None,
-        default_alpha=body.default_alpha or settings.default_alpha,
+        default_alpha=body.default_alpha or settings.calibration.default_alpha,
         replace_smaller=body.replace_smaller,
     )
     await anyio.to_thread.run_sync(check)

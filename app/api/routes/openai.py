@@ -117,7 +117,7 @@ async def chat_completions(
 ) -> Response | ChatCompletion:
     """The last user message is the question; earlier turns make it self-contained. Not
     streamed, answers come from (and go to) the answer cache ``/v1/query`` uses."""
-    params = to_params(body, settings.default_collection)
+    params = to_params(body, settings.collections.default)
     principal.check(params.collection, "model")
     if not body.stream:
         found = await answer(params, request_id, pipeline, settings, answers, metrics)

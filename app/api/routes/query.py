@@ -69,7 +69,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
     return QueryParams(
         question=body.question,
-        collection=body.collection or settings.default_collection,
+        collection=body.collection or settings.collections.default,
         top_k=body.top_k,
         filters=body.filters,
         alpha=body.alpha,
@@ -135,12 +135,12 @@ def answer_shape(params: QueryParams, settings: Settings) -> dict[str, Any]:
         "top_k": params.top_k,
         "filters": params.filters,
         "group": params.group,
-        "rounds": params.max_rounds or settings.max_rounds,
-        "critic": settings.critic,
-        "tau": settings.critic_tau,
-        "model": settings.generator_model,
-        "max_tokens": settings.max_tokens,
-        "temperature": settings.temperature,
+        "rounds": params.max_rounds or settings.critic.max_rounds,
+        "critic": settings.critic.kind,
+        "tau": settings.critic.tau,
+        "model": settings.generator.model,
+        "max_tokens": settings.generator.max_tokens,
+        "temperature": settings.generator.temperature,
     }
 
 
