@@ -73,15 +73,15 @@ class JobWork:
         says so (``COVRAG_INDEX_THRESHOLD``, ``COVRAG_REINDEX_FRACTION``), unless one is under
         way."""
         settings = self._settings
-        if settings.store != "edge":
+        if settings.store.kind != "edge":
             return
         store = self._services.store
         info = await anyio.to_thread.run_sync(store.get_collection, job.collection)
         due = index_due(
             info,
             chunks_written,
-            threshold=settings.index_threshold,
-            reindex_fraction=settings.reindex_fraction,
+            threshold=settings.store.index_threshold,
+            reindex_fraction=settings.store.reindex_fraction,
         )
         if not due:
             return

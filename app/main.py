@@ -39,8 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.jobs = jobs = JobRegistry(
             services.backends.job_store,
             runners,
-            lease_s=settings.job_lease_s,
-            max_attempts=settings.job_max_attempts,
+            lease_s=settings.jobs.lease_s,
+            max_attempts=settings.jobs.max_attempts,
         )
         # Filled once the registry exists: ingestion submits index jobs to it.
         runners.update(job_runners(JobWork(services, answers, settings, jobs), settings))
@@ -49,10 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.ingestor,
             jobs,
             answers,
-            max_documents=settings.max_documents_per_request,
+            max_documents=settings.collections.max_documents_per_request,
         )
-        await app.state.jobs.start(sweep=settings.redis_url is not None)
-        log.info("covrag ready: store=%s embedder=%s", settings.store, settings.embedder)
+        await app.state.jobs.start(sweep=settings.redis.url is not None)
+        log.info("covrag ready: store=%s embedder=%s", settings.store.kind, settings.embedder.kind)
         try:
             yield
         finally:
@@ -64,11 +64,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="RAG serving with a measured evidence guarantee.",
         lifespan=lifespan,
-        telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
+        telemetry={
+            "tracing": settings.server.otel,
+            "metrics": settings.server.otel,
+            "logs": settings.server.otel,
+        },
     )
     install_error_handlers(app)
     app.state.metrics = metrics = Metrics()  # before the lifespan: the middleware records into it
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestMiddleware, metrics=metrics, max_body_bytes=settings.limits.max_body_bytes
+    )
 
     app.include_router(api_router)
     return app

@@ -11,7 +11,14 @@ from functools import partial
 
 from redis.asyncio import Redis
 
-from app.config import Settings
+from app.config import (
+    CollectionSettings,
+    CriticSettings,
+    EmbedderSettings,
+    GeneratorSettings,
+    Settings,
+    StoreSettings,
+)
 from app.core.pipeline import Pipeline
 from app.core.reasoner import Reasoner
 from app.core.types import PipelineLimits
@@ -29,71 +36,86 @@ from retrieval.retriever import Retriever
 from retrieval.store import HnswParams, VectorStore, make_store
 
 
-def build_store(settings: Settings) -> VectorStore:
+def build_store(store: StoreSettings) -> VectorStore:
     return make_store(
-        settings.store,
-        data_dir=settings.data_dir,
-        url=settings.qdrant_url,
-        location=settings.qdrant_location,
-        api_key=settings.qdrant_api_key,
-        timeout_s=settings.qdrant_timeout_s,
-        shard_number=settings.qdrant_shard_number,
-        replication_factor=settings.qdrant_replication_factor,
-        write_consistency_factor=settings.qdrant_write_consistency_factor,
-        hnsw=HnswParams(m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct),
-        hnsw_ef=settings.hnsw_ef,
+        store.kind,
+        data_dir=store.data_dir,
+        url=store.qdrant_url,
+        location=store.qdrant_location,
+        api_key=store.qdrant_api_key,
+        timeout_s=store.qdrant_timeout_s,
+        shard_number=store.qdrant_shard_number,
+        replication_factor=store.qdrant_replication_factor,
+        write_consistency_factor=store.qdrant_write_consistency_factor,
+        hnsw=HnswParams(m=store.hnsw_m, ef_construct=store.hnsw_ef_construct),
+        hnsw_ef=store.hnsw_ef,
     )
 
 
-def build_embedder(settings: Settings) -> Embedder:
+def build_embedder(embedder: EmbedderSettings) -> Embedder:
     return make_embedder(
-        settings.embedder,
-        url=settings.embedder_url,
-        model=settings.embedder_model,
-        threads=settings.embed_threads,
-        batch_size=settings.embed_batch_size,
-        timeout_s=settings.embedder_timeout_s,
-        retries=settings.embedder_retries,
+        embedder.kind,
+        url=embedder.url,
+        model=embedder.model,
+        threads=embedder.threads,
+        batch_size=embedder.batch_size,
+        timeout_s=embedder.timeout_s,
+        retries=embedder.retries,
     )
 
 
-def build_ingestor(settings: Settings, store: VectorStore, embedder: Embedder) -> Ingestor:
+def build_ingestor(
+    collections: CollectionSettings, store: VectorStore, embedder: Embedder
+) -> Ingestor:
     return Ingestor(
         store,
         embedder,
-        chunk_words=settings.chunk_words,
-        chunk_overlap=settings.chunk_overlap,
-        max_document_chars=settings.max_document_chars,
+        chunk_words=collections.chunk_words,
+        chunk_overlap=collections.chunk_overlap,
+        max_document_chars=collections.max_document_chars,
     )
 
 
-def build_critics(settings: Settings, generator: Generator) -> tuple[Critic | None, Critic | None]:
+def build_generator(generator: GeneratorSettings) -> VLLMGenerator:
+    return VLLMGenerator(
+        generator.urls,
+        model=generator.model,
+        api_key=generator.api_key,
+        timeout_s=generator.timeout_s,
+        connect_timeout_s=generator.connect_timeout_s,
+        max_concurrency=generator.max_concurrency,
+        max_queue=generator.max_queue,
+        breaker_failures=generator.breaker_failures,
+        breaker_cooldown_s=generator.breaker_cooldown_s,
+    )
+
+
+def build_critics(
+    critic: CriticSettings, generator: Generator
+) -> tuple[Critic | None, Critic | None]:
     """The configured critic and, for a remote one, the features critic to fall back on; the
     llm-judge asks ``generator``, sharing its breakers and admission limit.
 
     Raises ``CriticWeightsError`` for missing or corrupt weights: the server must not start.
     """
-    if settings.critic == "off":
+    if critic.kind == "off":
         return None, None
     build = partial(
         make_critic,
-        weights_path=settings.critic_weights,
-        worker_url=settings.critic_worker_url,
+        weights_path=critic.weights,
+        worker_url=critic.worker_url,
         generator=generator,
-        timeout_s=settings.critic_timeout_s,
+        timeout_s=critic.timeout_s,
     )
-    critic = build(settings.critic)
-    remote = settings.critic != "features" and settings.critic_fallback == "features"
-    return critic, build("features") if remote else None
+    remote = critic.kind != "features" and critic.fallback == "features"
+    return build(critic.kind), build("features") if remote else None
 
 
-def check_critic(settings: Settings) -> None:
+def check_critic(critic: CriticSettings) -> None:
     """Load the features weights the server would use, so ``covrag serve`` can refuse to start
     with one clear line instead of a lifespan traceback. Raises ``CriticWeightsError``."""
-    if settings.critic == "features" or (
-        settings.critic != "off" and settings.critic_fallback == "features"
-    ):
-        make_critic("features", weights_path=settings.critic_weights)
+    if critic.kind == "features" or (critic.kind != "off" and critic.fallback == "features"):
+        make_critic("features", weights_path=critic.weights)
 
 
 @dataclass
@@ -117,25 +139,25 @@ class Backends:
 
 
 def build_backends(settings: Settings) -> Backends:
-    if settings.redis_url is None:
+    if settings.redis.url is None:
         limiter = MemoryRateLimiter()
         return Backends(
             answers=AnswerCache(
-                MemoryAnswers(limiter, settings.cache_max_entries), settings.answer_cache_ttl_s
+                MemoryAnswers(limiter, settings.cache.max_entries), settings.cache.answer_ttl_s
             ),
             limiter=limiter,
-            job_store=FileJobStore(settings.data_dir / "jobs"),
-            query_cache=MemoryVectorCache(settings.cache_max_entries),
+            job_store=FileJobStore(settings.store.data_dir / "jobs"),
+            query_cache=MemoryVectorCache(settings.cache.max_entries),
         )
     redis = Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.redis_timeout_s,
-        socket_connect_timeout=settings.redis_timeout_s,
+        settings.redis.url,
+        socket_timeout=settings.redis.timeout_s,
+        socket_connect_timeout=settings.redis.timeout_s,
     )
-    pipe = PipelinedRedis.from_url(settings.redis_url, timeout_s=settings.redis_timeout_s)
-    prefix = settings.redis_prefix
+    pipe = PipelinedRedis.from_url(settings.redis.url, timeout_s=settings.redis.timeout_s)
+    prefix = settings.redis.prefix
     return Backends(
-        answers=AnswerCache(RedisAnswers(redis, pipe, prefix), settings.answer_cache_ttl_s),
+        answers=AnswerCache(RedisAnswers(redis, pipe, prefix), settings.cache.answer_ttl_s),
         limiter=RedisRateLimiter(pipe, prefix),
         job_store=RedisJobStore(redis, prefix=prefix),
         query_cache=RedisVectorCache(pipe, prefix),
@@ -147,7 +169,7 @@ def build_backends(settings: Settings) -> Backends:
 async def invalidate_answers(settings: Settings, collection: str) -> None:
     """After a write outside the API (the CLI): servers sharing Redis must not serve answers
     cached before it. Without Redis each server's cache is its own and the CLI has none."""
-    if settings.redis_url is not None:
+    if settings.redis.url is not None:
         backends = build_backends(settings)
         try:
             await backends.answers.invalidate(collection)
@@ -182,48 +204,45 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Raises ``CriticWeightsError`` or ``ValueError`` (bad API keys) before building anything."""
-    generator = VLLMGenerator(
-        settings.generator_urls,
-        model=settings.generator_model,
-        api_key=settings.generator_api_key,
-        timeout_s=settings.generator_timeout_s,
-        connect_timeout_s=settings.generator_connect_timeout_s,
-        max_concurrency=settings.generator_max_concurrency,
-        max_queue=settings.generator_max_queue,
-        breaker_failures=settings.generator_breaker_failures,
-        breaker_cooldown_s=settings.generator_breaker_cooldown_s,
-    )
-    # Before anything that holds a connection (the generator opens none until its first call):
-    # bad weights must stop start-up early.
-    critic, fallback = build_critics(settings, generator)
-    keys = KeyRing.load(settings.api_keys, settings.api_keys_file)
+    # The generator opens no connection until its first call; the critics come before anything
+    # that does, so bad weights stop start-up early.
+    generator = build_generator(settings.generator)
+    critic, fallback = build_critics(settings.critic, generator)
+    keys = KeyRing.load(settings.auth.api_keys, settings.auth.api_keys_file)
     backends = build_backends(settings)
-    store = build_store(settings)
-    embedder = build_embedder(settings)
+    store = build_store(settings.store)
+    embedder = build_embedder(settings.embedder)
     limits = PipelineLimits(
-        max_question_chars=settings.max_question_chars,
-        max_context_chars=settings.max_context_chars,
-        default_top_k=settings.default_top_k,
-        max_chunks=settings.max_chunks,
-        max_rounds=settings.max_rounds,
-        tau=settings.critic_tau,
-        abstain_answer=settings.abstain_answer,
+        max_question_chars=settings.limits.max_question_chars,
+        max_context_chars=settings.limits.max_context_chars,
+        default_top_k=settings.limits.default_top_k,
+        max_chunks=settings.limits.max_chunks,
+        max_rounds=settings.critic.max_rounds,
+        tau=settings.critic.tau,
+        abstain_answer=settings.critic.abstain_answer,
     )
     retriever = Retriever(
         store,
         embedder,
-        stale_fraction=settings.stale_fraction,
-        unreachable=settings.conformal_unreachable,
+        stale_fraction=settings.calibration.stale_fraction,
+        unreachable=settings.calibration.unreachable,
     )
-    reasoner = Reasoner(generator, max_tokens=settings.max_tokens, temperature=settings.temperature)
-    drift = DriftWatches(window=settings.drift_window, false_alarm=settings.drift_false_alarm)
+    reasoner = Reasoner(
+        generator,
+        max_tokens=settings.generator.max_tokens,
+        temperature=settings.generator.temperature,
+    )
+    drift = DriftWatches(
+        window=settings.calibration.drift_window,
+        false_alarm=settings.calibration.drift_false_alarm,
+    )
     pipeline = Pipeline(
         retriever,
         reasoner,
         limits,
         critic=critic,
         fallback_critic=fallback,
-        model=settings.generator_model,
+        model=settings.generator.model,
         query_cache=backends.query_cache,
         drift=drift,
     )
@@ -235,7 +254,7 @@ def build_services(settings: Settings) -> Services:
         critics=tuple(c for c in (critic, fallback) if c is not None),
         drift=drift,
         pipeline=pipeline,
-        ingestor=build_ingestor(settings, store, embedder),
+        ingestor=build_ingestor(settings.collections, store, embedder),
         backends=backends,
-        gate=Gate(keys, backends.limiter, settings.rate_limit_on_error),
+        gate=Gate(keys, backends.limiter, settings.auth.rate_limit_on_error),
     )

@@ -28,9 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = get_settings()
     rows = [r for r in read_jsonl(args.qa, lambda row, _n: row)[0] if r.get("type") == "bridge"]
-    store, embedder = build_store(settings), build_embedder(settings)
-    retriever = Retriever(store, embedder, stale_fraction=settings.stale_fraction)
-    budget = Budget(chunks=settings.max_chunks, chars=settings.max_context_chars)
+    store, embedder = build_store(settings.store), build_embedder(settings.embedder)
+    retriever = Retriever(store, embedder, stale_fraction=settings.calibration.stale_fraction)
+    budget = Budget(chunks=settings.limits.max_chunks, chars=settings.limits.max_context_chars)
     print(f"{len(rows)} bridge questions of {args.qa} over {args.collection!r}\n")
     print("| α | in round 0 | + 1 linked | + 3 linked | named at all | flagged guaranteed |")
     print("|---:|---:|---:|---:|---:|---:|")

@@ -34,7 +34,7 @@ Point = tuple[float, float]  # (top-1 similarity, multi-hop score)
 def _points(collection: str) -> dict[str, list[Point]]:
     """Every question's point, per pool."""
     settings = get_settings()
-    store, embedder = build_store(settings), build_embedder(settings)
+    store, embedder = build_store(settings.store), build_embedder(settings.embedder)
     kinds = KindClassifier.load()
     files = {
         "calibration": ["calib.jsonl"],

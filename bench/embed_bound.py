@@ -43,7 +43,9 @@ def chunk_texts(corpus_dir: Path) -> list[str]:
     return [
         embedding_text(chunk)
         for doc in load_wiki(fetch_wiki(corpus_dir))
-        for chunk in chunk_document(doc, words=settings.chunk_words, overlap=settings.chunk_overlap)
+        for chunk in chunk_document(
+            doc, words=settings.collections.chunk_words, overlap=settings.collections.chunk_overlap
+        )
     ]
 
 

@@ -123,7 +123,7 @@ def coverage(
     if max_chunks > search_k:
         raise typer.BadParameter("--max-chunks cannot exceed --search-k (unseen hits)")
     settings = get_settings()
-    name = collection or settings.default_collection
+    name = collection or settings.collections.default
     out = out or default_out(settings, "coverage")
 
     qa_file = load_qa(qa)
@@ -140,11 +140,11 @@ def coverage(
             _echo_err(f"skipped malformed line {error}")
 
     started = time.perf_counter()
-    store = build_store(settings)
+    store = build_store(settings.store)
     embedder = None
     try:
         indexed = store.get_collection(name).indexed > 0  # score as the queries search
-        embedder = build_embedder(settings)
+        embedder = build_embedder(settings.embedder)
         _echo_err(f"scoring {len(qa_file.items)} questions against {name!r} …")
         scores = score_items(
             store, embedder, name, qa_file.items, search_k=search_k, approximate=indexed
@@ -220,7 +220,7 @@ def coverage(
         f"- QA: `{qa}` ({len(qa_file.items)} questions, {len(qa_file.errors)} malformed lines"
         f"{'' if unanswerable is None else f'; unanswerable: `{unanswerable}`, '}"
         f"{'' if unanswerable is None else f'{len(negatives)} questions'})",
-        f"- embedder: {settings.embedder} {embedder_model}; store: {settings.store}; "
+        f"- embedder: {settings.embedder.kind} {embedder_model}; store: {settings.store.kind}; "
         f"search_k {search_k}; budget {max_chunks} chunks",
         f"- {splits} seeded splits (seed {seed}) per calibration size; the same splits serve every "
         "α and both rules",
@@ -246,7 +246,7 @@ def coverage(
         "collection": name,
         "qa": str(qa),
         "unanswerable": None if unanswerable is None else str(unanswerable),
-        "embedder": {"backend": settings.embedder, "model": embedder_model},
+        "embedder": {"backend": settings.embedder.kind, "model": embedder_model},
         "alphas": alpha_list,
         "splits": splits,
         "seed": seed,

@@ -61,12 +61,12 @@ def selfpractice(
     questions = _load(qa, None)
 
     report = _run(
-        settings.model_copy(update={"critic": "off"}),
+        settings.updated(critic={"kind": "off"}),
         lambda services, progress: practice(
             services.pipeline,
             questions,
             out,
-            collection=collection or settings.default_collection,
+            collection=collection or settings.collections.default,
             rounds=rounds,
             concurrency=concurrency,
             progress=progress,
@@ -112,7 +112,7 @@ def qa(
             services,
             questions,
             chosen,
-            collection=collection or settings.default_collection,
+            collection=collection or settings.collections.default,
             top_k=top_k,
             concurrency=concurrency,
             progress=progress,
@@ -139,9 +139,9 @@ def qa(
         "concurrency": concurrency,
         "questions": len(questions),
         "left_out": sorted({f.qid for f in failures}),
-        "critic": settings.critic,
-        "max_rounds": settings.max_rounds,
-        "generator": settings.generator_model,
+        "critic": settings.critic.kind,
+        "max_rounds": settings.critic.max_rounds,
+        "generator": settings.generator.model,
     }
     (out / "qa.json").write_text(
         json.dumps(

@@ -13,4 +13,4 @@ EVAL_DIR = "eval"
 def default_out(settings: Settings, name: str) -> Path:
     """``<data dir>/eval/<name>``: beside the collections it evaluates, in any install (a
     checkout's ``bench/results/`` is only ever written when ``--out`` names it)."""
-    return settings.data_dir / EVAL_DIR / name
+    return settings.store.data_dir / EVAL_DIR / name

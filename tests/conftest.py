@@ -100,9 +100,9 @@ def settings(tmp_path: Path) -> Settings:
     """Settings on a fresh data dir, generator pointed nowhere (tests that need it override),
     no critic: one round per query (tests/app/test_critic_api.py covers the critic)."""
     return Settings(
-        data_dir=tmp_path / "data",
-        generator_urls=[f"http://127.0.0.1:{free_port()}/v1"],
-        critic="off",
+        store={"data_dir": tmp_path / "data"},
+        generator={"urls": [f"http://127.0.0.1:{free_port()}/v1"]},
+        critic={"kind": "off"},
     )
 
 

@@ -73,7 +73,9 @@ def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> b
         if isinstance(generate, int | float) and generate > 1:
             return False
         n = len(qa) if isinstance(qa, list) else min(int(generate or 0), len(DOCS))
-        return n > 0 and (body.get("default_alpha") or Settings().default_alpha) >= 1 / (n + 1)
+        return n > 0 and (
+            body.get("default_alpha") or Settings().calibration.default_alpha
+        ) >= 1 / (n + 1)
     if case.operation.path in ("/v1/query", "/v1/retrieve"):
         keys = [payload_key(k) for k in body.get("filters", {})]
         return len(keys) == len(set(keys))
@@ -99,14 +101,12 @@ DOCS = [
 def base_url(generator_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One live server for every operation, with the default collection filled."""
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("fuzz"),
-        generator_urls=[generator_url],
-        critic="off",
-        max_tokens=8,
+        store={"data_dir": tmp_path_factory.mktemp("fuzz")},
         # A loaded CPU worker may take minutes: slowness must not surface as a 504 (a 5xx).
-        generator_timeout_s=400,
-        answer_cache_ttl_s=0,
-        api_keys=[ApiKeySpec(name="fuzz", key=KEY)],
+        generator={"urls": [generator_url], "max_tokens": 8, "timeout_s": 400},
+        critic={"kind": "off"},
+        cache={"answer_ttl_s": 0},
+        auth={"api_keys": [ApiKeySpec(name="fuzz", key=KEY)]},
     )
     port = free_port()
     config = uvicorn.Config(create_app(settings), port=port, log_level="warning")

@@ -153,12 +153,12 @@ def serve(
     from app.main import create_app
 
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    settings = get_settings().model_copy(update=updates)
-    url = f"http://{settings.host}:{settings.port}"
+    settings = get_settings().updated(server=updates)
+    url = f"http://{settings.server.host}:{settings.server.port}"
     try:
-        check_critic(settings)
-        KeyRing.load(settings.api_keys, settings.api_keys_file)
-        claim(settings.data_dir, url)
+        check_critic(settings.critic)
+        KeyRing.load(settings.auth.api_keys, settings.auth.api_keys_file)
+        claim(settings.store.data_dir, url)
     except (CriticWeightsError, OSError, ValueError, DataDirHeld) as exc:
         typer.echo(f"covrag: refusing to start: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -168,18 +168,18 @@ def serve(
     try:
         typer.echo(f"covrag API on {url}  (docs: /docs)")
         typer.echo(first_try(settings, url))
-        configure_logging(settings.log_level, json=settings.log_format == "json")
+        configure_logging(settings.server.log_level, json=settings.server.log_format == "json")
         uvicorn.run(
             create_app(settings),
-            host=settings.host,
-            port=settings.port,
+            host=settings.server.host,
+            port=settings.server.port,
             log_config=None,  # uvicorn's loggers go through configure_logging's handler too
             access_log=False,  # the request middleware logs each request, with its id and route
             # SIGTERM drains requests; uvicorn types this int but hands it to asyncio.timeout
-            timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
+            timeout_graceful_shutdown=settings.server.shutdown_grace_s,  # type: ignore[arg-type]
         )
     finally:
-        release(settings.data_dir)
+        release(settings.store.data_dir)
 
 
 @cli.command()
@@ -200,7 +200,7 @@ def ingest(
         raise typer.BadParameter("give files or --demo (not both)")
     if local:
         cli_local.check_local(settings, creates=True)
-    name = collection or settings.default_collection
+    name = collection or settings.collections.default
     docs = demo_documents(settings) if demo else list(load_files(files or []))
     if local:
         report = cli_local.ingest(settings, name, docs, demo)
@@ -282,7 +282,7 @@ def calibrate(
     settings = get_settings()
     if (from_qa is None) == (generate is None):
         raise typer.BadParameter("give exactly one of --from-qa or --generate")
-    name = collection or settings.default_collection
+    name = collection or settings.collections.default
     qa = None if from_qa is None else load_qa(from_qa)
     for error in [] if qa is None else qa.errors:
         typer.echo(f"skipped malformed line {error}", err=True)
@@ -328,19 +328,19 @@ def worker_vllm(
     settings = get_settings()
     try:
         if embed:
-            model_dir = prepare_embedding_model(settings.models_dir)
+            model_dir = prepare_embedding_model(settings.store.models_dir)
         else:
             model_dir = prepare_generator_model(
-                settings.models_dir, settings.vllm_python, settings.generator_model
+                settings.store.models_dir, settings.worker.python, settings.generator.model
             )
         handle = launch_worker(
             "embed" if embed else "generate",
             model_dir=model_dir,
-            port=port or (settings.vllm_embed_port if embed else settings.vllm_port),
-            vllm_python=settings.vllm_python,
-            logs_dir=settings.logs_dir,
-            api_key=settings.generator_api_key,
-            timeout_s=settings.vllm_start_timeout_s,
+            port=port or (settings.worker.embed_port if embed else settings.worker.port),
+            vllm_python=settings.worker.python,
+            logs_dir=settings.store.logs_dir,
+            api_key=settings.generator.api_key,
+            timeout_s=settings.worker.start_timeout_s,
         )
     except WorkerError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -363,7 +363,9 @@ def worker_stop(
     settings = get_settings()
     kind: WorkerKind = "embed" if embed else "generate"
     handle = find_running(
-        kind, port or (settings.vllm_embed_port if embed else settings.vllm_port), settings.logs_dir
+        kind,
+        port or (settings.worker.embed_port if embed else settings.worker.port),
+        settings.store.logs_dir,
     )
     if handle is None:
         typer.echo("no such worker is running")

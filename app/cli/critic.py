@@ -45,7 +45,7 @@ class Backend(StrEnum):
 
 
 def default_model_dir(settings: Settings) -> Path:
-    return settings.models_dir / CROSS_ENCODER_DIR
+    return settings.store.models_dir / CROSS_ENCODER_DIR
 
 
 def metrics_table(metrics: Metrics) -> str:
@@ -89,9 +89,9 @@ def train_critic(
     """Train a critic on self-practice rows; print held-out AUROC, accuracy at τ, ECE and τ."""
     settings = get_settings()
     costs = Costs(
-        wrong_accept=settings.critic_cost_wrong_accept,
-        false_reject=settings.critic_cost_false_reject,
-        round=settings.critic_cost_round,
+        wrong_accept=settings.critic.cost_wrong_accept,
+        false_reject=settings.critic.cost_false_reject,
+        round=settings.critic.cost_round,
     )
     argv = ["covrag", "train-critic", "--backend", backend.value, "--data", str(data)]
     argv += ["--seed", str(seed), *(["--out", str(out)] if out else [])]
@@ -104,7 +104,7 @@ def train_critic(
         common = _Run(
             seed=seed,
             costs=costs,
-            abstain_unanswerable=settings.critic_abstain_unanswerable,
+            abstain_unanswerable=settings.critic.abstain_unanswerable,
             trained_on=_provenance(data, len(rows)),
             command=shlex.join(argv),
         )
@@ -140,9 +140,9 @@ def worker_critic(
     from workers.process import stop_worker
 
     settings = get_settings()
-    port = port or httpx.URL(settings.critic_worker_url).port or 8102
+    port = port or httpx.URL(settings.critic.worker_url).port or 8102
     if stop:
-        handle = find_critic_worker(port, settings.logs_dir)
+        handle = find_critic_worker(port, settings.store.logs_dir)
         if handle is None:
             typer.echo("no critic worker of ours is running on that port")
             return
@@ -151,7 +151,7 @@ def worker_critic(
         return
     try:
         handle = launch_critic_worker(
-            model_dir or default_model_dir(settings), port, settings.logs_dir
+            model_dir or default_model_dir(settings), port, settings.store.logs_dir
         )
     except WorkerError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -26,7 +26,7 @@ QUICKSTART_DOC = "Melbourne"
 
 def demo_documents(settings: Settings) -> list[Document]:
     """The corpus, fetched once into the data dir's cache."""
-    return load_wiki(fetch_wiki(settings.data_dir / "corpus"))
+    return load_wiki(fetch_wiki(settings.store.data_dir / "corpus"))
 
 
 def demo_qa(name: str) -> list[CalibrationItem]:
@@ -62,9 +62,9 @@ def first_try(settings: Settings, url: str) -> str:
     """What ``covrag serve`` suggests trying first, about what its store holds (the demo's
     question only when the demo corpus is there); opens the store briefly, before the app."""
     try:
-        store = build_store(settings)
+        store = build_store(settings.store)
         try:
-            body = first_query(store, settings.default_collection)
+            body = first_query(store, settings.collections.default)
         finally:
             store.close()
     except RetrievalError:

@@ -49,20 +49,21 @@ def check_local(settings: Settings, *, creates: bool = False) -> None:
         DataDirHeld: a live server holds it.
         NoLocalData: it does not exist.
     """
-    check_free(settings.data_dir, "drop --local to work through it, or stop it first")
-    if not creates and not settings.data_dir.is_dir():
+    check_free(settings.store.data_dir, "drop --local to work through it, or stop it first")
+    if not creates and not settings.store.data_dir.is_dir():
         raise NoLocalData(
-            f"no data dir at {settings.data_dir}: set COVRAG_DATA_DIR, or ingest with --local first"
+            f"no data dir at {settings.store.data_dir}: "
+            "set COVRAG_DATA_DIR, or ingest with --local first"
         )
 
 
 def ingest(settings: Settings, name: str, docs: list[Document], demo: bool) -> dict[str, object]:
     """Ingest ``docs``, index when due (as the server does after an ingestion job); for the
     ``demo``, calibrate from its QA set unless a fresh calibration grouped as queries are exists."""
-    store = build_store(settings)
+    store = build_store(settings.store)
     try:
-        embedder = build_embedder(settings)
-        ingestor = build_ingestor(settings, store, embedder)
+        embedder = build_embedder(settings.embedder)
+        ingestor = build_ingestor(settings.collections, store, embedder)
         with tqdm(unit="chunk", desc=f"ingest → {name}") as bar:
 
             def tick(done: int, total: int) -> None:
@@ -70,11 +71,11 @@ def ingest(settings: Settings, name: str, docs: list[Document], demo: bool) -> d
                 bar.update(done - bar.n)
 
             report = ingestor.ingest(name, docs, progress=tick)
-        due = settings.store == "edge" and index_due(
+        due = settings.store.kind == "edge" and index_due(
             store.get_collection(name),
             report.chunks_written,
-            threshold=settings.index_threshold,
-            reindex_fraction=settings.reindex_fraction,
+            threshold=settings.store.index_threshold,
+            reindex_fraction=settings.store.reindex_fraction,
         )
         if due:
             typer.echo(f"indexing {name} (COVRAG_INDEX_THRESHOLD reached) ...", err=True)
@@ -88,20 +89,20 @@ def ingest(settings: Settings, name: str, docs: list[Document], demo: bool) -> d
 
 
 def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, name: str) -> None:
-    retriever = Retriever(store, embedder, stale_fraction=settings.stale_fraction)
+    retriever = Retriever(store, embedder, stale_fraction=settings.calibration.stale_fraction)
     current, stale = retriever.calibration(name)
     if current is not None and current.kinds_version == retriever.kinds.version and not stale:
         return  # fresh, and grouped by this server's question-kind classifier
     items = demo_qa(name)
     if items:
         summary = _calibrate_qa(
-            store, embedder, name, items, DEMO_CALIBRATION, settings.default_alpha
+            store, embedder, name, items, DEMO_CALIBRATION, settings.calibration.default_alpha
         )
         typer.echo(json.dumps(summary), err=True)
 
 
 def index(settings: Settings, name: str, timeout_s: float | None) -> dict[str, object]:
-    store = build_store(settings)
+    store = build_store(settings.store)
     typer.echo(f"indexing {name} (minutes at 100k chunks) ...", err=True)
     try:
         return asdict(store.build_index(name, timeout_s=timeout_s))
@@ -126,10 +127,10 @@ def calibrate_qa(
     alpha: float,
     replace_smaller: bool,
 ) -> dict[str, object]:
-    store = build_store(settings)
+    store = build_store(settings.store)
     try:
         result = _calibrate_qa(
-            store, build_embedder(settings), name, items, path, alpha, replace_smaller
+            store, build_embedder(settings.embedder), name, items, path, alpha, replace_smaller
         )
     finally:
         store.close()

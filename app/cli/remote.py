@@ -34,9 +34,9 @@ def server(ctx: typer.Context, *, local_too: bool = True) -> CovragClient:
     ``local_too`` the command also runs in process, as an unreachable server's error says."""
     settings = get_settings()
     return CovragClient(
-        ctx.find_root().params["url"] or settings.url,
-        settings.api_key,
-        timeout_s=settings.generator_timeout_s + 30,  # a query waits on the generator
+        ctx.find_root().params["url"] or settings.client.url,
+        settings.client.api_key,
+        timeout_s=settings.generator.timeout_s + 30,  # a query waits on the generator
         hint="start it with `covrag serve`" + (" or pass --local" if local_too else ""),
     )
 

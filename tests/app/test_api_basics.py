@@ -138,7 +138,7 @@ def test_generator_down_the_pod_stays_ready_and_query_fails_fast(
     assert 'covrag_dependency_up{dependency="store"} 1.0' in metrics
     assert "covrag_ready 1.0" in metrics
     assert client.post("/v1/retrieve", json=question).status_code == 200
-    for _ in range(settings.generator_breaker_failures + 1):  # before and after breakers open
+    for _ in range(settings.generator.breaker_failures + 1):  # before and after breakers open
         start = time.monotonic()
         r = client.post("/v1/query", json=question)
         assert time.monotonic() - start < 1.0
@@ -151,7 +151,7 @@ def test_generator_down_the_pod_stays_ready_and_query_fails_fast(
 def test_strict_readiness_requires_the_generator(settings: Settings) -> None:
     """``COVRAG_READY_REQUIRES_WORKERS``: the old all-or-nothing readiness, for those who
     want a pod without a generator out of the Service."""
-    strict = settings.model_copy(update={"ready_requires_workers": True})
+    strict = settings.updated(server={"ready_requires_workers": True})
     with TestClient(create_app(strict)) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503
@@ -175,7 +175,7 @@ def test_documents_survive_a_restart(settings: Settings) -> None:
 
 
 def test_bodies_no_route_could_parse_change_nothing(settings: Settings) -> None:
-    small = settings.model_copy(update={"max_body_bytes": 2048})
+    small = settings.updated(limits={"max_body_bytes": 2048})
     with TestClient(create_app(small)) as c:
         url = "/v1/collections/docs/documents"
         err = _error(c.post(url, content=b"{}", headers={"Content-Type": "text/plain"}), 415)

@@ -44,7 +44,7 @@ def _refusals(
     qa_file = tmp_path / "qa.jsonl"
     qa_file.write_text("".join(json.dumps(q) + "\n" for q in qa))
     source = ["--generate", str(generate)] if generate else ["--from-qa", str(qa_file)]
-    monkeypatch.setenv("COVRAG_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("COVRAG_DATA_DIR", str(settings.store.data_dir))
     get_settings.cache_clear()
     try:
         args = ["calibrate", "--collection", "c", *source, "--default-alpha", "0.5", "--local"]
@@ -55,10 +55,12 @@ def _refusals(
     assert "write questions" not in result.stderr  # refused before any progress bar
     from_cli = result.stderr.strip().removeprefix("covrag: ")
     items = [CalibrationItem(id=q["id"], question=q["question"], answers=("1889",)) for q in qa]
-    store = build_store(settings)
+    store = build_store(settings.store)
     try:
         with pytest.raises(RetrievalError) as direct:
-            calibrate(store, build_embedder(settings), "c", items, source="t", default_alpha=0.5)
+            calibrate(
+                store, build_embedder(settings.embedder), "c", items, source="t", default_alpha=0.5
+            )
     finally:
         store.close()
     return api, from_cli, str(direct.value)

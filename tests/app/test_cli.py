@@ -150,7 +150,7 @@ def test_ingest_past_the_threshold_builds_the_index(
         return result.stderr
 
     def indexed() -> tuple[int, int]:
-        store = build_store(get_settings())
+        store = build_store(get_settings().store)
         try:
             info = store.get_collection("wiki")
         finally:
@@ -247,13 +247,13 @@ def test_serve_suggests_a_first_question_about_what_the_store_holds(
     """The Melbourne question only when the demo article is in the default collection; else
     one about a document the user ingested (naming its collection when not the default);
     nothing to ask when nothing is ingested."""
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(store={"data_dir": tmp_path / "data"})
     url = "http://127.0.0.1:8080"
 
     def ingest(name: str, doc: Document) -> None:
-        store = build_store(settings)
+        store = build_store(settings.store)
         try:
-            build_ingestor(settings, store, embedder).ingest(name, [doc])
+            build_ingestor(settings.collections, store, embedder).ingest(name, [doc])
         finally:
             store.close()
 

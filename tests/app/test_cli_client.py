@@ -243,7 +243,7 @@ def test_local_names_a_missing_data_dir_instead_of_creating_it(
 
 def test_the_data_dir_is_resolved_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert Settings(data_dir=Path("d")).data_dir == tmp_path.resolve() / "d"
+    assert Settings(store={"data_dir": Path("d")}).store.data_dir == tmp_path.resolve() / "d"
 
 
 def test_large_ingestions_are_posted_in_batches() -> None:

@@ -39,7 +39,7 @@ def test_delete_takes_documents_chunks_calibration_and_cached_answers(
     settings: Settings, generator_url: str
 ) -> None:
     question = {"question": "When was the Eiffel Tower completed?", "collection": "docs"}
-    live = settings.model_copy(update={"generator_urls": [generator_url]})
+    live = settings.updated(generator={"urls": [generator_url]})
     with TestClient(create_app(live)) as client:
         ingest(client, "docs", DOCS)
         ingest(client, "keep", DOCS)
@@ -70,7 +70,7 @@ def test_delete_takes_documents_chunks_calibration_and_cached_answers(
 
 
 def test_delete_is_refused_while_a_job_of_the_collection_runs(settings: Settings) -> None:
-    tuned = settings.model_copy(update={"chunk_words": 8, "chunk_overlap": 0})
+    tuned = settings.updated(collections={"chunk_words": 8, "chunk_overlap": 0})
     text = " ".join(f"Sentence {i} tells of river number {i} here." for i in range(800))
     with TestClient(create_app(tuned)) as client:
         r = client.post(
@@ -87,7 +87,7 @@ def test_delete_is_refused_while_a_job_of_the_collection_runs(settings: Settings
 
 
 def test_documents_are_listed_in_pages_with_their_chunk_counts(settings: Settings) -> None:
-    tuned = settings.model_copy(update={"chunk_words": 8, "chunk_overlap": 0})
+    tuned = settings.updated(collections={"chunk_words": 8, "chunk_overlap": 0})
     sizes = {f"doc{i}": i + 1 for i in range(5)}  # doc0 has 1 chunk ... doc4 has 5
     docs = [
         {"id": d, "title": d.upper(), "text": " ".join(["eight words of text about one thing"] * n)}
@@ -139,7 +139,7 @@ def test_bad_page_parameters_are_a_422(settings: Settings, query: str, param: st
 def test_stats_stay_true_after_deletes(settings: Settings) -> None:
     """An indexed collection emptied of its documents says 0 indexed chunks, not 6."""
     docs = [{"id": f"d{i}", "text": f"Document {i} is about topic {i}."} for i in range(6)]
-    with TestClient(create_app(settings.model_copy(update={"index_threshold": 0}))) as client:
+    with TestClient(create_app(settings.updated(store={"index_threshold": 0}))) as client:
         ingest(client, "docs", {"documents": docs})
         r = client.post("/v1/collections/docs/index", json={})
         assert wait_job(client, r.json()["id"], timeout_s=120)["status"] == "succeeded"

@@ -267,8 +267,8 @@ def test_readiness_follows_the_required_calibration(
 ) -> None:
     """With COVRAG_REQUIRE_CALIBRATION, /readyz is 503 until the default collection is
     calibrated, 200 once it is, and 503 again when changes make the calibration stale."""
-    strict = settings.model_copy(
-        update={"require_calibration": True, "generator_urls": [generator_url]}
+    strict = settings.updated(
+        server={"require_calibration": True}, generator={"urls": [generator_url]}
     )
     with TestClient(create_app(strict)) as client:
         r = client.get("/readyz")
@@ -290,7 +290,7 @@ def test_the_shift_watch_flags_questions_unlike_the_calibration_set(
     """A window of questions about nothing in the collection (top-1 similarity far below the
     calibration questions'): the watch flags drift, /v1/retrieve and GET …/calibration say
     so, /metrics exports it, and a recalibration starts a fresh watch."""
-    watched = settings.model_copy(update={"drift_window": 10})
+    watched = settings.updated(calibration={"drift_window": 10})
     with TestClient(create_app(watched)) as client:
         docs = [{"id": d.id, "title": d.title, "text": d.text} for d in dev_docs]
         ingest(client, "wiki", {"documents": docs})

@@ -32,7 +32,7 @@ def _client(settings: Settings, docs: list[Document]) -> TestClient:
 def features_api(
     settings: Settings, generator_url: str, wiki_sample: list[Document]
 ) -> Iterator[TestClient]:
-    live = settings.model_copy(update={"generator_urls": [generator_url], "critic": "features"})
+    live = settings.updated(generator={"urls": [generator_url]}, critic={"kind": "features"})
     client = _client(live, wiki_sample)
     yield client
     client.__exit__(None, None, None)
@@ -67,20 +67,20 @@ def test_features_critic_decides_every_round(features_api: TestClient) -> None:
         assert body["abstained"] is True and body["sufficient"] is False
         best = max(rounds, key=lambda x: x["critic_score"])
         assert body["candidate"]["critic_score"] == best["critic_score"]
-        assert body["answer"] == Settings().abstain_answer
+        assert body["answer"] == Settings().critic.abstain_answer
 
 
 @pytest.mark.parametrize("fallback", ["features", "error"])
 def test_critic_worker_down(
     settings: Settings, generator_url: str, wiki_sample: list[Document], fallback: str
 ) -> None:
-    down = settings.model_copy(
-        update={
-            "generator_urls": [generator_url],
-            "critic": "cross-encoder",
-            "critic_worker_url": f"http://127.0.0.1:{free_port()}",
-            "critic_fallback": fallback,
-        }
+    down = settings.updated(
+        generator={"urls": [generator_url]},
+        critic={
+            "kind": "cross-encoder",
+            "worker_url": f"http://127.0.0.1:{free_port()}",
+            "fallback": fallback,
+        },
     )
     client = _client(down, wiki_sample)
     try:

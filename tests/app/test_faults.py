@@ -247,7 +247,7 @@ def test_remote_embedder_retries_only_transient_failures(status: int, calls: int
 def test_hung_replica_gives_504_within_the_deadline(
     settings: Settings, wiki_sample: list[Document], hung: HungReplica
 ) -> None:
-    s = settings.model_copy(update={"generator_urls": [hung.url], "generator_timeout_s": 3.0})
+    s = settings.updated(generator={"urls": [hung.url], "timeout_s": 3.0})
     with TestClient(create_app(s)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:5]))
         start = time.monotonic()
@@ -262,13 +262,7 @@ def test_hung_replica_gives_504_within_the_deadline(
 def test_full_queue_gives_503_generator_busy(
     settings: Settings, wiki_sample: list[Document], slow_url: str
 ) -> None:
-    s = settings.model_copy(
-        update={
-            "generator_urls": [slow_url],
-            "generator_max_concurrency": 1,
-            "generator_max_queue": 0,
-        }
-    )
+    s = settings.updated(generator={"urls": [slow_url], "max_concurrency": 1, "max_queue": 0})
     server, thread, base = _serve(create_app(s))
     try:
         with httpx.Client(base_url=base, timeout=120) as client:
@@ -288,9 +282,9 @@ def test_full_queue_gives_503_generator_busy(
 
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")  # no server: expected
 def test_store_unavailable_gives_503(settings: Settings) -> None:
-    s = settings.model_copy(
-        update={
-            "store": "qdrant",
+    s = settings.updated(
+        store={
+            "kind": "qdrant",
             "qdrant_url": f"http://127.0.0.1:{free_port()}",
             "qdrant_timeout_s": 1.0,
         }
@@ -307,9 +301,7 @@ def test_dead_replica_is_failed_over_and_its_breaker_opens(
     settings: Settings, wiki_sample: list[Document], generator_url: str
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    s = settings.model_copy(
-        update={"generator_urls": [dead, generator_url], "generator_breaker_failures": 2}
-    )
+    s = settings.updated(generator={"urls": [dead, generator_url], "breaker_failures": 2})
     with TestClient(create_app(s)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:5]))
         generator = client.app.state.services.generator  # type: ignore[attr-defined]
@@ -445,11 +437,11 @@ def test_worker_killed_mid_request_then_restarted(
     settings: Settings, wiki_sample: list[Document], own_worker: OwnWorker
 ) -> None:
     cooldown = 3.0
-    s = settings.model_copy(
-        update={
-            "generator_urls": [own_worker.handle.url],
-            "generator_breaker_failures": 2,
-            "generator_breaker_cooldown_s": cooldown,
+    s = settings.updated(
+        generator={
+            "urls": [own_worker.handle.url],
+            "breaker_failures": 2,
+            "breaker_cooldown_s": cooldown,
         }
     )
     with TestClient(create_app(s)) as client, ThreadPoolExecutor(1) as pool:

@@ -27,7 +27,7 @@ QUESTION = "How many days of paid leave do employees get?"
 
 @pytest.fixture
 def client(settings: Settings, generator_url: str) -> Iterator[TestClient]:
-    live = settings.model_copy(update={"generator_urls": [generator_url]})
+    live = settings.updated(generator={"urls": [generator_url]})
     with TestClient(create_app(live)) as c:
         docs = [
             {"id": i, "text": text, "metadata": {"department": dept, "year": year}}

@@ -54,7 +54,7 @@ class PassageGenerator:
 async def test_rejected_questions_are_counted_by_reason(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("rej"), critic="off")
+    settings = Settings(store={"data_dir": tmp_path_factory.mktemp("rej")}, critic={"kind": "off"})
     services = build_services(settings)
     docs = {
         "tower": "The Eiffel Tower in Paris was completed in 1889.",
@@ -136,7 +136,9 @@ def test_a_small_collection_of_own_documents_calibrates_from_generated_questions
     keeps at least 3 now, enough for alpha 0.25; asking for the default alpha 0.1, which 4
     chunks can never support, is refused up front saying what would do."""
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("policies"), generator_urls=[generator_url], critic="off"
+        store={"data_dir": tmp_path_factory.mktemp("policies")},
+        generator={"urls": [generator_url]},
+        critic={"kind": "off"},
     )
     docs = [{"id": k, "text": v, "title": v[2:].split("\n")[0]} for k, v in POLICIES.items()]
     with TestClient(create_app(settings)) as client:
@@ -161,7 +163,9 @@ def test_a_small_collection_of_own_documents_calibrates_from_generated_questions
 async def test_questions_written_from_sampled_chunks(
     generator_url: str, tmp_path_factory: pytest.TempPathFactory, wiki_sample: list[Document]
 ) -> None:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("gen"), generator_urls=[generator_url])
+    settings = Settings(
+        store={"data_dir": tmp_path_factory.mktemp("gen")}, generator={"urls": [generator_url]}
+    )
     services = build_services(settings)
     try:
         services.ingestor.ingest("wiki", wiki_sample[:12])

@@ -17,7 +17,7 @@ DOCS = {
 
 
 def test_index_job_indexes_the_collection(settings: Settings) -> None:
-    with TestClient(create_app(settings.model_copy(update={"index_threshold": 0}))) as client:
+    with TestClient(create_app(settings.updated(store={"index_threshold": 0}))) as client:
         ingest(client, "docs", DOCS)
         assert client.get("/v1/collections/docs").json()["indexed"] == 0
         r = client.post("/v1/collections/docs/index", json={})
@@ -36,7 +36,7 @@ def test_index_job_indexes_the_collection(settings: Settings) -> None:
 def test_ingestion_past_the_threshold_starts_an_index_job(settings: Settings) -> None:
     """The first build once the threshold is reached; a rebuild only once the unindexed share
     reaches ``reindex_fraction``, not after every ingestion."""
-    tuned = settings.model_copy(update={"index_threshold": 6, "reindex_fraction": 0.25})
+    tuned = settings.updated(store={"index_threshold": 6, "reindex_fraction": 0.25})
 
     def ingested(docs: list[dict[str, str]]) -> list[str]:
         r = client.post("/v1/collections/docs/documents", json={"documents": docs})

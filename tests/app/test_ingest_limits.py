@@ -25,7 +25,7 @@ def _refused(client: TestClient, settings: Settings, body: dict[str, Any], param
     assert r.status_code == 422, r.text
     error = r.json()["error"]
     assert (error["type"], error["param"]) == ("invalid_document", param)
-    assert list((settings.data_dir / "jobs").glob("*.json")) == []
+    assert list((settings.store.data_dir / "jobs").glob("*.json")) == []
     assert client.get("/v1/collections/docs").status_code == 404
     message: str = error["message"]
     return message
@@ -34,7 +34,7 @@ def _refused(client: TestClient, settings: Settings, body: dict[str, Any], param
 def test_a_document_over_max_document_chars_is_a_422(
     client: TestClient, settings: Settings
 ) -> None:
-    assert settings.max_document_chars == 1_000_000  # the documented default
+    assert settings.collections.max_document_chars == 1_000_000  # the documented default
     big = {"id": "big", "text": "word " * 200_001}  # 1,000,005 characters
     body = {"documents": [{"id": "ok", "text": "Fine."}, big]}
     message = _refused(client, settings, body, "documents[1].text")
@@ -43,7 +43,7 @@ def test_a_document_over_max_document_chars_is_a_422(
 
 
 def test_max_documents_per_request_is_a_422(client: TestClient, settings: Settings) -> None:
-    assert settings.max_documents_per_request == 1000  # the documented default
+    assert settings.collections.max_documents_per_request == 1000  # the documented default
     docs = [{"id": f"d{i}", "text": f"Document {i}."} for i in range(1001)]
     message = _refused(client, settings, {"documents": docs}, "documents")
     assert "1,001 documents in one request; the limit is 1,000" in message
@@ -51,7 +51,7 @@ def test_max_documents_per_request_is_a_422(client: TestClient, settings: Settin
 
 
 def test_both_limits_admit_exactly_their_value(settings: Settings) -> None:
-    small = settings.model_copy(update={"max_document_chars": 40, "max_documents_per_request": 2})
+    small = settings.updated(collections={"max_document_chars": 40, "max_documents_per_request": 2})
     with TestClient(create_app(small)) as client:
         at_limit = {"documents": [{"id": "a", "text": "y" * 40}, {"id": "b", "text": "z"}]}
         assert client.post("/v1/collections/docs/documents", json=at_limit).status_code == 202
@@ -66,7 +66,9 @@ def test_both_limits_admit_exactly_their_value(settings: Settings) -> None:
 def test_progress_of_one_large_document_moves_with_chunks_embedded(settings: Settings) -> None:
     """One document of 1,600 chunks: the job reports progress between 0 and 1 while it
     embeds (it stayed 0.0 until the end when progress counted documents)."""
-    tuned = settings.model_copy(update={"chunk_words": 8, "chunk_overlap": 0, "index_threshold": 0})
+    tuned = settings.updated(
+        collections={"chunk_words": 8, "chunk_overlap": 0}, store={"index_threshold": 0}
+    )
     text = " ".join(f"Sentence {i} tells of river number {i} here." for i in range(1600))
     with TestClient(create_app(tuned)) as client:
         r = client.post(

@@ -59,10 +59,9 @@ class DownCritic(ScriptedCritic):
 @pytest.fixture(scope="module")
 def settings_live(generator_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
-        data_dir=tmp_path_factory.mktemp("loop"),
-        generator_urls=[generator_url],
-        critic="off",
-        max_tokens=64,
+        store={"data_dir": tmp_path_factory.mktemp("loop")},
+        generator={"urls": [generator_url], "max_tokens": 64},
+        critic={"kind": "off"},
     )
 
 

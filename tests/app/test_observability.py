@@ -175,7 +175,7 @@ def test_generator_replicas_are_exported_at_scrape_time(
     client.app.state.services.ingestor.ingest("docs", [EIFFEL_DOC])  # type: ignore[attr-defined]
     r = client.post("/v1/query", json={"question": EIFFEL, "collection": "docs"})
     assert r.status_code == 503, r.text
-    (url,) = settings.generator_urls
+    (url,) = settings.generator.urls
     samples = scrape(client)
     assert value(samples, "covrag_generator_replica_state", replica=url) in (0.0, 1.0, 2.0)
     errors = sum(
@@ -198,7 +198,7 @@ def live(
     settings: Settings, generator_url: str, wiki_sample: list[Document]
 ) -> Iterator[TestClient]:
     """The app on the real vLLM worker, the wiki sample ingested in process."""
-    app = create_app(settings.model_copy(update={"generator_urls": [generator_url]}))
+    app = create_app(settings.updated(generator={"urls": [generator_url]}))
     with TestClient(app) as c:
         app.state.services.ingestor.ingest("wiki", wiki_sample)
         yield c
@@ -259,7 +259,7 @@ def test_opentelemetry_spans_only_when_turned_on(
 ) -> None:
     """``COVRAG_OTEL``: FastAPI's own spans go to a configured provider; off, nothing does."""
     spans.clear()
-    with TestClient(create_app(settings.model_copy(update={"otel": otel}))) as c:
+    with TestClient(create_app(settings.updated(server={"otel": otel}))) as c:
         assert c.get("/healthz").status_code == 200
     names = [span.name for span in spans.get_finished_spans()]
     assert ("GET /healthz" in names) is otel, names

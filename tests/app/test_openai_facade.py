@@ -24,7 +24,7 @@ QUESTION = "Which NASA center controls the Hubble Space Telescope?"
 def client(
     settings: Settings, generator_url: str, wiki_sample: list[Document]
 ) -> Iterator[openai.OpenAI]:
-    live = settings.model_copy(update={"generator_urls": [generator_url]})
+    live = settings.updated(generator={"urls": [generator_url]})
     with TestClient(create_app(live)) as http:
         docs = [{"id": d.id, "title": d.title, "text": d.text} for d in wiki_sample]
         ingest(http, "wiki", {"documents": docs})

@@ -27,7 +27,7 @@ def _docs(sample: list[Document]) -> dict:
 def live(
     settings: Settings, generator_url: str, wiki_sample: list[Document]
 ) -> Iterator[TestClient]:
-    live_settings = settings.model_copy(update={"generator_urls": [generator_url]})
+    live_settings = settings.updated(generator={"urls": [generator_url]})
     with TestClient(create_app(live_settings)) as client:
         ingest(client, "wiki", _docs(wiki_sample))
         yield client
@@ -82,7 +82,7 @@ def test_fails_over_past_a_dead_replica(
     settings: Settings, generator_url: str, wiki_sample: list[Document]
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    s = settings.model_copy(update={"generator_urls": [dead, generator_url]})
+    s = settings.updated(generator={"urls": [dead, generator_url]})
     with TestClient(create_app(s)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:5]))
         for _ in range(2):  # round-robin starts on each replica once
@@ -120,7 +120,7 @@ def hung_server() -> Iterator[str]:
 def test_hung_generator_gives_504_within_the_timeout(
     settings: Settings, hung_server: str, wiki_sample: list[Document]
 ) -> None:
-    s = settings.model_copy(update={"generator_urls": [hung_server], "generator_timeout_s": 2.0})
+    s = settings.updated(generator={"urls": [hung_server], "timeout_s": 2.0})
     with TestClient(create_app(s)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:3]))
         start = time.monotonic()

@@ -40,7 +40,8 @@ def test_the_quick_start_question_is_answered_right(
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert "calibrating wiki from" in result.stderr
-    settings = Settings(data_dir=data, generator_urls=[generator_url])  # the default critic
+    # the default critic
+    settings = Settings(store={"data_dir": data}, generator={"urls": [generator_url]})
     with TestClient(create_app(settings)) as client:
         calibration = client.get("/v1/collections/wiki/calibration").json()["calibration"]
         r = client.post("/v1/query", json={"question": QUICKSTART_QUESTION})

@@ -46,9 +46,9 @@ def example_commands() -> list[str]:
 def url(generator_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A live server with the default settings (critic included), on a free port."""
     settings = Settings(
-        data_dir=tmp_path_factory.mktemp("readme"),
-        generator_urls=[generator_url],
-        generator_timeout_s=400,  # a loaded CPU worker is slow; slowness is not the test
+        store={"data_dir": tmp_path_factory.mktemp("readme")},
+        # a loaded CPU worker is slow; slowness is not the test
+        generator={"urls": [generator_url], "timeout_s": 400},
     )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(settings), port=port, log_level="warning"))

@@ -119,7 +119,7 @@ def test_pattern_refuses_nested_schemas() -> None:
 @pytest.mark.integration
 @pytest.mark.anyio
 async def test_reasoner_reads_fields_from_the_real_worker(generator_url: str) -> None:
-    generator = VLLMGenerator([generator_url], model=Settings().generator_model, timeout_s=120)
+    generator = VLLMGenerator([generator_url], model=Settings().generator.model, timeout_s=120)
     reasoner = Reasoner(generator, max_tokens=96, temperature=0.0)
     passage = ScoredChunk(
         id="c1",

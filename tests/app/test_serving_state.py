@@ -46,7 +46,7 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Settings:
     if request.param == "memory":
         return settings
     url = request.getfixturevalue("redis_url")
-    return settings.model_copy(update={"redis_url": url, "redis_prefix": f"t{uuid.uuid4().hex}:"})
+    return settings.updated(redis={"url": url, "prefix": f"t{uuid.uuid4().hex}:"})
 
 
 # --- answer cache ------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def backend(request: pytest.FixtureRequest, settings: Settings) -> Settings:
 def test_answer_cache_hits_and_is_invalidated_by_writes(
     backend: Settings, generator_url: str, wiki_sample: list[Document]
 ) -> None:
-    live = backend.model_copy(update={"generator_urls": [generator_url]})
+    live = backend.updated(generator={"urls": [generator_url]})
     with TestClient(create_app(live)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:6]))
         first = client.post("/v1/query", json=QUESTION)
@@ -145,8 +145,8 @@ def test_answer_cache_keys_versions_and_redis_outage(kind: str, tmp_path: Path) 
 def test_cache_off_when_ttl_is_zero(
     settings: Settings, generator_url: str, wiki_sample: list[Document]
 ) -> None:
-    live = settings.model_copy(
-        update={"generator_urls": [generator_url], "answer_cache_ttl_s": 0, "max_tokens": 8}
+    live = settings.updated(
+        generator={"urls": [generator_url], "max_tokens": 8}, cache={"answer_ttl_s": 0}
     )
     with TestClient(create_app(live)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:3]))
@@ -170,7 +170,7 @@ def keyed(backend: Settings) -> Iterator[TestClient]:
             collections=["team-a"],
         ),
     ]
-    with TestClient(create_app(backend.model_copy(update={"api_keys": keys}))) as client:
+    with TestClient(create_app(backend.updated(auth={"api_keys": keys}))) as client:
         yield client
 
 
@@ -220,7 +220,7 @@ def test_a_key_sees_and_changes_only_its_collections(keyed: TestClient) -> None:
 
 def test_rate_limit_answers_429_with_retry_after(backend: Settings) -> None:
     spec = ApiKeySpec(name="slow", key=TEAM, rate_limit_per_minute=6, rate_limit_burst=2)  # type: ignore[arg-type]
-    limited = backend.model_copy(update={"api_keys": [spec]})
+    limited = backend.updated(auth={"api_keys": [spec]})
     with TestClient(create_app(limited), headers=_auth(TEAM)) as client:
         assert [client.get("/v1/collections").status_code for _ in range(2)] == [200, 200]
         r = client.get("/v1/collections")
@@ -245,8 +245,8 @@ def test_cache_hits_below_the_router_keep_every_check(
         ),
         ApiKeySpec(name="team-b", key="team-b-key", collections=["team-b"]),  # type: ignore[arg-type]
     ]
-    live = backend.model_copy(
-        update={"generator_urls": [generator_url], "api_keys": keys, "max_tokens": 16}
+    live = backend.updated(
+        generator={"urls": [generator_url], "max_tokens": 16}, auth={"api_keys": keys}
     )
     asked = {**QUESTION, "collection": "team-a"}
     with TestClient(create_app(live)) as client:
@@ -284,18 +284,18 @@ def test_cache_hits_below_the_router_keep_every_check(
 
 def _script_calls(settings: Settings) -> int | None:
     """Lua scripts Redis has run so far; None without Redis."""
-    if settings.redis_url is None:
+    if settings.redis.url is None:
         return None
-    stats = redis.Redis.from_url(settings.redis_url).info("commandstats")
+    stats = redis.Redis.from_url(settings.redis.url).info("commandstats")
     return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
 
 
 def test_replicas_share_one_bucket_through_redis(settings: Settings, redis_url: str) -> None:
     spec = ApiKeySpec(name="shared", key=TEAM, rate_limit_per_minute=6, rate_limit_burst=2)  # type: ignore[arg-type]
-    shared = settings.model_copy(
-        update={"api_keys": [spec], "redis_url": redis_url, "redis_prefix": f"t{uuid.uuid4().hex}:"}
+    shared = settings.updated(
+        auth={"api_keys": [spec]}, redis={"url": redis_url, "prefix": f"t{uuid.uuid4().hex}:"}
     )
-    other = shared.model_copy(update={"data_dir": settings.data_dir.parent / "replica2"})
+    other = shared.updated(store={"data_dir": settings.store.data_dir.parent / "replica2"})
     with (
         TestClient(create_app(shared), headers=_auth(TEAM)) as one,
         TestClient(create_app(other), headers=_auth(TEAM)) as two,
@@ -311,8 +311,8 @@ def test_replicas_share_question_embeddings_through_redis(
 ) -> None:
     """A question one replica embedded is a hit on the other: the vector is in Redis, TTL'd."""
     prefix = f"t{uuid.uuid4().hex}:"
-    shared = settings.model_copy(update={"redis_url": redis_url, "redis_prefix": prefix})
-    other = shared.model_copy(update={"data_dir": settings.data_dir.parent / "replica2"})
+    shared = settings.updated(redis={"url": redis_url, "prefix": prefix})
+    other = shared.updated(store={"data_dir": settings.store.data_dir.parent / "replica2"})
     ask = {"question": EIFFEL, "collection": "docs"}
     with TestClient(create_app(shared)) as one, TestClient(create_app(other)) as two:
         for client in (one, two):
@@ -354,14 +354,10 @@ def test_redis_down_bypasses_the_cache_and_limits_per_setting(
     on_error: str,
 ) -> None:
     spec = ApiKeySpec(name="k", key=TEAM, rate_limit_per_minute=6000)  # type: ignore[arg-type]
-    s = settings.model_copy(
-        update={
-            "generator_urls": [generator_url],
-            "redis_url": own_redis.url,
-            "api_keys": [spec],
-            "rate_limit_on_error": on_error,
-            "max_tokens": 16,
-        }
+    s = settings.updated(
+        generator={"urls": [generator_url], "max_tokens": 16},
+        redis={"url": own_redis.url},
+        auth={"api_keys": [spec], "rate_limit_on_error": on_error},
     )
     with TestClient(create_app(s), headers=_auth(TEAM)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:4]))
@@ -394,9 +390,7 @@ def test_a_job_resumes_on_another_replica_after_a_graceful_stop(
     settings: Settings, redis_url: str, wiki_sample: list[Document]
 ) -> None:
     """Replica one stops (lifespan shutdown) mid-ingestion; replica two finishes the job."""
-    s = settings.model_copy(
-        update={"redis_url": redis_url, "redis_prefix": f"t{uuid.uuid4().hex}:"}
-    )
+    s = settings.updated(redis={"url": redis_url, "prefix": f"t{uuid.uuid4().hex}:"})
     with TestClient(create_app(s)) as one:
         r = one.post("/v1/collections/wiki/documents", json=_docs(wiki_sample))
         assert r.status_code == 202
@@ -449,8 +443,8 @@ def test_redis_password_is_escaped_into_the_url() -> None:
     must reach Redis intact, not break the URL."""
     from redis.connection import parse_url
 
-    s = Settings(redis_url="redis://covrag-redis:6379/0", redis_password="p@ss:w/rd%")
-    parsed = parse_url(s.redis_url or "")
+    s = Settings(redis={"url": "redis://covrag-redis:6379/0", "password": "p@ss:w/rd%"})
+    parsed = parse_url(s.redis.url or "")
     assert (parsed["password"], parsed["host"], parsed["port"]) == (
         "p@ss:w/rd%",
         "covrag-redis",

@@ -50,7 +50,7 @@ def parse_sse(text: str) -> list[tuple[str, Any]]:
 
 @pytest.fixture
 def live_settings(settings: Settings, generator_url: str) -> Settings:
-    return settings.model_copy(update={"generator_urls": [generator_url]})
+    return settings.updated(generator={"urls": [generator_url]})
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_stream_errors_before_the_first_event_keep_their_status(
     assert r.status_code == 422 and r.json()["error"]["param"] == "question"
     r = live.post("/v1/query", json={**QUESTION, "collection": "nope", "stream": True})
     assert r.status_code == 404 and r.headers["content-type"] == "application/json"
-    down_settings = settings.model_copy(update={"data_dir": tmp_path / "down"})
+    down_settings = settings.updated(store={"data_dir": tmp_path / "down"})
     with TestClient(create_app(down_settings)) as down:  # generator: a closed port
         ingest(down, "wiki", _docs(wiki_sample))
         r = down.post("/v1/query", json={**QUESTION, "stream": True})
@@ -139,7 +139,7 @@ def test_client_disconnect_cancels_the_upstream_generation(
     servers = [_serve(slow.app)]
     try:
         upstream = servers[0][2] + "/v1"
-        app = create_app(settings.model_copy(update={"generator_urls": [upstream]}))
+        app = create_app(settings.updated(generator={"urls": [upstream]}))
         servers.append(_serve(app))
         base = servers[1][2]
         with httpx.Client(base_url=base, timeout=120) as http:

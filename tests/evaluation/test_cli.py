@@ -40,5 +40,5 @@ def test_out_is_required_or_defaults_under_the_data_dir(tmp_path: Path) -> None:
     for name, command in _commands().items():
         (out,) = [p for p in command.params if p.name == "out"]
         assert out.required or out.default is None, name  # None: default_out(settings, …)
-    settings = Settings(data_dir=tmp_path)
+    settings = Settings(store={"data_dir": tmp_path})
     assert default_out(settings, "qa") == tmp_path.resolve() / "eval" / "qa"

@@ -36,7 +36,7 @@ from retrieval.calibration import kept_calibrations, restore_calibration
 def default_alpha(asked: float | None, settings: Settings) -> float:
     """The alpha queries get when they name none: the one asked for, else
     ``COVRAG_DEFAULT_ALPHA`` (``covrag calibrate --local`` resolves it here too)."""
-    return asked or settings.default_alpha
+    return asked or settings.calibration.default_alpha
 
 
 def to_task(body: CalibrationRequest, settings: Settings) -> CalibrationTask:

@@ -31,16 +31,18 @@ async def readiness(services: Services, settings: Settings, metrics: Metrics) ->
         "calibration": lambda: anyio.to_thread.run_sync(
             _calibration,
             services.retriever,
-            settings.default_collection,
-            settings.require_calibration,
+            settings.collections.default,
+            settings.server.require_calibration,
         ),
     }
     redis: Redis | None = services.backends.redis
     if redis is not None:
         checks["redis"] = redis.ping
-    workers = {"generator"} | ({"embedder"} if settings.embedder == "remote" else set())
-    required = [c for c in checks if settings.ready_requires_workers or c not in workers]
-    results = await asyncio.gather(*(_check(c, settings.ready_timeout_s) for c in checks.values()))
+    workers = {"generator"} | ({"embedder"} if settings.embedder.kind == "remote" else set())
+    required = [c for c in checks if settings.server.ready_requires_workers or c not in workers]
+    results = await asyncio.gather(
+        *(_check(c, settings.server.ready_timeout_s) for c in checks.values())
+    )
     body = dict(zip(checks, results, strict=True))
     metrics.observe_readiness({name: v == "ok" for name, v in body.items()}, required)
     ready = all(body[c] == "ok" for c in required)

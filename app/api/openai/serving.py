@@ -136,7 +136,7 @@ async def chat_completions(
     principal: Principal,
 ) -> ChatCompletion | AsyncIterator[bytes]:
     """The completion, or with ``stream`` its ``chat.completion.chunk`` SSE frames."""
-    params = to_params(body, settings.default_collection)
+    params = to_params(body, settings.collections.default)
     principal.check(params.collection, "model")
     if not body.stream:
         found = await answer(params, request_id, services, settings, answers, metrics)

@@ -33,7 +33,7 @@ def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
     """The request with its collection resolved; the pipeline's policy fills the rest."""
     return QueryParams(
         question=body.question,
-        collection=body.collection or settings.default_collection,
+        collection=body.collection or settings.collections.default,
         top_k=body.top_k,
         filters=body.filters,
         alpha=body.alpha,
@@ -53,11 +53,11 @@ def answer_shape(params: QueryParams, policy: LoopPolicy, settings: Settings) ->
         "filters": params.filters,
         "group": params.group,
         "rounds": policy.max_rounds,
-        "critic": settings.critic,
+        "critic": settings.critic.kind,
         "tau": policy.tau,
-        "model": settings.generator_model,
-        "max_tokens": settings.max_tokens,
-        "temperature": settings.temperature,
+        "model": settings.generator.model,
+        "max_tokens": settings.generator.max_tokens,
+        "temperature": settings.generator.temperature,
     }
 
 

@@ -1,0 +1,125 @@
+"""Settings of what a request may do: collections and ingestion, query limits, calibration."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from app.config.group import Group
+
+
+class CollectionSettings(Group):
+    """Collections and ingestion: which collection is meant by default, how documents are cut."""
+
+    default: str = Field(
+        "wiki",
+        validation_alias="COVRAG_DEFAULT_COLLECTION",
+        description="Collection used when none is named.",
+    )
+    chunk_words: int = Field(
+        160,
+        ge=8,
+        le=2000,
+        validation_alias="COVRAG_CHUNK_WORDS",
+        description="Words per chunk window.",
+    )
+    chunk_overlap: int = Field(
+        32,
+        ge=0,
+        validation_alias="COVRAG_CHUNK_OVERLAP",
+        description="Words shared by consecutive windows.",
+    )
+    upsert_batch_size: int = Field(
+        256,
+        ge=1,
+        validation_alias="COVRAG_UPSERT_BATCH_SIZE",
+        description="Points per store upsert.",
+    )
+    max_documents_per_request: int = Field(
+        1000,
+        ge=1,
+        validation_alias="COVRAG_MAX_DOCUMENTS_PER_REQUEST",
+        description="Documents per POST.",
+    )
+    max_document_chars: int = Field(
+        1_000_000,
+        ge=1,
+        validation_alias="COVRAG_MAX_DOCUMENT_CHARS",
+        description="Characters per document.",
+    )
+
+
+class LimitSettings(Group):
+    """What a request may carry, a question ask and a prompt hold."""
+
+    default_top_k: int = Field(
+        5,
+        ge=1,
+        le=100,
+        validation_alias="COVRAG_DEFAULT_TOP_K",
+        description="Passages for an uncalibrated collection (plain top-k).",
+    )
+    max_chunks: int = Field(
+        10,
+        ge=1,
+        le=100,
+        validation_alias="COVRAG_MAX_CHUNKS",
+        description="Context budget in chunks behind the conformal threshold.",
+    )
+    max_question_chars: int = Field(
+        4000,
+        ge=1,
+        validation_alias="COVRAG_MAX_QUESTION_CHARS",
+        description="Longest accepted question.",
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        validation_alias="COVRAG_MAX_BODY_BYTES",
+        description="Largest request body; larger gets 413.",
+    )
+    max_context_chars: int = Field(
+        6000,
+        ge=200,
+        validation_alias="COVRAG_MAX_CONTEXT_CHARS",
+        description="Passage text per prompt; keeps it inside the model's 2,048 tokens.",
+    )
+
+
+class CalibrationSettings(Group):
+    """Conformal calibration and the shift watch on live questions."""
+
+    default_alpha: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        validation_alias="COVRAG_DEFAULT_ALPHA",
+        description="Default miss rate stored with a new calibration.",
+    )
+    stale_fraction: float = Field(
+        0.1,
+        gt=0,
+        validation_alias="COVRAG_STALE_FRACTION",
+        description="A calibration is stale after this fraction of chunks changed.",
+    )
+    unreachable: Literal["budget", "error"] = Field(
+        "budget",
+        validation_alias="COVRAG_CONFORMAL_UNREACHABLE",
+        description="When no finite threshold attains 1-alpha: pass the budget unguaranteed, "
+        "or refuse with 422.",
+    )
+    drift_window: int = Field(
+        100,
+        ge=10,
+        le=10_000,
+        validation_alias="COVRAG_DRIFT_WINDOW",
+        description="Shift watch: live questions per block compared with the calibration set.",
+    )
+    drift_false_alarm: float = Field(
+        0.01,
+        gt=0,
+        lt=1,
+        validation_alias="COVRAG_DRIFT_FALSE_ALARM",
+        description="Shift watch: chance of any false alarm on traffic like the calibration set.",
+    )
