@@ -212,6 +212,12 @@ class CitationOut(BaseModel):
     title: str
     text: str
     score: float = Field(description="Cosine similarity to the question.")
+    source: str | None = Field(
+        None, description="Where the document came from: the file name of an uploaded file."
+    )
+    page: int | None = Field(
+        None, description="The page the passage is on (1 = first), where the source has pages."
+    )
 
 
 class TimingsOut(BaseModel):
@@ -365,6 +371,8 @@ def _retrieval_fields(
                 title=c.chunk.title,
                 text=c.chunk.text,
                 score=c.chunk.score,
+                source=c.chunk.source,
+                page=c.chunk.page,
             )
             for c in citations
         ],
@@ -457,6 +465,15 @@ class DocumentIn(_Strict):
     text: NotBlank = Field(description="Document text; must not be blank.")
     title: str | None = Field(None, max_length=1024)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = Field(
+        None, max_length=1024, description='Where the text came from (citations); "api" if unset.'
+    )
+    page_starts: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        max_length=100_000,
+        description="Offsets in `text` at which pages 1, 2, … begin (from 0, in order): chunks "
+        "then keep within a page and citations carry its number.",
+    )
 
 
 class DocumentsIn(_Strict):
@@ -471,7 +488,14 @@ class DocumentsIn(_Strict):
 
 def to_documents(body: DocumentsIn) -> list[Document]:
     return [
-        Document(id=d.id, text=d.text, title=d.title, source="api", metadata=d.metadata)
+        Document(
+            id=d.id,
+            text=d.text,
+            title=d.title,
+            source=d.source or "api",
+            metadata=d.metadata,
+            page_starts=tuple(d.page_starts or ()),
+        )
         for d in body.documents
     ]
 
@@ -480,7 +504,15 @@ def to_documents_in(docs: list[Document]) -> DocumentsIn:
     """The inverse of ``to_documents``: files read by the CLI, sent to a server."""
     return DocumentsIn(
         documents=[
-            DocumentIn(id=d.id, text=d.text, title=d.title, metadata=d.metadata) for d in docs
+            DocumentIn(
+                id=d.id,
+                text=d.text,
+                title=d.title,
+                metadata=d.metadata,
+                source=d.source,
+                page_starts=list(d.page_starts) or None,
+            )
+            for d in docs
         ]
     )
 
