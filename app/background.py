@@ -1,7 +1,8 @@
 """What each background job kind does, rebuilt from its stored request (so a job can resume
-in another process): ``ingest``, ``calibration`` and ``index``. A job that changed a
-collection bumps its answer-cache version, so no answer computed before the change is served
-after it (an index build changes how the collection is searched, not what it holds)."""
+in another process): ``ingest``, ``files`` (uploads), ``calibration`` and ``index``. A job
+that changed a collection bumps its answer-cache version, so no answer computed before the
+change is served after it (an index build changes how the collection is searched, not what it
+holds)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,23 @@ from app.schemas import (
     CalibrationRequest,
     DocumentsIn,
     IndexRequest,
+    IngestOut,
     to_documents,
     to_ingest_out,
     to_items,
 )
 from app.state.cache import AnswerCache
 from app.state.jobs import UNFINISHED, Job, JobBody, JobRegistry
+from app.uploads import (
+    UploadsIn,
+    file_error,
+    none_read,
+    read_uploads,
+    to_files_ingest_out,
+)
 from retrieval.ingest import Ingestor
 from retrieval.store.base import index_due
+from retrieval.types import Document
 
 
 async def index_job_under_way(jobs: JobRegistry, collection: str) -> Job | None:
@@ -64,9 +74,7 @@ def job_runners(
         started = await jobs.submit("index", job.collection, IndexRequest().model_dump())
         job.messages.append(f"index job {started.id} started ({info.chunks} chunks)")
 
-    async def ingest(job: Job) -> dict[str, Any]:
-        docs = to_documents(DocumentsIn.model_validate(job.request))
-
+    async def write(job: Job, docs: list[Document]) -> IngestOut:
         def advance(done: int, total: int) -> None:  # chunks: one large document moves it too
             job.progress = round(done / total, 3)
 
@@ -77,7 +85,28 @@ def job_runners(
         finally:  # even a half-done batch changed the collection
             await answers.invalidate(job.collection)
         await index_when_due(job, report.chunks_written)
-        return to_ingest_out(job.collection, report).model_dump()
+        return to_ingest_out(job.collection, report)
+
+    async def ingest(job: Job) -> dict[str, Any]:
+        docs = to_documents(DocumentsIn.model_validate(job.request))
+        return (await write(job, docs)).model_dump()
+
+    async def ingest_files(job: Job) -> dict[str, Any]:
+        """Parse the uploaded files, then ingest those that were read; each file that was not
+        (refused up front, or here) is a message, and the job fails only when none was read."""
+        request = UploadsIn.model_validate(job.request)
+        docs, failed = await anyio.to_thread.run_sync(
+            lambda: read_uploads(
+                request,
+                max_bytes=settings.max_file_bytes,
+                max_chars=settings.max_document_chars,
+            )
+        )
+        failures = [*request.refused, *map(file_error, failed)]
+        job.messages.extend(f.error for f in failures)
+        if not docs:
+            raise none_read(failed)
+        return to_files_ingest_out(await write(job, docs), failures).model_dump()
 
     async def calibrate(job: Job) -> dict[str, Any]:
         request = CalibrationRequest.model_validate(job.request)
@@ -117,4 +146,4 @@ def job_runners(
         )
         return asdict(report)
 
-    return {"ingest": ingest, "calibration": calibrate, "index": index}
+    return {"ingest": ingest, "files": ingest_files, "calibration": calibrate, "index": index}

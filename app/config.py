@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     upsert_batch_size: int = Field(256, ge=1, description="Points per store upsert.")
     max_documents_per_request: int = Field(1000, ge=1, description="Documents per POST.")
     max_document_chars: int = Field(1_000_000, ge=1, description="Characters per document.")
+    max_files_per_request: int = Field(
+        20, ge=1, description="Files per upload (POST /v1/collections/{name}/files)."
+    )
+    max_file_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        description="Largest uploaded file; the whole upload stays under COVRAG_MAX_BODY_BYTES.",
+    )
 
     # --- query ---------------------------------------------------------------------------
     default_top_k: int = Field(

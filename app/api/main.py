@@ -6,6 +6,7 @@ from app.api.deps import authorize
 from app.api.routes import (
     calibration,
     collections,
+    files,
     health,
     jobs,
     metrics,
@@ -22,6 +23,7 @@ api_router.include_router(metrics.router)
 api_router.include_router(query.router, dependencies=KEYED)
 api_router.include_router(retrieve.router, dependencies=KEYED)
 api_router.include_router(collections.router, dependencies=KEYED)
+api_router.include_router(files.router, dependencies=KEYED)
 api_router.include_router(calibration.router, dependencies=KEYED)
 api_router.include_router(jobs.router, dependencies=KEYED)
 api_router.include_router(openai.router, dependencies=KEYED)
