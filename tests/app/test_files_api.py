@@ -242,4 +242,6 @@ def test_json_documents_may_bring_their_own_pages_and_source(client: TestClient)
     )
     bad = {"documents": [{**doc, "id": "other", "page_starts": [0, 999]}]}
     r = client.post("/v1/collections/docs/documents", json=bad)
-    assert r.status_code == 422 and "page starts must run from 0" in r.json()["error"]["message"]
+    error = r.json()["error"]
+    assert (r.status_code, error["param"]) == (422, "documents[0]")
+    assert "page starts must run from 0" in error["message"]

@@ -28,9 +28,10 @@ async def add_files(
     files: Annotated[
         list[UploadFile],
         File(
+            min_length=1,
             description=f"The files ({supported_types()}; by name, else content type); at "
             "most COVRAG_MAX_FILES_PER_REQUEST, each of at most COVRAG_MAX_FILE_BYTES bytes. "
-            "A file's name is its document's id and source."
+            "A file's name is its document's id and source.",
         ),
     ],
     response: Response,
@@ -60,15 +61,14 @@ async def add_files(
 
 
 def _metadata(raw: str | None) -> dict[str, Any]:
-    if raw is None:
-        return {}
+    """The ``metadata`` part: a JSON object; absent or ``null``, none."""
     try:
-        value = json.loads(raw)
+        value = None if raw is None else json.loads(raw)
     except ValueError as exc:
         raise InvalidDocument(f"metadata is not JSON: {exc}", "metadata") from exc
-    if not isinstance(value, dict):
+    if not isinstance(value, dict | None):
         raise InvalidDocument("metadata must be a JSON object", "metadata")
-    return value
+    return value or {}
 
 
 async def _checked(
