@@ -7,7 +7,8 @@ carry their page number. Every library here parses in process; none fetches anyt
 
 ``check_file`` decides what can be decided without parsing (size, type, signature), so an
 upload can be refused before it is accepted; ``parse_file`` does the rest. Both raise a
-``FileRejected`` whose message starts with the file's name.
+``FileRejected`` whose message starts with the file's name. Each parser is imported when a file
+of its type is read: trafilatura alone would add about a second to every ``covrag`` command.
 """
 
 from __future__ import annotations
@@ -17,12 +18,6 @@ from io import BytesIO
 from itertools import accumulate
 from pathlib import PurePath
 from typing import Any, Literal, NamedTuple
-
-import docx
-import trafilatura
-from docx.text.paragraph import Paragraph
-from pypdf import PasswordType, PdfReader
-from pypdf.errors import DependencyError, FileNotDecryptedError
 
 from retrieval.errors import (
     EncryptedFile,
@@ -148,6 +143,9 @@ def parse_file(
 
 def _pdf(data: bytes, name: str) -> _Extracted:
     """Each page's text layer, in page order; page numbers are 1-based page positions."""
+    from pypdf import PasswordType, PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError
+
     reader = PdfReader(BytesIO(data))
     if reader.is_encrypted:
         try:  # an owner password alone still lets anyone read (RC4; AES needs cryptography)
@@ -172,6 +170,8 @@ def _pdf(data: bytes, name: str) -> _Extracted:
 
 def _html(data: bytes, name: str) -> _Extracted:
     """The page's main text (trafilatura drops navigation, headers, footers, comments)."""
+    import trafilatura
+
     page = trafilatura.bare_extraction(
         data, with_metadata=True, include_comments=False, include_tables=True
     )
@@ -183,6 +183,9 @@ def _html(data: bytes, name: str) -> _Extracted:
 def _docx(data: bytes, name: str) -> _Extracted:
     """Body paragraphs and table rows in document order (headers and footers are left out);
     the title from the core properties, else the first heading."""
+    import docx
+    from docx.text.paragraph import Paragraph
+
     document = docx.Document(BytesIO(data))
     blocks: list[str] = []
     heading: str | None = None
