@@ -402,11 +402,11 @@ def coverage(
         )
 
     classifier = KindClassifier.load()
-    groups = [classifier.group(item.question, item.group) for item in qa_file.items]
+    groups = [classifier.groups(item.question, item.group) for item in qa_file.items]
     mondrian = evaluate_mondrian(
         scores, groups, alpha_list, splits=splits, seed=seed, max_chunks=max_chunks
     )
-    predicted = Counter(groups)
+    predicted = Counter(g for gs in groups for g in gs)
 
     argv = sys.argv[1:]
     args = argv[argv.index("coverage") + 1 :] if "coverage" in argv else argv
@@ -452,12 +452,13 @@ def coverage(
             [
                 "## Mondrian (group-conditional) against pooled, per true kind",
                 "",
-                f"Half/half splits ({splits}, seed {seed}); a question's group is what a "
-                "request of it gets (its caller group, else its kind by the classifier: "
+                f"Half/half splits ({splits}, seed {seed}); a question's groups are what a "
+                "request of it gets (its caller group, else each kind in its set by the "
+                "classifier: "
                 + ", ".join(f"{g} {n}" for g, n in sorted(predicted.items()))
-                + "); its q̂ is the group's own, never below the pooled one, or the pooled "
-                "one (not flagged) when the group's own is infinite. Flagged: the response "
-                f"would say `coverage_guaranteed` (own q̂, at most {max_chunks} chunks clear).",
+                + "); its q̂ is the largest of its groups' own, never below the pooled one. "
+                "Flagged: the response would say `coverage_guaranteed` (every group's own q̂ "
+                f"finite, at most {max_chunks} chunks clear, kind:bridge not in the set).",
                 "",
                 mondrian_markdown(mondrian),
             ]

@@ -25,6 +25,7 @@ from retrieval.conformal import (
     naive_quantile,
     score_threshold,
 )
+from retrieval.kinds import BRIDGE_GROUP
 
 #: Slack for comparing a split's coverage (a ratio of counts) with 1−α in floating point.
 _EPS = 1e-9
@@ -363,21 +364,25 @@ class GroupCoverage:
 
 def evaluate_mondrian(
     scores: Sequence[ItemScore],
-    groups: Sequence[str],
+    groups: Sequence[tuple[str, ...]],
     alphas: Sequence[float],
     *,
     splits: int,
     seed: int,
     max_chunks: int,
 ) -> list[GroupCoverage]:
-    """Per true kind (``ItemScore.kind``): the pooled q̂ against each question's group q̂
-    (``groups``: the group key a request of that question would get), as
-    ``Calibration.group_qhat`` takes it — never below the pooled q̂, the pooled one when the
-    group's own is infinite — on half/half calibration/test splits."""
+    """Per true kind (``ItemScore.kind``): the pooled q̂ against each question's groups' q̂
+    (``groups``: the group keys a request of that question would get, a calibration question
+    counting in each of its own), as ``Calibration.groups_qhat`` takes it — the largest of
+    them, never below the pooled q̂, and not flagged when one group's own is infinite or the
+    question may be multi-hop (``BRIDGE_GROUP``), as a response is not — on half/half
+    calibration/test splits."""
     score_arr = np.array([s.score for s in scores], dtype=float)
     sims = _similarity_matrix(scores)
     kinds = np.array([s.kind or "untyped" for s in scores])
-    group_arr = np.array(groups)
+    keys = sorted({g for gs in groups for g in gs})
+    member = np.array([[g in gs for g in keys] for gs in groups], dtype=bool).reshape(-1, len(keys))
+    multi_hop = np.array([BRIDGE_GROUP in gs for gs in groups], dtype=bool)
     rng = np.random.default_rng(seed)
     parts = [rng.permutation(len(scores)) for _ in range(splits)]
     rows: list[GroupCoverage] = []
@@ -387,15 +392,17 @@ def evaluate_mondrian(
             cal, test = part[: len(part) // 2], part[len(part) // 2 :]
             pooled = conformal_quantile(sorted(score_arr[cal].tolist()), alpha)
             qhat = np.full(len(test), pooled)
-            own = np.zeros(len(test), dtype=bool)
-            for group in set(group_arr[test].tolist()):
-                q = conformal_quantile(sorted(score_arr[cal][group_arr[cal] == group]), alpha)
+            own = np.ones(len(test), dtype=bool)
+            for g in range(len(keys)):
+                at = member[test, g]
+                q = conformal_quantile(sorted(score_arr[cal][member[cal, g]]), alpha)
                 if math.isfinite(q):
-                    at = group_arr[test] == group
-                    qhat[at], own[at] = max(q, pooled), True
+                    qhat[at] = np.maximum(qhat[at], q)
+                else:
+                    own[at] = False
             covered = score_arr[test] <= qhat
             cleared = np.array([_cleared(sims[[i]], q)[0] for i, q in zip(test, qhat, strict=True)])
-            flagged = own & np.isfinite(qhat) & (cleared <= max_chunks)
+            flagged = own & np.isfinite(qhat) & (cleared <= max_chunks) & ~multi_hop[test]
             pooled_cleared = _cleared(sims[test], pooled)
             for kind in set(kinds[test].tolist()):
                 at = kinds[test] == kind

@@ -3,7 +3,8 @@
 "Answer-bearing" chunk of a calibration question, in this order of evidence:
 1. the question's source chunk (generated questions);
 2. any chunk of a gold document (QA pairs with ``gold_doc_ids``/``gold_titles``) — for a
-   ``bridge`` question only the last one, as the first hop does not hold the answer;
+   ``bridge`` question only the last one, as the first hop does not hold the answer; for a
+   ``comparison`` question a chunk of each of its documents, as the answer needs both;
 3. only when neither is given: a chunk whose normalised text contains a normalised answer.
 (String matching is a last resort: short answers such as years occur in many unrelated chunks,
 and counting those would make the threshold optimistic.)
@@ -168,17 +169,39 @@ def score_vectors(
     out: list[ItemScore] = []
     for item, query in zip(items, vectors, strict=True):
         hits = store.search(collection, query, limit=search_k)
-        sims = [h.score for h in hits]
-        rank = next((i for i, h in enumerate(hits, 1) if _bears_answer(item, h)), None)
-        if rank is not None:
-            best: float | None = hits[rank - 1].score
-        elif approximate:
-            best = None
-        else:
-            best = _beyond_top(store, collection, query, item)
+        found = [_best(store, collection, query, hits, part, approximate) for part in _parts(item)]
+        ranks = [rank for rank, _ in found]
+        bests = [best for _, best in found]
+        rank = None if None in ranks else max(r for r in ranks if r is not None)
+        best = None if None in bests else min(b for b in bests if b is not None)
         score = math.inf if best is None else 1.0 - best
+        sims = [h.score for h in hits]
         out.append(ItemScore(id=item.id, score=score, rank=rank, similarities=sims, kind=item.kind))
     return out
+
+
+def _parts(item: CalibrationItem) -> list[CalibrationItem]:
+    """What the context must hold for ``item``, each part one answer-bearing chunk: both
+    articles of a comparison (its answer compares the two), else any one chunk. A question's
+    score is then its worst part's, so covering it means covering every part."""
+    if item.kind == "comparison" and item.source_chunk_id is None and len(item.gold_doc_ids) > 1:
+        return [replace(item, gold_doc_ids=(doc,)) for doc in item.gold_doc_ids]
+    return [item]
+
+
+def _best(
+    store: VectorStore,
+    collection: str,
+    query: list[float],
+    hits: Sequence[ScoredChunk],
+    item: CalibrationItem,
+    approximate: bool,
+) -> tuple[int | None, float | None]:
+    """(rank among ``hits``, similarity) of the item's best answer-bearing chunk."""
+    rank = next((i for i, h in enumerate(hits, 1) if _bears_answer(item, h)), None)
+    if rank is not None:
+        return rank, hits[rank - 1].score
+    return None, None if approximate else _beyond_top(store, collection, query, item)
 
 
 def _beyond_top(
@@ -356,8 +379,9 @@ def calibrate(
     """Score ``items``, then persist and return the collection's new calibration; the one it
     replaces is kept (``KEPT_VERSIONS``) for ``restore_calibration``.
 
-    Each score also goes to its question's group: its kind by ``kinds`` (the shipped
-    classifier by default, the one queries are grouped by) and its caller group if it has one.
+    Each score also goes to its question's groups: each kind in its set by ``kinds`` (the
+    shipped classifier by default, the one queries are grouped by) and its caller group if it
+    has one.
 
     Raises:
         ValueError: no items.
@@ -406,7 +430,7 @@ def _grouped(
 ) -> dict[str, list[float]]:
     groups: dict[str, list[float]] = {}
     for item, score in zip(items, scores, strict=True):
-        keys = {kinds.group(item.question), kinds.group(item.question, item.group)}
+        keys = {*kinds.groups(item.question), *kinds.groups(item.question, item.group)}
         for key in keys:
             groups.setdefault(key, []).append(score)
     return {key: sorted(values) for key, values in sorted(groups.items())}

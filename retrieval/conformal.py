@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -149,6 +150,20 @@ class Calibration:
         if math.isfinite(own):
             return GroupQuantile(group, len(scores), max(own, pooled), fallback=False)
         return GroupQuantile(group, len(scores), pooled, fallback=True)
+
+    def groups_qhat(self, alpha: float, groups: Sequence[str]) -> GroupQuantile:
+        """q̂ for a request in every one of ``groups`` (a question's set of kinds): the
+        largest of their q̂s, so each group's guarantee holds for it.
+
+        The groups may overlap (a question belongs to each kind in its set, in calibration
+        as live), and Mondrian coverage holds within each group, so the largest q̂ covers the
+        request in all of them. One group without a finite q̂ of its own makes it a fallback:
+        the group it names is that one, as it is why nothing is guaranteed.
+        """
+        each = [self.group_qhat(alpha, g) for g in groups]
+        qhat = max(q.qhat for q in each)
+        worst = next((q for q in each if q.fallback), None) or max(each, key=lambda q: q.qhat)
+        return GroupQuantile(worst.group, worst.n, qhat, fallback=worst.fallback)
 
     def coverage_of(self, qhat: float) -> float:
         """Share of calibration scores ≤ q̂ (the in-sample coverage, for reports)."""

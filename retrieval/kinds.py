@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import zlib
 from collections.abc import Sequence
@@ -31,6 +32,9 @@ import numpy as np
 
 #: The kinds, in the order of the weights' rows.
 KINDS = ("single", "bridge", "comparison")
+#: The group of questions that may need a second hop: round 0's threshold guarantees nothing
+#: about that hop (docs/conformal.md, "Multi-hop questions"), so such a request is not flagged.
+BRIDGE_GROUP = "kind:bridge"
 #: Hash buckets of the word n-grams.
 BUCKETS = 1 << 12
 #: The shipped weights.
@@ -66,6 +70,8 @@ class KindClassifier:
     #: A digest of the weights: a calibration records it, as its groups hold only for the
     #: classifier that made them.
     version: str
+    #: Per kind, the lowest P(kind) that still puts the kind in a question's set (``kinds``).
+    set_thresholds: np.ndarray  # (len(KINDS),)
 
     @classmethod
     def load(cls, path: Path = WEIGHTS) -> KindClassifier:
@@ -77,6 +83,7 @@ class KindClassifier:
             np.asarray(data["coef"], dtype=np.float64),
             np.asarray(data["intercept"]),
             hashlib.sha256(raw).hexdigest()[:12],
+            np.asarray(data["set_thresholds"], dtype=np.float64),
         )
 
     def probabilities(self, question: str) -> np.ndarray:
@@ -94,30 +101,73 @@ class KindClassifier:
         compares its live distribution with the calibration set's)."""
         return float(1.0 - self.probabilities(question)[0])
 
-    def group(self, question: str, caller_group: str | None = None) -> str:
-        """The calibration group key of a question: the caller's group when given (a tenant,
-        a source), else the question's kind."""
+    def groups(self, question: str, caller_group: str | None = None) -> tuple[str, ...]:
+        """The calibration groups a question belongs to: the caller's group when given (a
+        tenant, a source), else ``kind:K`` for each kind in its set (``read``)."""
         return self.read(question, caller_group)[0]
 
-    def read(self, question: str, caller_group: str | None = None) -> tuple[str, float]:
-        """(``group``, ``multi_hop``) of a question from one pass of the model, as a query
-        needs both."""
+    def read(self, question: str, caller_group: str | None = None) -> tuple[tuple[str, ...], float]:
+        """(``groups``, ``multi_hop``) of a question from one pass of the model, as a query
+        needs both.
+
+        A question's kinds are a set, not one guess: every kind whose probability reaches its
+        ``set_thresholds`` entry, most likely first (the most likely one always). The
+        thresholds are class-conditional conformal quantiles of out-of-fold probabilities
+        (``train``), so a question of a kind has that kind in its set with probability
+        ≥ 1 − ``SET_MISS``; a bridge question the classifier takes for single-hop still gets
+        the bridge group's threshold, or no guarantee.
+        """
         p = self.probabilities(question)
-        kind = KINDS[int(np.argmax(p))]
-        return f"group:{caller_group}" if caller_group else f"kind:{kind}", float(1.0 - p[0])
+        if caller_group:
+            return (f"group:{caller_group}",), float(1.0 - p[0])
+        order = np.argsort(-p, kind="stable")
+        kinds = [int(order[0])] + [int(k) for k in order[1:] if p[k] >= self.set_thresholds[k]]
+        return tuple(f"kind:{KINDS[k]}" for k in kinds), float(1.0 - p[0])
 
 
-def train(questions: Sequence[str], kinds: Sequence[str], seed: int) -> dict[str, Any]:
-    """The weights file (as a dict) of a classifier fitted on labelled questions."""
-    from sklearn.linear_model import LogisticRegression
+#: The share of a kind's questions its set may miss (the set thresholds' level).
+SET_MISS = 0.1
 
+
+def _features(questions: Sequence[str]) -> np.ndarray:
     x = np.zeros((len(questions), BUCKETS))
     for row, question in enumerate(questions):
         x[row, ngram_buckets(question)] = 1.0
-    y = np.array([KINDS.index(k) for k in kinds])
+    return x
+
+
+def _model(seed: int) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
     # C by 5-fold cross-validation on the training questions (bridge recall, then accuracy)
-    model = LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000, random_state=seed)
-    model.fit(x, y)
+    return LogisticRegression(C=0.1, class_weight="balanced", max_iter=2000, random_state=seed)
+
+
+def set_thresholds(probabilities: np.ndarray, y: np.ndarray, miss: float = SET_MISS) -> np.ndarray:
+    """Per kind k, the ⌊miss·(n_k+1)⌋-th smallest P(k) among the n_k questions of kind k
+    (class-conditional split conformal): a new question of kind k has P(k) at or above it
+    with probability ≥ 1 − miss. Zero (always in the set) when n_k is too small for ``miss``."""
+    out = np.zeros(len(KINDS))
+    for k in range(len(KINDS)):
+        own = np.sort(probabilities[y == k, k])
+        rank = math.floor(miss * (len(own) + 1))
+        out[k] = own[rank - 1] if rank >= 1 else 0.0
+    return out
+
+
+def train(questions: Sequence[str], kinds: Sequence[str], seed: int) -> dict[str, Any]:
+    """The weights file (as a dict) of a classifier fitted on labelled questions, with set
+    thresholds from 5-fold out-of-fold probabilities (each question scored by a model that
+    did not see it, as a live one is)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x = _features(questions)
+    y = np.array([KINDS.index(k) for k in kinds])
+    out_of_fold = np.zeros((len(y), len(KINDS)))
+    for fit, held in StratifiedKFold(5, shuffle=True, random_state=seed).split(x, y):
+        fold = _model(seed).fit(x[fit], y[fit])
+        out_of_fold[np.ix_(held, fold.classes_)] = fold.predict_proba(x[held])
+    model = _model(seed).fit(x, y)
     coef = np.zeros((len(KINDS), BUCKETS))
     intercept = np.zeros(len(KINDS))
     coef[model.classes_] = model.coef_
@@ -127,4 +177,5 @@ def train(questions: Sequence[str], kinds: Sequence[str], seed: int) -> dict[str
         "buckets": BUCKETS,
         "coef": np.round(coef, 5).tolist(),
         "intercept": np.round(intercept, 5).tolist(),
+        "set_thresholds": np.round(set_thresholds(out_of_fold, y), 5).tolist(),
     }

@@ -5,9 +5,11 @@ engine does the filtering: one Qdrant search with ``score_threshold`` and ``limi
 context budget + 1, so the budget cutting off chunks that cleared the threshold is detected
 (then ``coverage_guaranteed`` is false). Without a calibration it is plain top-k search.
 
-The threshold is the question's group's (Mondrian calibration, ``retrieval.conformal``): its
-kind, or the caller's ``group``; a group with too few calibration questions for α takes the
-pooled one, and then nothing is guaranteed.
+The threshold is the question's groups' (Mondrian calibration, ``retrieval.conformal``): the
+caller's ``group``, else each kind in the question's set (``retrieval.kinds``), the largest of
+their q̂s; a group with too few calibration questions for α takes the pooled one, and then
+nothing is guaranteed. Nor is it for a question that may be multi-hop (``BRIDGE_GROUP`` in its
+set): its threshold is raised, but the second hop rarely clears any threshold within the budget.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from retrieval.conformal import Calibration, GroupQuantile, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
 from retrieval.ingest import collection_changes
-from retrieval.kinds import KindClassifier
+from retrieval.kinds import BRIDGE_GROUP, KindClassifier
 from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import FilterValue, ScoredChunk
 
@@ -172,8 +174,10 @@ class Retriever:
         start = time.perf_counter()
         calibration, stale = self.calibration(collection) if conformal else (None, False)
         # the question's group and multi-hop score matter only against a calibration
-        key, multi_hop = self.kinds.read(question, group) if calibration is not None else ("", None)
-        quantile, alpha = self._threshold(collection, calibration, alpha, key)
+        groups, multi_hop = (
+            self.kinds.read(question, group) if calibration is not None else ((), None)
+        )
+        quantile, alpha = self._threshold(collection, calibration, alpha, groups)
         threshold = None if quantile is None else score_threshold(quantile.qhat)
         timings["filter"] = _ms(start)
         if vector is None:
@@ -209,7 +213,8 @@ class Retriever:
             coverage_guaranteed=own
             and threshold is not None
             and len(kept) == len(hits)
-            and not stale,
+            and not stale
+            and BRIDGE_GROUP not in groups,
             calibration=None
             if calibration is None or quantile is None
             else CalibrationRef(
@@ -257,9 +262,13 @@ class Retriever:
         return sorted(found, key=lambda h: h.score, reverse=True)
 
     def _threshold(
-        self, collection: str, calibration: Calibration | None, alpha: float | None, group: str
+        self,
+        collection: str,
+        calibration: Calibration | None,
+        alpha: float | None,
+        groups: tuple[str, ...],
     ) -> tuple[GroupQuantile | None, float | None]:
-        """(``group``'s q̂ or None, α applied) — where α becomes a score threshold."""
+        """(``groups``' q̂ or None, α applied) — where α becomes a score threshold."""
         if calibration is None:
             if alpha is not None:
                 raise NotCalibrated(
@@ -275,11 +284,11 @@ class Retriever:
                 f"alpha={alpha:g} is outside the range this calibration supports "
                 f"[{calibration.min_alpha:.4g}, 1) (n={calibration.n}: alpha must be ≥ 1/(n+1))"
             )
-        if group.startswith("kind:") and calibration.kinds_version != self.kinds.version:
+        if groups[0].startswith("kind:") and calibration.kinds_version != self.kinds.version:
             # grouped by another classifier than this one: its kind groups do not apply
-            quantile = GroupQuantile(group, 0, calibration.qhat(alpha), fallback=True)
+            quantile = GroupQuantile(groups[0], 0, calibration.qhat(alpha), fallback=True)
         else:
-            quantile = calibration.group_qhat(alpha, group)
+            quantile = calibration.groups_qhat(alpha, groups)
         if math.isinf(quantile.qhat) and self._unreachable == "error":
             raise AlphaOutOfRange(
                 f"alpha={alpha:g}: too many calibration questions missed their answer chunk "

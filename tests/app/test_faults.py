@@ -209,9 +209,12 @@ async def test_queue_is_bounded_waiting_counts_against_the_deadline(slow_url: st
         streaming.cancel()
         with pytest.raises(asyncio.CancelledError):
             await streaming
+        # the waiter may time out in the queue or at the replica, as the machine's load has it
+        before = gen.replicas()[0].errors_total.get("timeout", 0)
+        assert before >= 2
         with pytest.raises(GeneratorTimeout):  # admitted (not busy), then SlowVLLM is too slow
             await gen.complete(MESSAGES, max_tokens=4, temperature=0)
-        assert gen.replicas()[0].errors_total == {"timeout": 3}
+        assert gen.replicas()[0].errors_total == {"timeout": before + 1}
     finally:
         await gen.aclose()
 

@@ -138,7 +138,7 @@ def test_mondrian_covers_a_hard_kind_the_pooled_threshold_misses() -> None:
         for i in range(300, 360)
     ]
     items = easy + hard
-    groups = ["kind:single"] * 300 + ["kind:bridge"] * 60
+    groups = [("group:easy",)] * 300 + [("group:hard",)] * 60
     rows = {
         r.kind: r for r in evaluate_mondrian(items, groups, [0.1], splits=20, seed=1, max_chunks=30)
     }
@@ -153,3 +153,19 @@ def test_mondrian_covers_a_hard_kind_the_pooled_threshold_misses() -> None:
     assert tight["bridge"].guaranteed_share < 0.05
     assert tight["bridge"].guaranteed_coverage in (None, 0.0)
     assert "| bridge | 60 | 0.1 |" in mondrian_markdown(list(rows.values()))
+    # a tenth of the easy questions also in the hard group (a kinds set of two): those take
+    # the hard group's q̂, the rest of the easy ones keep the pooled one
+    shared = [("group:easy", "group:hard") if i % 10 == 0 else g for i, g in enumerate(groups)]
+    mixed = {
+        r.kind: r for r in evaluate_mondrian(items, shared, [0.1], splits=20, seed=1, max_chunks=30)
+    }
+    assert mixed["single"].mondrian_chunks > rows["single"].mondrian_chunks
+    # the hard group's guarantee is over its members, easy ones included: the hard kind alone
+    # gets a little less than 1 − α, still far above the pooled q̂'s
+    assert mixed["bridge"].pooled_coverage < 0.5 < 0.8 < mixed["bridge"].mondrian_coverage
+    # a question that may be multi-hop is never flagged, whatever its group's q̂
+    kinds = [("kind:single",)] * 300 + [("kind:bridge",)] * 60
+    multi = {
+        r.kind: r for r in evaluate_mondrian(items, kinds, [0.1], splits=20, seed=1, max_chunks=30)
+    }
+    assert multi["bridge"].guaranteed_share == 0.0 < multi["single"].guaranteed_share
