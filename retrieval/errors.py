@@ -30,6 +30,31 @@ class InvalidDocument(RetrievalError):
         self.param = param
 
 
+class FileRejected(InvalidDocument):
+    """A file that cannot become a document; ``file`` is its name, which starts the message."""
+
+    def __init__(self, file: str, message: str) -> None:
+        super().__init__(f"{file}: {message}", "files")
+        self.file = file
+
+
+class UnsupportedFileType(FileRejected):
+    """Neither the file's name nor its content type is one covrag reads, or its bytes are not
+    what its name says."""
+
+
+class FileTooLarge(FileRejected):
+    """A file over the size limit."""
+
+
+class UnreadableFile(FileRejected):
+    """A file of a known type that yields no text: corrupt, or a PDF without a text layer."""
+
+
+class EncryptedFile(UnreadableFile):
+    """A PDF that opens only with a password."""
+
+
 class StoreUnavailable(RetrievalError):
     """The vector store did not answer."""
 

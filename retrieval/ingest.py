@@ -122,6 +122,7 @@ class Ingestor:
         """Chunk every document, raising ``InvalidDocument`` (its ``param`` the document's
         place in ``docs``) before any write."""
         seen: set[str] = set()
+        chunked: list[list[Chunk]] = []
         for i, doc in enumerate(docs):
             if doc.id in seen:
                 raise InvalidDocument(
@@ -134,7 +135,11 @@ class Ingestor:
                     f"the limit is {self._max_chars:,} (COVRAG_MAX_DOCUMENT_CHARS)",
                     f"documents[{i}].text",
                 )
-        return [chunk_document(d, words=self._words, overlap=self._overlap) for d in docs]
+            try:
+                chunked.append(chunk_document(doc, words=self._words, overlap=self._overlap))
+            except InvalidDocument as exc:  # e.g. page starts outside the text
+                raise InvalidDocument(str(exc), exc.param or f"documents[{i}]") from exc
+        return chunked
 
     def ingest(
         self,

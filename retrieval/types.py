@@ -40,13 +40,18 @@ class CollectionInfo:
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A document to ingest. ``id`` is the caller's stable key (the article title for ``wiki``)."""
+    """A document to ingest. ``id`` is the caller's stable key (the article title for ``wiki``).
+
+    ``page_starts`` holds, for a source with pages (a PDF), the offset in ``text`` at which
+    each page begins, page 1 first: its chunks then keep within one page and carry its number.
+    """
 
     id: str
     text: str
     title: str | None = None
     source: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    page_starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +68,12 @@ class Chunk:
     char_end: int
     doc_hash: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    page: int | None = None
 
     def payload(self) -> dict[str, Any]:
-        """The store payload; ``doc_hash`` lets re-ingestion skip unchanged documents."""
+        """The store payload; ``doc_hash`` lets re-ingestion skip unchanged documents. ``page``
+        only where the source has pages, so other payloads stay as they were."""
+        page = {} if self.page is None else {"page": self.page}
         return {
             "doc_id": self.doc_id,
             "chunk_index": self.chunk_index,
@@ -76,6 +84,7 @@ class Chunk:
             "char_end": self.char_end,
             "doc_hash": self.doc_hash,
             "metadata": self.metadata,
+            **page,
         }
 
 
@@ -107,6 +116,16 @@ class ScoredChunk:
     @property
     def text(self) -> str:
         return str(self.payload["text"])
+
+    @property
+    def source(self) -> str | None:
+        source = self.payload.get("source")
+        return None if source is None else str(source)
+
+    @property
+    def page(self) -> int | None:
+        page = self.payload.get("page")
+        return None if page is None else int(page)
 
 
 @dataclass(frozen=True, slots=True)

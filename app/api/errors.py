@@ -42,12 +42,14 @@ from retrieval.errors import (
     DocumentNotFound,
     EmbedderMismatch,
     EmbedderUnavailable,
+    FileTooLarge,
     IndexBuildRunning,
     InvalidCollectionName,
     InvalidDocument,
     NotCalibrated,
     NotEnoughChunks,
     StoreUnavailable,
+    UnsupportedFileType,
 )
 
 log = logging.getLogger("covrag.errors")
@@ -55,6 +57,8 @@ log = logging.getLogger("covrag.errors")
 #: (exception class, HTTP status, error type); the first matching row wins.
 STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (InvalidQuery, 422, "invalid_request"),
+    (UnsupportedFileType, 415, "unsupported_media_type"),
+    (FileTooLarge, 413, "payload_too_large"),
     (InvalidDocument, 422, "invalid_document"),
     (InvalidCollectionName, 422, "invalid_request"),
     (AlphaOutOfRange, 422, "invalid_request"),

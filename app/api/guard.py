@@ -1,6 +1,6 @@
 """Checks every request body before any route reads it: what no route could parse gets one
 clear error here (415 wrong content type, 413 too large, 400 not UTF-8 text), in the usual
-envelope.
+envelope. Bodies are JSON, except the file upload's (multipart/form-data).
 
 On the path of every POST, so it reads the raw ASGI headers and messages; a ``Request`` is
 built only to answer an error.
@@ -18,6 +18,9 @@ from starlette.types import Message, Receive, Scope
 from app.api.errors import error_response
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: The one route whose body is files (multipart/form-data) instead of JSON: counted against
+#: the limit like any body, but not decoded as text.
+_UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/files$")
 #: A JSON escape: ``\uXXXX`` (the hex in group 1) or a backslash and any other character.
 _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 
@@ -34,13 +37,16 @@ async def guard_body(
             ctype = value
         elif name == b"content-length":
             length = value
-    if ctype.split(b";")[0].strip().lower() != b"application/json":
+    upload = _UPLOAD_PATH.match(scope["path"]) is not None
+    wanted = b"multipart/form-data" if upload else b"application/json"
+    if ctype.split(b";")[0].strip().lower() != wanted:
         got = ctype.decode("latin-1") or "none"
+        what = "the files as" if upload else "the body as JSON with Content-Type:"
         return error_response(
             Request(scope),
             415,
             "unsupported_media_type",
-            f"send the body as JSON with Content-Type: application/json (got {got!r})",
+            f"send {what} {wanted.decode()} (got {got!r})",
         )
     too_large = f"request body over the {limit:,}-byte limit (COVRAG_MAX_BODY_BYTES)"
     if length.isdigit() and int(length) > limit:
@@ -58,6 +64,8 @@ async def guard_body(
         chunks.append(chunk)
         more = message.get("more_body", False)
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    if upload:
+        return Replayed(body, receive)
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:

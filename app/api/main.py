@@ -10,6 +10,8 @@ from app.api.calibration.serving import run_calibration
 from app.api.collections import router as collections
 from app.api.collections.serving import run_index, run_ingest
 from app.api.deps import authorize
+from app.api.files import router as files
+from app.api.files.serving import run_files
 from app.api.health import router as health
 from app.api.jobs import router as jobs
 from app.api.metrics import router as metrics
@@ -28,6 +30,7 @@ api_router.include_router(metrics.router)
 api_router.include_router(query.router, dependencies=KEYED)
 api_router.include_router(retrieve.router, dependencies=KEYED)
 api_router.include_router(collections.router, dependencies=KEYED)
+api_router.include_router(files.router, dependencies=KEYED)
 api_router.include_router(calibration.router, dependencies=KEYED)
 api_router.include_router(jobs.router, dependencies=KEYED)
 api_router.include_router(openai.router, dependencies=KEYED)
@@ -36,6 +39,7 @@ api_router.include_router(openai.router, dependencies=KEYED)
 def job_runners(work: JobWork, settings: Settings) -> dict[str, JobBody]:
     return {
         "ingest": partial(run_ingest, work),
+        "files": partial(run_files, work, settings.collections),
         "calibration": partial(run_calibration, work, settings),
         "index": partial(run_index, work),
     }

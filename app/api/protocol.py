@@ -87,6 +87,12 @@ class CitationOut(BaseModel):
     title: str
     text: str
     score: float = Field(description="Cosine similarity to the question.")
+    source: str | None = Field(
+        None, description="Where the document came from: the file name of an uploaded file."
+    )
+    page: int | None = Field(
+        None, description="The page the passage is on (1 = first), where the source has pages."
+    )
 
 
 class TimingsOut(BaseModel):
@@ -160,6 +166,8 @@ def retrieval_fields(
                 title=c.chunk.title,
                 text=c.chunk.text,
                 score=c.chunk.score,
+                source=c.chunk.source,
+                page=c.chunk.page,
             )
             for c in citations
         ],

@@ -185,12 +185,18 @@ def serve(
 @cli.command()
 def ingest(
     ctx: typer.Context,
-    files: Annotated[list[Path] | None, typer.Argument(help=".txt, .md or .jsonl files.")] = None,
+    files: Annotated[
+        list[Path] | None,
+        typer.Argument(help="PDF, HTML, DOCX, Markdown, text or .jsonl files."),
+    ] = None,
     demo: Annotated[bool, typer.Option(help="Ingest the demo Wikipedia corpus.")] = False,
     collection: Annotated[str | None, typer.Option(help="Target collection.")] = None,
     local: Local = False,
 ) -> None:
     """Ingest documents (unchanged ones are skipped) and print the report as JSON.
+
+    A file is one document (id and source: its path; a PDF's chunks keep their page), a
+    .jsonl file one per line.
 
     Through the server: a job per 500 documents, followed with a progress bar. With --demo,
     also calibrate from the demo QA set unless a fresh calibration exists.

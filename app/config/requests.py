@@ -48,6 +48,18 @@ class CollectionSettings(Group):
         validation_alias="COVRAG_MAX_DOCUMENT_CHARS",
         description="Characters per document.",
     )
+    max_files_per_request: int = Field(
+        20,
+        ge=1,
+        validation_alias="COVRAG_MAX_FILES_PER_REQUEST",
+        description="Files per upload (POST /v1/collections/{name}/files).",
+    )
+    max_file_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        validation_alias="COVRAG_MAX_FILE_BYTES",
+        description="Largest uploaded file; the whole upload stays under COVRAG_MAX_BODY_BYTES.",
+    )
 
 
 class LimitSettings(Group):

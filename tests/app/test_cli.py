@@ -16,6 +16,7 @@ from app.config import Settings, get_settings
 from app.services import build_ingestor, build_store
 from retrieval.embed import Embedder
 from retrieval.types import Document
+from tests import documents as files
 
 DEV_QA = Path(__file__).resolve().parents[2] / "data" / "qa" / "dev.jsonl"
 
@@ -272,3 +273,32 @@ def test_serve_suggests_a_first_question_about_what_the_store_holds(
     assert json.dumps({"question": "What does Eiffel Tower say?"}) in said
     ingest("wiki", next(d for d in wiki_docs if d.id == QUICKSTART_DOC))
     assert json.dumps({"question": QUICKSTART_QUESTION}) in first_try(settings, url)
+
+
+def test_ingest_reads_documents_with_their_pages(
+    runner: CliRunner, tmp_path: Path, embedder: Embedder
+) -> None:
+    (tmp_path / "two.pdf").write_bytes(
+        files.pdf([("Tides", "Tides follow the Moon."), ("Winds", "Trade winds blow west.")])
+    )
+    (tmp_path / "manual.docx").write_bytes(files.manual_docx())
+    (tmp_path / "page.html").write_bytes(files.saved_web_page())
+    paths = [str(tmp_path / n) for n in ("two.pdf", "manual.docx", "page.html")]
+    result = runner.invoke(cli, ["ingest", *paths, "--local", "--collection", "mine"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 3
+    again = runner.invoke(cli, ["ingest", *paths, "--local", "--collection", "mine"])
+    assert json.loads(again.stdout)["unchanged"] == 3
+
+    store = build_store(get_settings())
+    try:
+        vector = embedder.embed(["Which way do the trade winds blow?"])[0]
+        [hit] = store.search("mine", vector, limit=1)
+    finally:
+        store.close()
+    assert (hit.source, hit.page) == (paths[0], 2)
+
+    (tmp_path / "sheet.xlsx").write_bytes(b"PK\x03\x04")
+    refused = runner.invoke(cli, ["ingest", str(tmp_path / "sheet.xlsx"), "--local"])
+    assert refused.exit_code == 2
+    assert f"{tmp_path / 'sheet.xlsx'}: unsupported file type '.xlsx'" in refused.stderr

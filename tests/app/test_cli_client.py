@@ -25,6 +25,7 @@ from app.cli.remote import BATCH_DOCUMENTS, batches
 from app.config import Settings, get_settings
 from app.state.datalock import LOCK_FILE
 from retrieval.types import Document
+from tests import documents as files
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -194,6 +195,42 @@ def test_ingest_calibrate_ask_index_jobs_collections_over_http(
     deleted = _json(runner.invoke(cli, ["collections", "delete", "notes", "--yes"]))
     assert (deleted["documents_deleted"], deleted["chunks_deleted"]) == (3, 3)
     assert _json(runner.invoke(cli, ["collections"]))["collections"] == []
+
+
+@pytest.mark.integration
+def test_ingest_files_over_http_then_query_cites_the_page(
+    served: Served,
+    runner: CliRunner,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    wiki_docs: list[Document],
+) -> None:
+    """A 50-page PDF, a DOCX and a web page through `covrag ingest` (parsed by the CLI, sent
+    with their pages), then a question answerable from page 37 only, end to end."""
+    _client_of(monkeypatch, served)
+    guide, manual, page = tmp_path / "guide.pdf", tmp_path / "manual.docx", tmp_path / "sk.html"
+    guide.write_bytes(files.field_guide(wiki_docs))
+    manual.write_bytes(files.manual_docx())
+    page.write_bytes(files.saved_web_page())
+    args = ["ingest", str(guide), str(manual), str(page), "--collection", "manuals"]
+    report = _json(runner.invoke(cli, args))
+    assert (report["added"], report["chunks_written"]) == (3, 52)
+    assert _json(runner.invoke(cli, args))["unchanged"] == 3  # the same files again: no change
+
+    question = {"question": "What is the highest mountain on Earth?", "collection": "manuals"}
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=served.url, headers=auth, timeout=600) as http:
+        top = http.post("/v1/retrieve", json=question).json()["citations"][0]
+        assert (top["doc_id"], top["source"], top["page"]) == (str(guide), str(guide), 37)
+        answer = http.post("/v1/query", json={**question, "top_k": 1}).json()
+    [cited] = answer["citations"]
+    assert (cited["source"], cited["page"], cited["title"]) == (str(guide), 37, "Field guide")
+    assert "Everest" in cited["text"] and answer["answer"].strip()
+
+    locked = tmp_path / "locked.pdf"
+    locked.write_bytes(files.encrypted(files.pdf([("Secret", "Codes.")]), "pw"))
+    line = _one_line(runner.invoke(cli, ["ingest", str(locked), "--collection", "manuals"]), 2)
+    assert line.startswith(f"covrag: {locked}: the PDF is encrypted")
 
 
 @pytest.mark.parametrize("debug", [False, True])

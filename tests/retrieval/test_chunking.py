@@ -52,3 +52,28 @@ def test_rejects_blank(doc: Document) -> None:
 def test_rejects_overlap_not_below_size() -> None:
     with pytest.raises(InvalidDocument):
         chunk_document(_doc(5), words=4, overlap=4)
+
+
+def test_pages_cut_the_windows_and_number_the_chunks() -> None:
+    # page 2 is blank (an image-only page): no chunk says it, and numbering goes on
+    text = "a b c d e\n\n\n\nf g"
+    doc = Document(id="d", text=text, page_starts=(0, 10, 11))
+    chunks = chunk_document(doc, words=3, overlap=1)
+    assert [(c.text, c.page) for c in chunks] == [("a b c", 1), ("c d e", 1), ("f g", 3)]
+    assert [c.chunk_index for c in chunks] == [0, 1, 2]
+    assert "page" not in chunk_document(_doc(3), words=3, overlap=1)[0].payload()
+
+
+def test_pages_enter_the_hash_only_when_present() -> None:
+    # the hash a document without pages had before pages existed: stored ones stay unchanged
+    assert (
+        document_hash(Document(id="d", text="x", title="T")) == "5a947d5b1610ade795540ab833e478d3"
+    )
+    paged = Document(id="d", text="x y", page_starts=(0, 2))
+    assert document_hash(paged) != document_hash(Document(id="d", text="x y", page_starts=(0,)))
+
+
+@pytest.mark.parametrize("starts", [(1,), (0, 5, 3), (0, 99)])
+def test_rejects_page_starts_outside_the_text(starts: tuple[int, ...]) -> None:
+    with pytest.raises(InvalidDocument, match="page starts"):
+        chunk_document(Document(id="d", text="some words", page_starts=starts), words=3, overlap=1)

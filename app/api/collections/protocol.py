@@ -4,7 +4,7 @@ collection holds."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -18,6 +18,15 @@ class DocumentIn(Strict):
     text: NotBlank = Field(description="Document text; must not be blank.")
     title: str | None = Field(None, max_length=1024)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = Field(
+        None, max_length=1024, description='Where the text came from (citations); "api" if unset.'
+    )
+    page_starts: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        max_length=100_000,
+        description="Offsets in `text` at which pages 1, 2, … begin (from 0, in order): chunks "
+        "then keep within a page and citations carry its number.",
+    )
 
 
 class DocumentsIn(Strict):
@@ -32,7 +41,14 @@ class DocumentsIn(Strict):
 
 def to_documents(body: DocumentsIn) -> list[Document]:
     return [
-        Document(id=d.id, text=d.text, title=d.title, source="api", metadata=d.metadata)
+        Document(
+            id=d.id,
+            text=d.text,
+            title=d.title,
+            source=d.source or "api",
+            metadata=d.metadata,
+            page_starts=tuple(d.page_starts or ()),
+        )
         for d in body.documents
     ]
 
@@ -41,7 +57,15 @@ def to_documents_in(docs: list[Document]) -> DocumentsIn:
     """The inverse of ``to_documents``: files read by the CLI, sent to a server."""
     return DocumentsIn(
         documents=[
-            DocumentIn(id=d.id, text=d.text, title=d.title, metadata=d.metadata) for d in docs
+            DocumentIn(
+                id=d.id,
+                text=d.text,
+                title=d.title,
+                metadata=d.metadata,
+                source=d.source,
+                page_starts=list(d.page_starts) or None,
+            )
+            for d in docs
         ]
     )
 

@@ -49,14 +49,16 @@ def collection_of(model: str, default: str) -> str | None:
 
 
 def sources_text(response: QueryResponse) -> str:
-    """One numbered line per document the answer was taken from; none when no passage holds
-    the answer (a list of everything retrieved would claim support that is not there)."""
+    """One numbered line per document the answer was taken from (with the page of its first
+    cited passage, where the source has pages); none when no passage holds the answer (a list
+    of everything retrieved would claim support that is not there)."""
     if response.abstained:
         return ""
     lines: dict[str, str] = {}
     for c in response.citations:
         if c.cited and c.doc_id not in lines:
-            lines[c.doc_id] = f"[{c.n}] {c.title} ({c.doc_id})"
+            page = "" if c.page is None else f", page {c.page}"
+            lines[c.doc_id] = f"[{c.n}] {c.title} ({c.doc_id}{page})"
     return "\n\nSources:\n" + "\n".join(lines.values()) if lines else ""
 
 

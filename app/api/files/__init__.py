@@ -1,0 +1,1 @@
+"""``POST /v1/collections/{name}/files``: uploaded files into a collection."""
