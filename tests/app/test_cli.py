@@ -290,7 +290,7 @@ def test_ingest_reads_documents_with_their_pages(
     again = runner.invoke(cli, ["ingest", *paths, "--local", "--collection", "mine"])
     assert json.loads(again.stdout)["unchanged"] == 3
 
-    store = build_store(get_settings())
+    store = build_store(get_settings().store)
     try:
         vector = embedder.embed(["Which way do the trade winds blow?"])[0]
         [hit] = store.search("mine", vector, limit=1)
