@@ -17,7 +17,7 @@ from app.core.calibration import generated_job, qa_job
 from app.services import Services
 from app.state.cache import AnswerCache
 from app.state.jobs import UNFINISHED, Job, JobRegistry
-from retrieval.calibration import CalibrationItem
+from retrieval.calibration_set import CalibrationItem
 from retrieval.ingest import IngestReport
 from retrieval.store.base import IndexReport, index_due
 from retrieval.types import Document

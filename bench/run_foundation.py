@@ -24,7 +24,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from retrieval.calibration import calibrate, load_qa
+from retrieval.calibration import calibrate
+from retrieval.calibration_set import load_qa
 from retrieval.corpus import fetch_wiki, load_wiki
 from retrieval.embed import make_embedder
 from retrieval.ingest import Ingestor

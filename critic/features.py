@@ -20,7 +20,7 @@ import numpy as np
 
 from critic.errors import CriticWeightsError
 from critic.types import CriticInput
-from retrieval.calibration import normalize_answer
+from retrieval.calibration_set import normalize_answer
 
 #: The packaged weights (trained from self-practice rows by ``covrag train-critic``).
 DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "features.json"

@@ -37,7 +37,7 @@ from evaluation.coverage_report import (
 )
 from evaluation.mondrian import evaluate_mondrian
 from evaluation.outputs import default_out
-from retrieval.calibration import load_qa, score_items
+from retrieval.calibration_set import load_qa, score_items
 from retrieval.errors import RetrievalError
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.kinds import KindClassifier

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.calibration import ItemScore
+from retrieval.calibration_set import ItemScore
 from retrieval.conformal import (
     conformal_quantile,
     conformal_rank,

@@ -15,7 +15,7 @@ from typing import Any
 
 from evaluation.coverage import CoverageReport, abstain_signal, to_markdown
 from evaluation.mondrian import GroupCoverage, mondrian_markdown
-from retrieval.calibration import ItemScore
+from retrieval.calibration_set import ItemScore
 from retrieval.conformal import conformal_quantile
 
 #: A calibration size must leave at least this many test questions per split.

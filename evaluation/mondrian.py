@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.coverage import cleared_counts, similarity_matrix
-from retrieval.calibration import ItemScore
+from retrieval.calibration_set import ItemScore
 from retrieval.conformal import conformal_quantile
 from retrieval.kinds import BRIDGE_GROUP
 

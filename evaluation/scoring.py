@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from retrieval.calibration import normalize_answer
+from retrieval.calibration_set import normalize_answer
 
 Match = Literal["em", "contains", "none"]
 

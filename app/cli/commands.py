@@ -35,7 +35,7 @@ from app.state.auth import KeyRing
 from app.state.datalock import DataDirHeld, claim, release
 from app.telemetry.logs import configure_logging
 from critic.errors import CriticWeightsError
-from retrieval.calibration import load_qa
+from retrieval.calibration_set import load_qa
 from retrieval.corpus import load_files
 from retrieval.errors import RetrievalError
 

@@ -10,7 +10,7 @@ import typer
 
 from app.config import Settings
 from app.services import build_store
-from retrieval.calibration import CalibrationItem, load_qa
+from retrieval.calibration_set import CalibrationItem, load_qa
 from retrieval.corpus import fetch_wiki, load_wiki
 from retrieval.errors import RetrievalError
 from retrieval.store.base import VectorStore

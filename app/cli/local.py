@@ -27,8 +27,9 @@ from app.services import (
     invalidate_answers,
 )
 from app.state.datalock import check_free
-from retrieval.calibration import CalibrationItem, check_calibration
 from retrieval.calibration import calibrate as run_calibration
+from retrieval.calibration import check_calibration
+from retrieval.calibration_set import CalibrationItem
 from retrieval.embed import Embedder
 from retrieval.retriever import Retriever
 from retrieval.store import VectorStore

@@ -17,12 +17,8 @@ import anyio
 
 from app.state.jobs import Job, JobBody
 from llm import Generator, GeneratorError
-from retrieval.calibration import (
-    CalibrationItem,
-    calibrate,
-    check_calibration,
-    normalize_answer,
-)
+from retrieval.calibration import calibrate, check_calibration
+from retrieval.calibration_set import CalibrationItem, normalize_answer
 from retrieval.conformal import REPORTED_ALPHAS, Calibration, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import CalibrationShrinks, DefaultAlphaUnsupported

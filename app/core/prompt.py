@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from retrieval.calibration import normalize_answer
+from retrieval.calibration_set import normalize_answer
 
 NO_EVIDENCE = "(no passages were found)"
 

@@ -18,7 +18,7 @@ from typing import Any
 from app.core.prompt import NO_EVIDENCE, comparison
 from critic.features import is_refusal
 from llm import Completion, Generator, TextSink
-from retrieval.calibration import normalize_answer
+from retrieval.calibration_set import normalize_answer
 from retrieval.types import ScoredChunk
 
 #: The plainest prompt, no worked examples and no way out: a 135M model answers right more often

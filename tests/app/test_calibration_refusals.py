@@ -16,7 +16,8 @@ from app.cli.commands import cli
 from app.config import Settings, get_settings
 from app.main import create_app
 from app.services import build_embedder, build_store
-from retrieval.calibration import CalibrationItem, calibrate
+from retrieval.calibration import calibrate
+from retrieval.calibration_set import CalibrationItem
 from retrieval.errors import RetrievalError
 from tests.app.jobs_helper import ingest, wait_job
 

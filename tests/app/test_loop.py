@@ -23,7 +23,7 @@ from app.core.types import LoopPolicy, QueryOutcome, QueryParams
 from app.services import build_services
 from critic.errors import CriticUnavailable
 from critic.types import CriticInput
-from retrieval.calibration import normalize_answer
+from retrieval.calibration_set import normalize_answer
 from retrieval.types import Document
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -17,7 +17,7 @@ from evaluation.coverage import (
     to_markdown,
 )
 from evaluation.mondrian import evaluate_mondrian, mondrian_markdown
-from retrieval.calibration import ItemScore
+from retrieval.calibration_set import ItemScore
 
 
 def _item(i: int, rank: int | None, sims: list[float], kind: str = "single") -> ItemScore:

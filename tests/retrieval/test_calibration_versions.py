@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.calibration import (
-    KEPT_VERSIONS,
-    CalibrationItem,
-    calibrate,
-    check_replacement,
-    kept_calibrations,
-)
+from retrieval.calibration import KEPT_VERSIONS, calibrate, check_replacement, kept_calibrations
+from retrieval.calibration_set import CalibrationItem
 from retrieval.embed import Embedder
 from retrieval.errors import DefaultAlphaUnsupported
 from retrieval.ingest import Ingestor

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.calibration import ItemScore, load_qa, score_items
+from retrieval.calibration_set import ItemScore, load_qa, score_items
 from retrieval.conformal import conformal_quantile
 from retrieval.embed import Embedder
 from retrieval.ingest import Ingestor

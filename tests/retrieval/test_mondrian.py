@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.calibration import CalibrationItem, calibrate
+from retrieval.calibration import calibrate
+from retrieval.calibration_set import CalibrationItem
 from retrieval.conformal import Calibration, conformal_quantile
 from retrieval.embed import Embedder
 from retrieval.ingest import Ingestor

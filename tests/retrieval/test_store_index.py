@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from retrieval.calibration import CalibrationItem, calibrate, score_vectors
+from retrieval.calibration import calibrate
+from retrieval.calibration_set import CalibrationItem, score_vectors
 from retrieval.embed.onnx import OnnxEmbedder
 from retrieval.errors import IndexBuildFailed, IndexBuildRunning
 from retrieval.retriever import Retriever

@@ -9,7 +9,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from app.api.jobs.protocol import JobOut
 from app.api.protocol import GroupName, JsonInt, Strict, integral
-from retrieval.calibration import KEPT_VERSIONS, CalibrationItem, KeptCalibrations, answer_docs
+from retrieval.calibration import KEPT_VERSIONS, KeptCalibrations
+from retrieval.calibration_set import CalibrationItem, answer_docs
 from retrieval.conformal import REPORTED_ALPHAS, Calibration, score_threshold
 
 
