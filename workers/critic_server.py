@@ -27,7 +27,7 @@ from workers.process import WorkerHandle, WorkerSpec, find_detached, start_detac
 #: Rounds per request: one query scores one round; the bound keeps a request from hogging the model.
 MAX_ITEMS = 64
 SPEC = WorkerSpec("critic", b"workers.critic_server", "critic-cross-encoder")
-_REPO = Path(__file__).resolve().parents[2]
+_REPO = Path(__file__).resolve().parents[1]
 
 
 class RoundIn(BaseModel):

@@ -17,7 +17,7 @@ from retrieval.store.base import VectorStore
 from retrieval.types import Document
 
 #: The calibration part of the dev QA set over the demo corpus (data/qa/README.md).
-DEMO_CALIBRATION = Path(__file__).resolve().parents[1] / "data" / "qa" / "calib.jsonl"
+DEMO_CALIBRATION = Path(__file__).resolve().parents[2] / "data" / "qa" / "calib.jsonl"
 #: The question ``covrag serve`` and the README offer to try first, and the demo article
 #: (its id in the default collection) that answers it.
 QUICKSTART_QUESTION = "Melbourne is the capital of which Australian state?"

@@ -11,12 +11,13 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from app.cli.commands import cli
-from app.cli.demo import QUICKSTART_DOC, QUICKSTART_QUESTION, first_try
+from app.cli.demo import DEMO_CALIBRATION, QUICKSTART_DOC, QUICKSTART_QUESTION, first_try
 from app.config import Settings, get_settings
 from app.services import build_ingestor, build_store
 from retrieval.embed import Embedder
 from retrieval.types import Document
 from tests import documents as files
+from tests.conftest import REPO
 
 DEV_QA = Path(__file__).resolve().parents[2] / "data" / "qa" / "dev.jsonl"
 
@@ -302,3 +303,7 @@ def test_ingest_reads_documents_with_their_pages(
     refused = runner.invoke(cli, ["ingest", str(tmp_path / "sheet.xlsx"), "--local"])
     assert refused.exit_code == 2
     assert f"{tmp_path / 'sheet.xlsx'}: unsupported file type '.xlsx'" in refused.stderr
+
+
+def test_the_demo_calibration_set_is_the_checkouts() -> None:
+    assert DEMO_CALIBRATION == REPO / "data" / "qa" / "calib.jsonl" and DEMO_CALIBRATION.is_file()

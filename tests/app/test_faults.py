@@ -301,7 +301,11 @@ def test_dead_replica_is_failed_over_and_its_breaker_opens(
     settings: Settings, wiki_sample: list[Document], generator_url: str
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    s = settings.updated(generator={"urls": [dead, generator_url], "breaker_failures": 2})
+    # A cooldown no answer outlasts: on a loaded machine an answer can take longer than the
+    # default 10 s, and the breaker would let a trial call through to the dead replica.
+    s = settings.updated(
+        generator={"urls": [dead, generator_url], "breaker_failures": 2, "breaker_cooldown_s": 600}
+    )
     with TestClient(create_app(s)) as client:
         ingest(client, "wiki", _docs(wiki_sample[:5]))
         generator = client.app.state.services.generator  # type: ignore[attr-defined]

@@ -83,3 +83,11 @@ def test_remote_critic_down_is_unavailable(kind: str) -> None:
             await generator.aclose()
 
     asyncio.run(run())
+
+
+def test_the_worker_is_started_from_this_checkout() -> None:
+    """The child's PYTHONPATH starts at the checkout that holds this module, so ``-m`` finds
+    this code whatever the caller's directory."""
+    from workers import critic_server
+
+    assert Path(critic_server.__file__) == critic_server._REPO / "workers" / "critic_server.py"
