@@ -124,6 +124,7 @@ def to_params(body: ChatRequest, default_collection: str) -> QueryParams:
         top_k=body.top_k,
         alpha=body.alpha,
         max_rounds=body.max_rounds,
+        group=body.group,
         history=tuple(turns[:-1]),
     )
 
