@@ -55,8 +55,9 @@ def named(texts: Sequence[str]) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class CalibrationRef:
     """What a response says about the calibration behind its threshold: its size, version and
-    freshness, and the group whose q̂ applied (``group_n`` questions; ``fallback``: too few
-    for α, so the pooled q̂ applied instead)."""
+    freshness, the group whose q̂ applied (``group_n`` questions; ``fallback``: too few
+    for α, so the pooled q̂ applied instead) and every group the question counts in
+    (``groups``: its set of kinds, or the caller's group), whose largest q̂ applied."""
 
     n: int
     version: int
@@ -64,6 +65,7 @@ class CalibrationRef:
     group: str
     group_n: int
     fallback: bool
+    groups: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +231,7 @@ class Retriever:
                 group=quantile.group,
                 group_n=quantile.n,
                 fallback=quantile.fallback,
+                groups=groups,
             ),
             budget=budget.chunks,
             budget_cut=len(kept) < len(hits),

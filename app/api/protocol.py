@@ -119,6 +119,12 @@ class CalibrationRefOut(BaseModel):
         description="Too few of the group's questions for alpha (or too many missed): the "
         "pooled threshold applied, and coverage is not guaranteed."
     )
+    groups: list[str] = Field(
+        description="Every group the question counts in, the largest of whose thresholds "
+        "applied: the kinds it may be (a conformal set, most likely first), or the request's "
+        "`group`. With `kind:bridge` among them the question may be multi-hop, and "
+        "`coverage_guaranteed` is false: the filter cannot promise its second hop."
+    )
 
 
 class EvidenceOut(BaseModel):
@@ -184,6 +190,7 @@ def retrieval_fields(
             group=cal.group,
             group_n=cal.group_n,
             fallback=cal.fallback,
+            groups=list(cal.groups),
         ),
         "evidence": EvidenceOut(
             passed=len(retrieval.hits),
