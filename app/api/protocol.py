@@ -131,7 +131,10 @@ class EvidenceOut(BaseModel):
     passed: int = Field(description="Chunks given to the generator.")
     budget: int = Field(description="Context budget in chunks.")
     budget_cut: bool = Field(description="The budget cut off chunks that cleared the threshold.")
-    none_cleared: bool = Field(description="No chunk cleared the threshold: no evidence.")
+    none_cleared: bool = Field(
+        description="No chunk cleared the threshold: no evidence (a hybrid search may still "
+        "pass keyword hits)."
+    )
     filter_matched_nothing: bool = Field(
         description="`filters` were given and no chunk of the collection matches them, so "
         "nothing was searched (as opposed to nothing similar enough)."

@@ -18,6 +18,7 @@ from app.api.protocol import (
     sse_event,
 )
 from app.api.query.protocol import QueryResponse
+from retrieval.hybrid import SearchMode
 
 #: Served model names: the default collection, and ``covrag/<collection>``.
 MODEL_PREFIX = "covrag"
@@ -76,6 +77,7 @@ class ChatRequest(BaseModel):
     group: GroupName | None = Field(
         None, description="Calibration group whose own threshold applies, as in /v1/query."
     )
+    search: SearchMode | None = Field(None, description="dense or hybrid, as in /v1/query.")
 
 
 class ModelCard(BaseModel):
