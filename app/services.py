@@ -226,6 +226,7 @@ def build_services(settings: Settings) -> Services:
         embedder,
         stale_fraction=settings.calibration.stale_fraction,
         unreachable=settings.calibration.unreachable,
+        keyword_hits=settings.limits.keyword_hits,
     )
     reasoner = Reasoner(
         generator,

@@ -85,6 +85,10 @@ class NotCalibrated(RetrievalError):
     """A conformal request on a collection without a calibration."""
 
 
+class KeywordsUnavailable(RetrievalError):
+    """A hybrid search on a collection created before keyword vectors existed."""
+
+
 class AlphaOutOfRange(RetrievalError):
     """An α the collection's calibration cannot support."""
 

@@ -199,7 +199,7 @@ class Ingestor:
             self._store.upsert(
                 collection,
                 [
-                    Point(id=c.id, vector=v.tolist(), payload=c.payload())
+                    Point(id=c.id, vector=v.tolist(), payload=c.payload(), text=embedding_text(c))
                     for c, v in zip(flat, vectors, strict=True)
                 ],
             )

@@ -25,6 +25,7 @@ from retrieval.calibration import load_calibration
 from retrieval.conformal import Calibration, GroupQuantile, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
+from retrieval.hybrid import SearchMode, with_keywords
 from retrieval.ingest import collection_changes
 from retrieval.kinds import BRIDGE_GROUP, KindClassifier
 from retrieval.store.base import VectorStore, index_builds
@@ -55,8 +56,9 @@ def named(texts: Sequence[str]) -> list[str]:
 @dataclass(frozen=True, slots=True)
 class CalibrationRef:
     """What a response says about the calibration behind its threshold: its size, version and
-    freshness, and the group whose q̂ applied (``group_n`` questions; ``fallback``: too few
-    for α, so the pooled q̂ applied instead)."""
+    freshness, the group whose q̂ applied (``group_n`` questions; ``fallback``: too few
+    for α, so the pooled q̂ applied instead) and every group the question counts in
+    (``groups``: its set of kinds, or the caller's group), whose largest q̂ applied."""
 
     n: int
     version: int
@@ -64,6 +66,7 @@ class CalibrationRef:
     group: str
     group_n: int
     fallback: bool
+    groups: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,9 @@ class Retrieval:
     calibration: CalibrationRef | None = None
     budget: int = 0
     budget_cut: bool = False
+    #: Hybrid search on a calibrated collection: the keyword hits among ``hits`` that joined
+    #: the chunks that cleared the threshold.
+    joined: int = 0
     #: Filters were given and no chunk of the collection matches them: there was nothing to
     #: search, which an empty result alone does not tell from nothing close enough.
     filter_matched_nothing: bool = False
@@ -97,8 +103,9 @@ class Retrieval:
 
     @property
     def none_cleared(self) -> bool:
-        """Nothing cleared a finite threshold: the abstain signal the critic builds on."""
-        return self.threshold is not None and not self.hits
+        """Nothing cleared a finite threshold (keyword hits may still be there): the abstain
+        signal the critic builds on, and a shift-watch input."""
+        return self.threshold is not None and len(self.hits) == self.joined
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +126,8 @@ class Retriever:
             ``"budget"`` passes the top chunks up to the budget with no guarantee and
             ``"error"`` refuses the request.
         kinds: groups questions by kind, as their calibration was (the shipped classifier).
+        keyword_hits: with ``search="hybrid"`` on a calibrated collection, the keyword hits
+            that may join the chunks that cleared the threshold (``retrieval.hybrid``).
     """
 
     def __init__(
@@ -129,10 +138,12 @@ class Retriever:
         stale_fraction: float = 0.1,
         unreachable: Literal["budget", "error"] = "budget",
         kinds: KindClassifier | None = None,
+        keyword_hits: int = 3,
     ) -> None:
         self.store = store
         self.embedder = embedder
         self.kinds = kinds or KindClassifier.load()
+        self._keyword_hits = keyword_hits
         self._stale_fraction = stale_fraction
         self._unreachable = unreachable
 
@@ -157,6 +168,7 @@ class Retriever:
         loaded: tuple[Calibration | None, bool] | None = None,
         vector: list[float] | None = None,
         group: str | None = None,
+        search: SearchMode = "dense",
     ) -> Retrieval:
         """Blocking (embedding, search): callers on an event loop run it in a thread.
 
@@ -166,6 +178,8 @@ class Retriever:
         (``calibration()``), so a request reads them once; else they are read here.
         ``vector``: the question's embedding if the caller has it (cached); else it is
         computed here, timed as ``embed``.
+        ``search="hybrid"``: keyword hits join the dense ones (``retrieval.hybrid``), timed in
+        ``search``; the guarantee is the dense threshold's, unchanged.
         """
         built_with = self.store.embedder(collection)  # 404 before any model work
         if built_with != self.embedder.spec:
@@ -204,6 +218,26 @@ class Retriever:
             matched_nothing = self.store.count(collection, filters) == 0
         timings["search"] = _ms(start)
         kept = _fit(hits, budget)
+        cut = len(kept) < len(hits)
+        cleared = len(kept)
+        if search == "hybrid":
+            start = time.perf_counter()
+            conformal_set = threshold is not None
+            words = self.store.keyword_search(
+                collection,
+                question,
+                vector,
+                limit=self._keyword_hits if conformal_set else budget.chunks,
+                filters=filters or None,
+            )
+            kept = with_keywords(
+                kept,
+                words,
+                conformal=conformal_set,
+                extra=self._keyword_hits,
+                fits=lambda hs: _fit(hs, budget) == hs,
+            )
+            timings["search"] = round(timings["search"] + _ms(start), 3)
         own = quantile is not None and not quantile.fallback
         top = hits[0].score if hits else None
         if top is None and threshold is not None and not filters:
@@ -217,7 +251,7 @@ class Retriever:
             threshold=threshold,
             coverage_guaranteed=own
             and threshold is not None
-            and len(kept) == len(hits)
+            and not cut
             and not stale
             and BRIDGE_GROUP not in groups,
             calibration=None
@@ -229,9 +263,11 @@ class Retriever:
                 group=quantile.group,
                 group_n=quantile.n,
                 fallback=quantile.fallback,
+                groups=groups,
             ),
             budget=budget.chunks,
-            budget_cut=len(kept) < len(hits),
+            budget_cut=cut,
+            joined=len(kept) - cleared if threshold is not None else 0,
             filter_matched_nothing=matched_nothing,
             timings_ms=timings,
             vector=vector,

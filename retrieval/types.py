@@ -90,11 +90,13 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Point:
-    """A vector with its id and payload, as the store keeps it."""
+    """A vector with its id and payload, as the store keeps it, and the words keyword search
+    matches it by (a chunk's title and text; empty: none)."""
 
     id: str
     vector: list[float]
     payload: dict[str, Any]
+    text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,13 +119,22 @@ class CalibrationRefOut(BaseModel):
         description="Too few of the group's questions for alpha (or too many missed): the "
         "pooled threshold applied, and coverage is not guaranteed."
     )
+    groups: list[str] = Field(
+        description="Every group the question counts in, the largest of whose thresholds "
+        "applied: the kinds it may be (a conformal set, most likely first), or the request's "
+        "`group`. With `kind:bridge` among them the question may be multi-hop, and "
+        "`coverage_guaranteed` is false: the filter cannot promise its second hop."
+    )
 
 
 class EvidenceOut(BaseModel):
     passed: int = Field(description="Chunks given to the generator.")
     budget: int = Field(description="Context budget in chunks.")
     budget_cut: bool = Field(description="The budget cut off chunks that cleared the threshold.")
-    none_cleared: bool = Field(description="No chunk cleared the threshold: no evidence.")
+    none_cleared: bool = Field(
+        description="No chunk cleared the threshold: no evidence (a hybrid search may still "
+        "pass keyword hits)."
+    )
     filter_matched_nothing: bool = Field(
         description="`filters` were given and no chunk of the collection matches them, so "
         "nothing was searched (as opposed to nothing similar enough)."
@@ -184,6 +193,7 @@ def retrieval_fields(
             group=cal.group,
             group_n=cal.group_n,
             fallback=cal.fallback,
+            groups=list(cal.groups),
         ),
         "evidence": EvidenceOut(
             passed=len(retrieval.hits),

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from app.config.group import Group
+from retrieval.hybrid import SearchMode
 
 
 class CollectionSettings(Group):
@@ -78,6 +79,20 @@ class LimitSettings(Group):
         le=100,
         validation_alias="COVRAG_MAX_CHUNKS",
         description="Context budget in chunks behind the conformal threshold.",
+    )
+    default_search: SearchMode = Field(
+        "dense",
+        validation_alias="COVRAG_SEARCH",
+        description="How a request without `search` searches: dense = the embeddings; "
+        "hybrid = also Qdrant's BM25 keyword vectors (collections created since they exist).",
+    )
+    keyword_hits: int = Field(
+        3,
+        ge=1,
+        le=20,
+        validation_alias="COVRAG_KEYWORD_HITS",
+        description="Hybrid search on a calibrated collection: the keyword hits that may "
+        "join the chunks that cleared the threshold, within the budget.",
     )
     max_question_chars: int = Field(
         4000,

@@ -124,6 +124,7 @@ class Pipeline:
             loaded=loaded,
             vector=vector,
             group=params.group,
+            search=params.search,
         )
 
     async def retrieve(self, params: QueryParams) -> Retrieval:

@@ -11,6 +11,7 @@ from typing import Literal
 from app.core.reasoner import Reasoning, TokenUsage
 from critic.base import Critic
 from critic.types import Signals
+from retrieval.hybrid import SearchMode
 from retrieval.retriever import Retrieval
 from retrieval.types import FilterValue, ScoredChunk
 
@@ -43,6 +44,8 @@ class QueryParams:
     history: tuple[tuple[str, str], ...] = ()
     #: The caller's calibration group; ``None``: the question's kind.
     group: str | None = None
+    #: Dense search only, or with the keyword vectors (``retrieval.hybrid``).
+    search: SearchMode = "dense"
 
 
 @dataclass(frozen=True, slots=True)

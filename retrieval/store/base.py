@@ -14,6 +14,10 @@ Contract (``tests/retrieval/test_store_contract.py`` runs it against both backen
   ``delete`` filter the same way. A score equal
   to the threshold within float32 rounding may fall either way: to keep ties, subtract an
   epsilon from the threshold.
+- ``keyword_search`` ranks by BM25 over each point's ``text`` (Qdrant's sparse vectors with its
+  IDF modifier, ``retrieval.store.keywords``) and scores each hit, as ``search`` does, by its
+  cosine similarity to the query vector; a collection created before keyword vectors existed
+  raises ``KeywordsUnavailable``.
 - ``CollectionInfo.indexed`` never exceeds ``chunks``.
 - Upserting an existing id replaces the point. Writes are durable once the call returns.
 - ``build_index`` leaves the collection's content as it was: searches and writes made while it
@@ -92,6 +96,19 @@ class VectorStore(Protocol):
         score_threshold: float | None = None,
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[ScoredChunk]: ...
+
+    def keyword_search(
+        self,
+        name: str,
+        text: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[ScoredChunk]:
+        """The ``limit`` points whose words best match ``text`` (BM25), best first, each
+        scored by its cosine similarity to ``vector``."""
+        ...
 
     def scroll(
         self,

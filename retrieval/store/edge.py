@@ -52,6 +52,7 @@ from retrieval.store.edge_shard import (
     swap_in_build,
     write_meta,
 )
+from retrieval.store.keywords import SPARSE, Keywords, cosine
 from retrieval.types import (
     CollectionInfo,
     EmbedderSpec,
@@ -118,6 +119,7 @@ class EdgeStore:
         self._hnsw = hnsw or HnswParams()
         self._search_params = None if hnsw_ef is None else qe.SearchParams(hnsw_ef=hnsw_ef)
         self._indexer = tuple(indexer)
+        self._keywords = Keywords()
         self._collections: dict[str, EdgeCollection] = {}
         self._lock = threading.Lock()  # the dict above, and which collections exist
 
@@ -129,7 +131,8 @@ class EdgeStore:
             if (folder / "meta.json").exists():
                 raise CollectionExists(f"collection {name!r} exists already")
             shutil.rmtree(folder, ignore_errors=True)  # a half-created leftover
-            shard = qe.EdgeShard.create(str(folder / SHARD), edge_config(embedder.dim, self._hnsw))
+            config = edge_config(embedder.dim, self._hnsw, keywords=True)
+            shard = qe.EdgeShard.create(str(folder / SHARD), config)
             for key in INDEXED_KEYWORDS:
                 shard.update(
                     qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
@@ -142,6 +145,7 @@ class EdgeStore:
                 "model": embedder.model,
                 "dim": embedder.dim,
                 "created_at": datetime.now(UTC).isoformat(),
+                "keywords": SPARSE,
             }
             write_meta(folder, meta)  # the collection exists once this lands
             self._collections[name] = EdgeCollection(folder, meta, shard)
@@ -177,13 +181,21 @@ class EdgeStore:
         with self._shard(name) as shard:
             info = shard.info()
             documents = shard.count(qe.CountRequest(filter=_filter({"chunk_index": 0})))
+            # Qdrant counts each keyword vector as indexed (an inverted index always is); the
+            # dense vectors' HNSW index is what ``indexed`` reports.
+            words = (
+                shard.count(qe.CountRequest(filter=qe.Filter(must=[qe.HasVectorCondition(SPARSE)])))
+                if self._has_keywords(name)
+                else 0
+            )
         return CollectionInfo(
             name=name,
             embedder=self.embedder(name),
             created_at=datetime.fromisoformat(str(self._open(name).meta["created_at"])),
             chunks=info.points_count,
             documents=documents,
-            indexed=min(info.indexed_vectors_count, info.points_count),  # see CollectionInfo
+            # see CollectionInfo
+            indexed=max(0, min(info.indexed_vectors_count - words, info.points_count)),
         )
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -209,12 +221,38 @@ class EdgeStore:
         if not points:
             return
         check_dims(name, self.embedder(name), [p.vector for p in points])
+        words = self._has_keywords(name)
         self._write(
             name,
             qe.UpdateOperation.upsert_points(
-                [qe.Point(id=p.id, vector=p.vector, payload=p.payload) for p in points]
+                [
+                    qe.Point(
+                        id=p.id, vector=self._vectors(p) if words else p.vector, payload=p.payload
+                    )
+                    for p in points
+                ]
             ),
         )
+
+    def _has_keywords(self, name: str) -> bool:
+        """Whether the collection has keyword vectors (those created before them do not)."""
+        return self._open(name).meta.get("keywords") == SPARSE
+
+    def _vectors(
+        self, point: Point
+    ) -> dict[str, list[float] | qe.SparseVector | list[list[float]]]:
+        """The dense vector, and the keyword vector unless the text has no word the model
+        keeps: stored only where it has terms, the keyword vectors can be counted exactly."""
+        terms = self._keywords.document(point.text)
+        # typed as the binding's named vectors (multivectors too), which it checks invariantly
+        vectors: dict[str, list[float] | qe.SparseVector | list[list[float]]] = {"": point.vector}
+        if terms[0]:
+            vectors[SPARSE] = self._sparse(terms)
+        return vectors
+
+    @staticmethod
+    def _sparse(terms: tuple[list[int], list[float]]) -> qe.SparseVector:
+        return qe.SparseVector(indices=terms[0], values=terms[1])
 
     def delete(
         self, name: str, filters: Mapping[str, FilterValue], min_chunk_index: int = 0
@@ -265,6 +303,37 @@ class EdgeStore:
             hits = shard.query(request)
         return [
             ScoredChunk(id=str(h.id), score=h.score, payload=dict(h.payload or {})) for h in hits
+        ]
+
+    def keyword_search(
+        self,
+        name: str,
+        text: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[ScoredChunk]:
+        check_dims(name, self.embedder(name), [vector])
+        terms = self._keywords.query(name, text, has_keywords=self._has_keywords(name))
+        if not terms[0]:
+            return []
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(self._sparse(terms), using=SPARSE),
+            filter=_filter(filters),
+            with_payload=True,
+            with_vector=True,
+        )
+        with self._shard(name) as shard:
+            hits = shard.query(request)
+        return [
+            ScoredChunk(
+                id=str(h.id),
+                score=cosine(vector, h.vector),
+                payload=dict(h.payload or {}),
+            )
+            for h in hits
         ]
 
     def scroll(
@@ -340,7 +409,13 @@ class EdgeStore:
             try:
                 shutil.copytree(folder / SHARD, folder / INDEXING)
                 dim = self.embedder(name).dim
-                build = IndexBuild.start(self._indexer, folder / INDEXING, dim, self._hnsw)
+                build = IndexBuild.start(
+                    self._indexer,
+                    folder / INDEXING,
+                    dim,
+                    self._hnsw,
+                    keywords=self._has_keywords(name),
+                )
             except OSError as exc:
                 shutil.rmtree(folder / INDEXING, ignore_errors=True)
                 raise IndexBuildFailed(f"cannot start the index build of {name!r}: {exc}") from exc
@@ -361,7 +436,7 @@ class EdgeStore:
         return IndexReport(
             seconds=round(time.perf_counter() - start, 3),
             replayed=replayed,
-            indexed=info.indexed_vectors_count,
+            indexed=self.get_collection(name).indexed,
             segments=info.segments_count,
         )
 

@@ -1,6 +1,6 @@
 """The child process of ``EdgeStore.build_index``: build the HNSW index of a shard copy.
 
-    python -m retrieval.store.edge_index COPY --dim=384 --parent-pid=PID \\
+    python -m retrieval.store.edge_index COPY --dim=384 --parent-pid=PID [--keywords] \\
         --m=16 --ef-construct=100 --full-scan-threshold-kb=10000
 
 ``EdgeShard.optimize()`` holds the GIL for its whole run (minutes at 100k chunks); in its own
@@ -40,11 +40,11 @@ def die_with_parent(parent_pid: int) -> None:
         sys.exit(f"parent {parent_pid} is gone")
 
 
-def build(path: str, dim: int, hnsw: HnswParams) -> None:
+def build(path: str, dim: int, hnsw: HnswParams, *, keywords: bool) -> None:
     """Load the copy with the HNSW parameters, optimise it until nothing is left to do,
     flush and close it."""
     optimizers = qe.EdgeOptimizersConfig(indexing_threshold=INDEX_EVERY_SEGMENT_KB)
-    shard = qe.EdgeShard.load(path, edge_config(dim, hnsw, optimizers))
+    shard = qe.EdgeShard.load(path, edge_config(dim, hnsw, optimizers, keywords=keywords))
     shard.optimize()
     shard.flush()
     shard.close()
@@ -55,12 +55,14 @@ def main() -> None:
     ap.add_argument("path", help="the shard copy (it is changed in place)")
     ap.add_argument("--dim", type=int, required=True, help="the collection's vector size")
     ap.add_argument("--parent-pid", type=int, required=True)
+    ap.add_argument("--keywords", action="store_true", help="the shard has keyword vectors")
     for flag in ("--m", "--ef-construct", "--full-scan-threshold-kb"):
         ap.add_argument(flag, type=int, required=True, help="see HnswParams")
     args = ap.parse_args()
     die_with_parent(args.parent_pid)
     os.nice(NICENESS)
-    build(args.path, args.dim, HnswParams(args.m, args.ef_construct, args.full_scan_threshold_kb))
+    hnsw = HnswParams(args.m, args.ef_construct, args.full_scan_threshold_kb)
+    build(args.path, args.dim, hnsw, keywords=args.keywords)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 import qdrant_edge as qe
 
 from retrieval.errors import CollectionNotFound, IndexBuildFailed, StoreUnavailable
+from retrieval.store.keywords import SPARSE
 
 SHARD, INDEXING, OLD = "shard", "shard.indexing", "shard.old"
 #: The child that builds the index: ``edge_index``, under this interpreter.
@@ -48,11 +49,21 @@ class HnswParams:
 
 
 def edge_config(
-    dim: int, hnsw: HnswParams, optimizers: qe.EdgeOptimizersConfig | None = None
+    dim: int,
+    hnsw: HnswParams,
+    optimizers: qe.EdgeOptimizersConfig | None = None,
+    *,
+    keywords: bool,
 ) -> qe.EdgeConfig:
-    """A collection's shard config: cosine ``dim``-d vectors, ``hnsw`` for its index builds."""
+    """A collection's shard config: cosine ``dim``-d vectors, ``hnsw`` for its index builds,
+    and with ``keywords`` the keyword vector weighted by Qdrant's IDF. A shard loads only
+    with the vectors it was created with, so a collection from before keyword vectors keeps
+    being built without them."""
     return qe.EdgeConfig(
         vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}
+        if keywords
+        else None,
         hnsw_config=hnsw.config(),
         optimizers=optimizers,
     )
@@ -67,10 +78,13 @@ class IndexBuild:
     stopped: str | None = None
 
     @classmethod
-    def start(cls, indexer: Sequence[str], copy: Path, dim: int, hnsw: HnswParams) -> IndexBuild:
+    def start(
+        cls, indexer: Sequence[str], copy: Path, dim: int, hnsw: HnswParams, *, keywords: bool
+    ) -> IndexBuild:
         """Start the child that optimises ``copy``; it dies with this process (see
         ``edge_index``), so no orphan writes a copy the next start deletes."""
         args = [str(copy), f"--dim={dim}", f"--parent-pid={os.getpid()}"]
+        args += ["--keywords"] if keywords else []
         args += [f"--m={hnsw.m}", f"--ef-construct={hnsw.ef_construct}"]
         args += [f"--full-scan-threshold-kb={hnsw.full_scan_threshold_kb}"]
         return cls(

@@ -18,8 +18,13 @@ from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from retrieval.errors import CollectionExists, CollectionNotFound, StoreUnavailable
+from retrieval.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    StoreUnavailable,
+)
 from retrieval.store.base import INDEXED_KEYWORDS, IndexReport, check_dims, check_name
+from retrieval.store.keywords import SPARSE, Keywords, cosine
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
 
 
@@ -39,6 +44,10 @@ def _filter(
     if min_chunk_index > 0:
         must.append(qm.FieldCondition(key="chunk_index", range=qm.Range(gte=min_chunk_index)))
     return qm.Filter(must=must) if must else None
+
+
+def _sparse(terms: tuple[list[int], list[float]]) -> qm.SparseVector:
+    return qm.SparseVector(indices=terms[0], values=terms[1])
 
 
 class QdrantStore:
@@ -79,6 +88,9 @@ class QdrantStore:
             "write_consistency_factor": write_consistency_factor,
         }
         self._specs: dict[str, EmbedderSpec] = {}
+        #: Per collection, whether it has keyword vectors (read once, as ``_specs``).
+        self._words: dict[str, bool] = {}
+        self._keywords = Keywords()
         # Local mode is numpy state without locks of its own: calls from the server's thread
         # pool must take turns (tests/retrieval/test_store_contract.py). A server's client is
         # safe across threads.
@@ -95,10 +107,12 @@ class QdrantStore:
             self._client.create_collection,
             name,
             vectors_config=qm.VectorParams(size=embedder.dim, distance=qm.Distance.COSINE),
+            sparse_vectors_config={SPARSE: qm.SparseVectorParams(modifier=qm.Modifier.IDF)},
             metadata={
                 "covrag_model": embedder.model,
                 "covrag_dim": embedder.dim,
                 "created_at": created,
+                "covrag_keywords": SPARSE,
             },
             **{k: v for k, v in self._cluster.items() if v is not None},
         )
@@ -113,13 +127,25 @@ class QdrantStore:
         info = self._info(name)
         meta = dict(info.config.metadata or {})
         chunks = self.count(name)
+        # Qdrant counts each keyword vector as indexed (an inverted index always is); the
+        # dense vectors' HNSW index is what ``indexed`` reports.
+        words = (
+            self._call(
+                self._client.count,
+                name,
+                count_filter=qm.Filter(must=[qm.HasVectorCondition(has_vector=SPARSE)]),
+                exact=True,
+            ).count
+            if self._has_keywords(name)
+            else 0
+        )
         return CollectionInfo(
             name=name,
             embedder=self.embedder(name),
             created_at=datetime.fromisoformat(str(meta["created_at"])),
             chunks=chunks,
             documents=self.count(name, {"chunk_index": 0}),
-            indexed=min(info.indexed_vectors_count or 0, chunks),
+            indexed=max(0, min((info.indexed_vectors_count or 0) - words, chunks)),
         )
 
     def list_collections(self) -> list[CollectionInfo]:
@@ -131,17 +157,40 @@ class QdrantStore:
         self.embedder(name)
         self._call(self._client.delete_collection, name)
         self._specs.pop(name, None)
+        self._words.pop(name, None)
 
     def upsert(self, name: str, points: Sequence[Point]) -> None:
         if not points:
             return
         check_dims(name, self.embedder(name), [p.vector for p in points])
+        words = self._has_keywords(name)
         self._call(
             self._client.upsert,
             name,
-            points=[qm.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points],
+            points=[
+                qm.PointStruct(
+                    id=p.id, vector=self._vectors(p) if words else p.vector, payload=p.payload
+                )
+                for p in points
+            ],
             wait=True,
         )
+
+    def _vectors(self, point: Point) -> dict[str, list[float] | qm.SparseVector]:
+        """The dense vector, and the keyword vector unless the text has no word the model
+        keeps (so that the keyword vectors can be counted exactly, as on Edge)."""
+        terms = self._keywords.document(point.text)
+        vectors: dict[str, list[float] | qm.SparseVector] = {"": point.vector}
+        if terms[0]:
+            vectors[SPARSE] = _sparse(terms)
+        return vectors
+
+    def _has_keywords(self, name: str) -> bool:
+        """Whether the collection has keyword vectors (those created before them do not)."""
+        words = self._words.get(name)
+        if words is None:
+            words = self._words[name] = self._metadata(name).get("covrag_keywords") == SPARSE
+        return words
 
     def delete(
         self, name: str, filters: Mapping[str, FilterValue], min_chunk_index: int = 0
@@ -186,6 +235,34 @@ class QdrantStore:
         )
         return [
             ScoredChunk(id=str(p.id), score=float(p.score), payload=dict(p.payload or {}))
+            for p in response.points
+        ]
+
+    def keyword_search(
+        self,
+        name: str,
+        text: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        filters: Mapping[str, FilterValue] | None = None,
+    ) -> list[ScoredChunk]:
+        check_dims(name, self.embedder(name), [vector])
+        terms = self._keywords.query(name, text, has_keywords=self._has_keywords(name))
+        if not terms[0]:
+            return []
+        response = self._call(
+            self._client.query_points,
+            name,
+            query=_sparse(terms),
+            using=SPARSE,
+            query_filter=_filter(filters),
+            limit=limit,
+            with_payload=True,
+            with_vectors=[""],
+        )
+        return [
+            ScoredChunk(id=str(p.id), score=cosine(vector, p.vector), payload=dict(p.payload or {}))
             for p in response.points
         ]
 

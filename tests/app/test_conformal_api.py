@@ -103,7 +103,9 @@ def test_calibrate_then_retrieve_through_the_threshold(
             "group": "kind:single",  # the question's kind: its own threshold (Mondrian)
             "group_n": single["n"],
             "fallback": False,
+            "groups": list(KindClassifier.load().groups(question)),
         }
+        assert "kind:bridge" not in body["calibration"]["groups"]
         assert all(c["score"] >= body["threshold"] for c in body["citations"])
         assert body["evidence"]["none_cleared"] == (body["evidence"]["passed"] == 0)
         assert body["coverage_guaranteed"] == (not body["evidence"]["budget_cut"])

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.config import Settings
 from app.main import create_app
 from retrieval.types import Document
-from tests.app.jobs_helper import ingest
+from tests.app.jobs_helper import ingest, wait_job
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +21,21 @@ QUESTION = "Which NASA center controls the Hubble Space Telescope?"
 
 
 @pytest.fixture
-def client(
+def http(
     settings: Settings, generator_url: str, wiki_sample: list[Document]
-) -> Iterator[openai.OpenAI]:
+) -> Iterator[TestClient]:
     live = settings.updated(generator={"urls": [generator_url]})
     with TestClient(create_app(live)) as http:
         docs = [{"id": d.id, "title": d.title, "text": d.text} for d in wiki_sample]
         ingest(http, "wiki", {"documents": docs})
-        yield openai.OpenAI(
-            base_url=f"{http.base_url}/v1", api_key="unused", http_client=http, max_retries=0
-        )
+        yield http
+
+
+@pytest.fixture
+def client(http: TestClient) -> openai.OpenAI:
+    return openai.OpenAI(
+        base_url=f"{http.base_url}/v1", api_key="unused", http_client=http, max_retries=0
+    )
 
 
 def _covrag(obj: Any) -> dict[str, Any]:
@@ -126,4 +131,28 @@ def test_bad_requests_get_openai_style_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(
             model="covrag", messages=[{"role": "user", "content": QUESTION}], n=2
+        )
+
+
+def test_a_callers_group_picks_its_threshold_through_the_facade(
+    http: TestClient, client: openai.OpenAI, wiki_sample: list[Document]
+) -> None:
+    """``group`` (sent with extra_body) reaches the calibration as on /v1/query: the answer's
+    calibration names the caller's group, and a bad name is a 422 naming the field."""
+    qa = [
+        {"id": str(i), "question": f"What is {d.title}?", "answers": [d.title], "group": "acme"}
+        | {"gold_titles": [d.id]}
+        for i, d in enumerate(wiki_sample[:24])
+    ]
+    r = http.post("/v1/collections/wiki/calibration", json={"qa": qa})
+    assert wait_job(http, r.json()["id"], timeout_s=120)["status"] == "succeeded"
+    ask = {"role": "user", "content": QUESTION}
+    done = client.chat.completions.create(
+        model="covrag/wiki", messages=[ask], extra_body={"group": "acme", "alpha": 0.1}
+    )
+    calibration = _covrag(done)["calibration"]
+    assert (calibration["group"], calibration["group_n"]) == ("group:acme", 24)
+    with pytest.raises(openai.UnprocessableEntityError, match="group"):
+        client.chat.completions.create(
+            model="covrag/wiki", messages=[ask], extra_body={"group": "a b"}
         )

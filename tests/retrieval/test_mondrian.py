@@ -134,6 +134,7 @@ def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
     acme = retriever.retrieve("c", "What is Somaliland?", alpha=0.1, budget=budget, group="acme")
     assert acme.calibration is not None
     assert (acme.calibration.group, acme.calibration.group_n) == ("group:acme", 10)
+    assert acme.calibration.groups == ("group:acme",)
     assert not acme.calibration.fallback and acme.coverage_guaranteed
     own = max(conformal_quantile(cal.groups["group:acme"], 0.1), cal.qhat(0.1))
     assert acme.threshold == pytest.approx(1 - own, abs=1e-5)
@@ -146,6 +147,7 @@ def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
     kind = retriever.retrieve("c", "What is Somaliland?", alpha=0.1, budget=budget)
     assert kind.calibration is not None and kind.calibration.group == "kind:single"
     assert kind.calibration.group_n == len(cal.groups["kind:single"])
+    assert kind.calibration.groups == kinds.groups("What is Somaliland?")
     assert not kind.calibration.fallback
     # a question that may be multi-hop gets its kinds' largest q̂, and no guarantee even where
     # that group has a q̂ of its own
@@ -159,6 +161,7 @@ def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
     multi = retriever.retrieve("m", hops[0].question, alpha=0.1, budget=budget)
     assert multi.calibration is not None and not multi.calibration.fallback
     assert multi.threshold is not None and not multi.coverage_guaranteed
+    assert "kind:bridge" in multi.calibration.groups  # the response says why
     # the shift watch's reference: each question's top-1 similarity and multi-hop score
     assert len(cal.top_similarities) == len(cal.multi_hop) == len(items)
     assert all(0 <= m <= 1 for m in cal.multi_hop)

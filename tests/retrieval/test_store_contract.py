@@ -7,14 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import qdrant_edge as qe
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
 
 from retrieval.errors import (
     CollectionExists,
     CollectionNotFound,
     EmbedderMismatch,
     InvalidCollectionName,
+    KeywordsUnavailable,
 )
-from retrieval.store import EdgeStore, VectorStore
+from retrieval.store import EdgeStore, QdrantStore, VectorStore
+from retrieval.store.edge_shard import SHARD, HnswParams, edge_config, write_meta
 from retrieval.types import EmbedderSpec, FilterValue, Point
 
 SPEC = EmbedderSpec(model="test-model", dim=8)
@@ -240,3 +245,67 @@ def test_filters_on_metadata_lists_nested_paths_and_arrays(store: VectorStore) -
     assert docs({"department": "IT"}) == set()  # a payload path: the store does not guess
     store.delete("c", {"metadata.department": ["HR", "Sales"]})
     assert store.count("c") == 3 and docs({"metadata.department": "IT"}) == {"doc0", "doc3", "doc5"}
+
+
+WORDS = [
+    "The surveyor Wojciechowski mapped the crevasse field in July.",
+    "Glaciers move slowly downhill under their own weight.",
+    "The expedition ship carried dogs, sledges and coal.",
+    "Crevasses open where a glacier flows over a bump in its bed.",
+]
+
+
+def _texts(seed: int = 3) -> list[Point]:
+    rng = np.random.default_rng(seed)
+    return [
+        Point(
+            id=f"00000000-0000-0000-0000-{i:012d}",
+            vector=_unit(rng),
+            payload={"doc_id": f"doc{i}", "chunk_index": 0, "text": text, "title": f"T{i}"},
+            text=text,
+        )
+        for i, text in enumerate(WORDS)
+    ]
+
+
+def test_keyword_search_ranks_by_bm25_and_scores_by_cosine(store: VectorStore) -> None:
+    store.create_collection("c", SPEC)
+    points = _texts()
+    store.upsert("c", points)
+    query = _unit(np.random.default_rng(9))
+    hits = store.keyword_search("c", "Who was Wojciechowski?", query, limit=3)
+    assert [h.id for h in hits] == [points[0].id]  # the one text holding the word
+    assert hits[0].score == pytest.approx(float(np.dot(query, points[0].vector)), abs=1e-5)
+    # words are stemmed ("crevasses" finds "crevasse"); texts without the word do not come back
+    both = store.keyword_search("c", "crevasses", query, limit=4)
+    assert {h.id for h in both} == {points[0].id, points[3].id}
+    filtered = store.keyword_search("c", "crevasses", query, limit=4, filters={"doc_id": "doc3"})
+    assert [h.id for h in filtered] == [points[3].id]
+    assert store.keyword_search("c", "the of and", query, limit=4) == []  # stopwords only
+    with pytest.raises(EmbedderMismatch):
+        store.keyword_search("c", "glacier", [0.0] * (SPEC.dim + 1), limit=1)
+
+
+def test_a_collection_from_before_keywords_says_so(tmp_path: Path) -> None:
+    """A collection an earlier covrag made (no keyword vectors) still serves dense search;
+    a keyword search names the collection and what to do."""
+    root = tmp_path / "edge"
+    folder = root / "old"
+    qe.EdgeShard.create(
+        str(folder / SHARD), edge_config(SPEC.dim, HnswParams(), keywords=False)
+    ).close()
+    write_meta(folder, {"model": SPEC.model, "dim": SPEC.dim, "created_at": "2025-01-01T00:00:00"})
+    local = QdrantClient(path=str(tmp_path / "qdrant"))
+    local.create_collection(
+        "old",
+        vectors_config=qm.VectorParams(size=SPEC.dim, distance=qm.Distance.COSINE),
+        metadata={"covrag_model": SPEC.model, "covrag_dim": SPEC.dim, "created_at": "2025-01-01"},
+    )
+    local.close()
+    qdrant = QdrantStore(location=str(tmp_path / "qdrant"))
+    for store in (EdgeStore(root), qdrant):
+        store.upsert("old", _texts())  # dense vectors only: nothing to refuse
+        assert len(store.search("old", _texts()[0].vector, limit=2)) == 2
+        with pytest.raises(KeywordsUnavailable, match="'old' was created before keyword"):
+            store.keyword_search("old", "glacier", _texts()[0].vector, limit=2)
+        store.close()

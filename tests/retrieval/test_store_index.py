@@ -48,7 +48,12 @@ def _id(i: int) -> str:
 
 def _points(rows: range, vectors: np.ndarray = CORPUS) -> list[Point]:
     return [
-        Point(_id(i), vectors[i - rows.start].tolist(), {"doc_id": f"d{i}", "chunk_index": 0})
+        Point(
+            _id(i),
+            vectors[i - rows.start].tolist(),
+            {"doc_id": f"d{i}", "chunk_index": 0},
+            text=f"entry {i} of shelf{i % 50}",
+        )
         for i in rows
     ]
 
@@ -87,11 +92,17 @@ def test_index_serves_the_same_hits_and_hnsw_ef_reaches_the_search(root: Path) -
     sample = range(0, N, 50)
     assert store.get_collection("c").indexed == 0
     before = _top1(store, sample)
+    words = {h.id for h in store.keyword_search("c", "shelf7", CORPUS[0].tolist(), limit=100)}
+    assert len(words) == N // 50  # every entry of that shelf, and only those
     report = store.build_index("c")
     assert (report.indexed, report.replayed) == (N, 0) and report.segments >= 1
     info = store.get_collection("c")
     assert (info.chunks, info.indexed) == (N, N)
     assert _top1(store, sample) == before
+    # the keyword vectors went through the build too
+    assert {
+        h.id for h in store.keyword_search("c", "shelf7", CORPUS[0].tolist(), limit=100)
+    } == words
     assert _folders(root) == ["meta.json", SHARD]
     store.close()
     # The graph is searched: few candidates per search lose neighbours, many find them all.

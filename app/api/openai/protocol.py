@@ -8,8 +8,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.api.protocol import ErrorOut, JsonInt, MaxRounds, TopK, component, sse_event
+from app.api.protocol import (
+    ErrorOut,
+    GroupName,
+    JsonInt,
+    MaxRounds,
+    TopK,
+    component,
+    sse_event,
+)
 from app.api.query.protocol import QueryResponse
+from retrieval.hybrid import SearchMode
 
 #: Served model names: the default collection, and ``covrag/<collection>``.
 MODEL_PREFIX = "covrag"
@@ -65,6 +74,10 @@ class ChatRequest(BaseModel):
     alpha: float | None = Field(None, gt=0, lt=1)
     top_k: TopK | None = None
     max_rounds: MaxRounds | None = None
+    group: GroupName | None = Field(
+        None, description="Calibration group whose own threshold applies, as in /v1/query."
+    )
+    search: SearchMode | None = Field(None, description="dense or hybrid, as in /v1/query.")
 
 
 class ModelCard(BaseModel):

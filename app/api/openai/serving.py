@@ -108,8 +108,8 @@ async def list_models(services: Services, principal: Principal) -> ModelList:
     return ModelList(data=cards)
 
 
-def to_params(body: ChatRequest, default_collection: str) -> QueryParams:
-    collection = collection_of(body.model, default_collection)
+def to_params(body: ChatRequest, settings: Settings) -> QueryParams:
+    collection = collection_of(body.model, settings.collections.default)
     if collection is None:
         raise CollectionNotFound(
             f"model {body.model!r} is not served here: use {MODEL_PREFIX!r} or "
@@ -124,6 +124,8 @@ def to_params(body: ChatRequest, default_collection: str) -> QueryParams:
         top_k=body.top_k,
         alpha=body.alpha,
         max_rounds=body.max_rounds,
+        group=body.group,
+        search=body.search or settings.limits.default_search,
         history=tuple(turns[:-1]),
     )
 
@@ -138,7 +140,7 @@ async def chat_completions(
     principal: Principal,
 ) -> ChatCompletion | AsyncIterator[bytes]:
     """The completion, or with ``stream`` its ``chat.completion.chunk`` SSE frames."""
-    params = to_params(body, settings.collections.default)
+    params = to_params(body, settings)
     principal.check(params.collection, "model")
     if not body.stream:
         found = await answer(params, request_id, services, settings, answers, metrics)

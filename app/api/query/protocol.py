@@ -27,6 +27,7 @@ from app.api.protocol import (
 )
 from app.core.types import QueryOutcome, Round
 from retrieval.filters import payload_key
+from retrieval.hybrid import SearchMode
 from retrieval.types import FilterScalar, FilterValue
 
 #: What the stores can filter on: dotted paths of plain names; integers that JSON carries
@@ -131,6 +132,13 @@ class QueryRequest(Strict):
     )
     max_rounds: MaxRounds | None = Field(
         None, description="Retrieval rounds; default COVRAG_MAX_ROUNDS."
+    )
+    search: SearchMode | None = Field(
+        None,
+        description="dense: the embeddings; hybrid: also BM25 keywords (a rare exact name or "
+        "code dense search ranks low), fused by rank; the chunks that cleared the conformal "
+        "threshold all stay, so the guarantee is the same. 409 for a collection created "
+        "before keyword vectors. Default COVRAG_SEARCH.",
     )
     group: GroupName | None = Field(
         None,

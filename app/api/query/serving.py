@@ -39,6 +39,7 @@ def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
         alpha=body.alpha,
         max_rounds=body.max_rounds,
         group=body.group,
+        search=body.search or settings.limits.default_search,
     )
 
 
@@ -52,6 +53,7 @@ def answer_shape(params: QueryParams, policy: LoopPolicy, settings: Settings) ->
         "top_k": params.top_k,
         "filters": params.filters,
         "group": params.group,
+        "search": params.search,
         "rounds": policy.max_rounds,
         "critic": settings.critic.kind,
         "tau": policy.tau,
