@@ -226,7 +226,6 @@ class Pipeline:
             timings = dict(retrieval.timings_ms)
             if rounds and not (added or evicted) and self.reasoner.deterministic:
                 # The same prompt as last round, decoded greedily: the same answer, no LLM call.
-                # (Self-practice logs: 156 of 177 later rounds brought nothing new.)
                 reasoning = rounds[-1].reasoning
                 if on_event is not None:
                     await on_event(AnswerText(index, reasoning.answer))

@@ -19,15 +19,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import qdrant_edge as qe
 
 from retrieval.errors import (
     CollectionExists,
     CollectionNotFound,
-    IndexBuildFailed,
     IndexBuildRunning,
     StoreUnavailable,
 )
@@ -39,9 +37,9 @@ from retrieval.store.base import (
     check_name,
     index_builds,
 )
+from retrieval.store.edge_query import WITH_KEYWORDS, edge_filter, keyword_request, named_vectors
 from retrieval.store.edge_shard import (
     INDEXER,
-    INDEXING,
     SHARD,
     EdgeCollection,
     HnswParams,
@@ -56,40 +54,10 @@ from retrieval.store.keywords import SPARSE, Keywords, cosine
 from retrieval.types import (
     CollectionInfo,
     EmbedderSpec,
-    FilterScalar,
     FilterValue,
     Point,
     ScoredChunk,
 )
-
-if TYPE_CHECKING:
-    from qdrant_edge import ConditionType
-
-
-def _match(key: str, value: FilterScalar) -> qe.FieldCondition:
-    if isinstance(value, bool):
-        # The binding reads a Python bool as the integer it also is, which no boolean payload
-        # equals; numpy's bool is no int and arrives as a boolean. The stub names Python's bool.
-        exact = qe.MatchValue(np.bool_(value))  # type: ignore[arg-type]
-        return qe.FieldCondition(key=key, match=exact)
-    return qe.FieldCondition(key=key, match=qe.MatchValue(value))
-
-
-def _condition(key: str, value: FilterValue) -> ConditionType:
-    """One filter item; a list becomes a ``should`` of exact matches (``MatchAny`` takes
-    neither booleans nor mixed types)."""
-    if isinstance(value, list):
-        return qe.Filter(should=[_match(key, v) for v in value])
-    return _match(key, value)
-
-
-def _filter(
-    filters: Mapping[str, FilterValue] | None, min_chunk_index: int = 0
-) -> qe.Filter | None:
-    must = [_condition(key, value) for key, value in (filters or {}).items()]
-    if min_chunk_index > 0:
-        must.append(qe.FieldCondition(key="chunk_index", range=qe.RangeFloat(gte=min_chunk_index)))
-    return qe.Filter(must=must) if must else None
 
 
 class EdgeStore:
@@ -180,14 +148,10 @@ class EdgeStore:
     def get_collection(self, name: str) -> CollectionInfo:
         with self._shard(name) as shard:
             info = shard.info()
-            documents = shard.count(qe.CountRequest(filter=_filter({"chunk_index": 0})))
+            documents = shard.count(qe.CountRequest(filter=edge_filter({"chunk_index": 0})))
             # Qdrant counts each keyword vector as indexed (an inverted index always is); the
             # dense vectors' HNSW index is what ``indexed`` reports.
-            words = (
-                shard.count(qe.CountRequest(filter=qe.Filter(must=[qe.HasVectorCondition(SPARSE)])))
-                if self._has_keywords(name)
-                else 0
-            )
+            words = shard.count(WITH_KEYWORDS) if self._has_keywords(name) else 0
         return CollectionInfo(
             name=name,
             embedder=self.embedder(name),
@@ -227,7 +191,9 @@ class EdgeStore:
             qe.UpdateOperation.upsert_points(
                 [
                     qe.Point(
-                        id=p.id, vector=self._vectors(p) if words else p.vector, payload=p.payload
+                        id=p.id,
+                        vector=named_vectors(p, self._keywords) if words else p.vector,
+                        payload=p.payload,
                     )
                     for p in points
                 ]
@@ -238,26 +204,10 @@ class EdgeStore:
         """Whether the collection has keyword vectors (those created before them do not)."""
         return self._open(name).meta.get("keywords") == SPARSE
 
-    def _vectors(
-        self, point: Point
-    ) -> dict[str, list[float] | qe.SparseVector | list[list[float]]]:
-        """The dense vector, and the keyword vector unless the text has no word the model
-        keeps: stored only where it has terms, the keyword vectors can be counted exactly."""
-        terms = self._keywords.document(point.text)
-        # typed as the binding's named vectors (multivectors too), which it checks invariantly
-        vectors: dict[str, list[float] | qe.SparseVector | list[list[float]]] = {"": point.vector}
-        if terms[0]:
-            vectors[SPARSE] = self._sparse(terms)
-        return vectors
-
-    @staticmethod
-    def _sparse(terms: tuple[list[int], list[float]]) -> qe.SparseVector:
-        return qe.SparseVector(indices=terms[0], values=terms[1])
-
     def delete(
         self, name: str, filters: Mapping[str, FilterValue], min_chunk_index: int = 0
     ) -> None:
-        flt = _filter(filters, min_chunk_index)
+        flt = edge_filter(filters, min_chunk_index)
         if flt is None:
             raise ValueError("refusing to delete without a filter")
         self._write(name, qe.UpdateOperation.delete_points_by_filter(flt))
@@ -279,7 +229,7 @@ class EdgeStore:
 
     def count(self, name: str, filters: Mapping[str, FilterValue] | None = None) -> int:
         with self._shard(name) as shard:
-            return shard.count(qe.CountRequest(filter=_filter(filters)))
+            return shard.count(qe.CountRequest(filter=edge_filter(filters)))
 
     def search(
         self,
@@ -294,7 +244,7 @@ class EdgeStore:
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(list(vector)),
-            filter=_filter(filters),
+            filter=edge_filter(filters),
             score_threshold=score_threshold,
             with_payload=True,
             params=self._search_params,
@@ -318,21 +268,10 @@ class EdgeStore:
         terms = self._keywords.query(name, text, has_keywords=self._has_keywords(name))
         if not terms[0]:
             return []
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(self._sparse(terms), using=SPARSE),
-            filter=_filter(filters),
-            with_payload=True,
-            with_vector=True,
-        )
         with self._shard(name) as shard:
-            hits = shard.query(request)
+            hits = shard.query(keyword_request(terms, limit, filters))
         return [
-            ScoredChunk(
-                id=str(h.id),
-                score=cosine(vector, h.vector),
-                payload=dict(h.payload or {}),
-            )
+            ScoredChunk(id=str(h.id), score=cosine(vector, h.vector), payload=dict(h.payload or {}))
             for h in hits
         ]
 
@@ -347,7 +286,7 @@ class EdgeStore:
         request = qe.ScrollRequest(
             offset=offset,
             limit=limit,
-            filter=_filter(filters),
+            filter=edge_filter(filters),
             with_payload=True,
             with_vector=False,
         )
@@ -406,20 +345,13 @@ class EdgeStore:
                 raise IndexBuildRunning(f"an index build of {name!r} is running already")
             with collection.calls:
                 collection.live().flush()
-            try:
-                shutil.copytree(folder / SHARD, folder / INDEXING)
-                dim = self.embedder(name).dim
-                build = IndexBuild.start(
-                    self._indexer,
-                    folder / INDEXING,
-                    dim,
-                    self._hnsw,
-                    keywords=self._has_keywords(name),
-                )
-            except OSError as exc:
-                shutil.rmtree(folder / INDEXING, ignore_errors=True)
-                raise IndexBuildFailed(f"cannot start the index build of {name!r}: {exc}") from exc
-            collection.build = build
+            collection.build = build = IndexBuild.begin(
+                self._indexer,
+                folder,
+                self.embedder(name).dim,
+                self._hnsw,
+                keywords=self._has_keywords(name),
+            )
         try:
             stderr = build.wait(timeout_s)
             with collection.writes, collection.calls:

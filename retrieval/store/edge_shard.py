@@ -78,6 +78,21 @@ class IndexBuild:
     stopped: str | None = None
 
     @classmethod
+    def begin(
+        cls, indexer: Sequence[str], folder: Path, dim: int, hnsw: HnswParams, *, keywords: bool
+    ) -> IndexBuild:
+        """Copy the collection's shard and ``start`` the build of the copy; raises
+        ``IndexBuildFailed`` (no copy left behind) when either cannot be done."""
+        try:
+            shutil.copytree(folder / SHARD, folder / INDEXING)
+            return cls.start(indexer, folder / INDEXING, dim, hnsw, keywords=keywords)
+        except OSError as exc:
+            shutil.rmtree(folder / INDEXING, ignore_errors=True)
+            raise IndexBuildFailed(
+                f"cannot start the index build of {folder.name!r}: {exc}"
+            ) from exc
+
+    @classmethod
     def start(
         cls, indexer: Sequence[str], copy: Path, dim: int, hnsw: HnswParams, *, keywords: bool
     ) -> IndexBuild:

@@ -19,6 +19,8 @@ from retrieval.errors import KeywordsUnavailable, StoreUnavailable
 
 #: The name of a collection's sparse (keyword) vector.
 SPARSE = "bm25"
+#: A sparse vector: term ids and their weights.
+Terms = tuple[list[int], list[float]]
 
 
 class Keywords:
@@ -28,13 +30,13 @@ class Keywords:
         self._model = qe.Bm25(qe.Bm25Config())
         self._lock = threading.Lock()
 
-    def document(self, text: str) -> tuple[list[int], list[float]]:
+    def document(self, text: str) -> Terms:
         """(term ids, BM25 weights) of a stored text; empty for a text without words."""
         with self._lock:
             sparse = self._model.embed_document(text)
         return list(sparse.indices), list(sparse.values)
 
-    def query(self, name: str, text: str, *, has_keywords: bool) -> tuple[list[int], list[float]]:
+    def query(self, name: str, text: str, *, has_keywords: bool) -> Terms:
         """(term ids, weights) of a keyword query on collection ``name``: each term once,
         IDF-weighted by the store; empty when the text has no word the model keeps (only
         stopwords or punctuation). Raises ``KeywordsUnavailable`` for a collection without

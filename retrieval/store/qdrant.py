@@ -24,7 +24,7 @@ from retrieval.errors import (
     StoreUnavailable,
 )
 from retrieval.store.base import INDEXED_KEYWORDS, IndexReport, check_dims, check_name
-from retrieval.store.keywords import SPARSE, Keywords, cosine
+from retrieval.store.keywords import SPARSE, Keywords, Terms, cosine
 from retrieval.types import CollectionInfo, EmbedderSpec, FilterValue, Point, ScoredChunk
 
 
@@ -46,7 +46,7 @@ def _filter(
     return qm.Filter(must=must) if must else None
 
 
-def _sparse(terms: tuple[list[int], list[float]]) -> qm.SparseVector:
+def _sparse(terms: Terms) -> qm.SparseVector:
     return qm.SparseVector(indices=terms[0], values=terms[1])
 
 
