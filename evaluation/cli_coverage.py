@@ -25,7 +25,7 @@ from evaluation.coverage import (
     evaluate_coverage,
     resolve_cal_size,
 )
-from evaluation.coverage_plots import plot_subset
+from evaluation.coverage_plots import plot_mondrian, plot_subset
 from evaluation.coverage_report import (
     MIN_TEST,
     SubsetResult,
@@ -241,6 +241,7 @@ def coverage(
 
     out.mkdir(parents=True, exist_ok=True)
     plots = [p for subset in results for p in plot_subset(subset, out)]
+    plots += plot_mondrian(mondrian, out)
     payload = {
         "command": command,
         "collection": name,

@@ -6,9 +6,11 @@ only when plots are drawn.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from evaluation.coverage_report import SubsetResult
+from evaluation.mondrian import GroupCoverage
 
 
 def plot_subset(subset: SubsetResult, out: Path) -> list[Path]:
@@ -98,3 +100,66 @@ def plot_subset(subset: SubsetResult, out: Path) -> list[Path]:
     fig.savefig(chunks_png, dpi=120)
     plt.close(fig)
     return [coverage_png, chunks_png]
+
+
+def plot_mondrian(rows: Sequence[GroupCoverage], out: Path) -> list[Path]:
+    """Per true kind of question: (a) pooled and Mondrian coverage, and the coverage among the
+    requests flagged ``coverage_guaranteed``, against the target 1−α and the issue's
+    tolerance 1−α−0.02; (b) the share of the kind's requests flagged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = sorted({r.kind for r in rows})
+    if not kinds:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    colors = dict(zip(kinds, plt.get_cmap("tab10")(range(len(kinds))), strict=True))
+    alphas = sorted({r.alpha for r in rows})
+    targets = [1 - a for a in alphas]
+    lo = min(targets) - 0.25
+    cov, share = axes
+    cov.plot([lo, 1], [lo, 1], color="grey", lw=1, label="target 1−α")
+    cov.plot([lo, 1], [lo - 0.02, 0.98], color="grey", lw=1, ls=":", label="1−α−0.02")
+    width = 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        mine = sorted((r for r in rows if r.kind == kind), key=lambda r: r.alpha)
+        x = [1 - r.alpha for r in mine]
+        color = colors[kind]
+        cov.plot(x, [r.pooled_coverage for r in mine], color=color, ls="--", marker="x")
+        cov.plot(x, [r.mondrian_coverage for r in mine], color=color, marker="o", label=kind)
+        flagged = [
+            (1 - r.alpha, r.guaranteed_coverage) for r in mine if r.guaranteed_coverage is not None
+        ]
+        cov.scatter([f[0] for f in flagged], [f[1] for f in flagged], color=color, marker="*", s=90)
+        share.bar(
+            [j + i * width for j in range(len(mine))],
+            [r.guaranteed_share for r in mine],
+            width=width,
+            color=color,
+            label=kind,
+        )
+    cov.set(
+        xlabel="target coverage 1−α",
+        ylabel="held-out coverage (mean over splits)",
+        title="o Mondrian, x pooled, * where flagged guaranteed",
+        xlim=(lo, 1),
+        ylim=(lo - 0.05, 1.01),
+    )
+    cov.legend(fontsize=8)
+    cov.grid(alpha=0.3)
+    share.set(
+        xticks=[j + width * (len(kinds) - 1) / 2 for j in range(len(alphas))],
+        xticklabels=[f"α {a:g}" for a in alphas],
+        ylabel="share of the kind's requests flagged guaranteed",
+        ylim=(0, 1),
+        title="coverage_guaranteed: true",
+    )
+    share.legend(fontsize=8)
+    share.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    png = out / "mondrian_kinds.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return [png]

@@ -64,7 +64,7 @@ def test_ingest_calibrate_and_eval_coverage_and_answers(
         cli, ["eval", "coverage", "--qa", str(qa), "--splits", "20", "--cal-sizes", "19"]
     )
     assert result.exit_code == 0, result.output
-    assert {"coverage.json", "coverage.md"} <= {p.name for p in out.iterdir()}
+    assert {"coverage.json", "coverage.md", "mondrian_kinds.png"} <= {p.name for p in out.iterdir()}
     assert list(out.glob("*.png"))
     assert "| 0.1 |" in (out / "coverage.md").read_text()
 
