@@ -1,5 +1,6 @@
 """The documentation stays true: the settings page is ``Settings``, the README a front door,
-and every relative link of the README and ``docs/`` reaches a file and a heading."""
+every relative link of the README and ``docs/`` reaches a file and a heading, and every
+repository file they name in code exists."""
 
 from __future__ import annotations
 
@@ -65,3 +66,21 @@ def test_relative_links_reach_a_file_and_a_heading() -> None:
             elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
                 broken.append(f"{page.name}: {target} (no such heading)")
     assert broken == []
+
+
+#: A file of this repository named in inline code: ``app/core/pipeline.py``.
+CODE_PATH = re.compile(
+    r"`((?:app|retrieval|critic|llm|workers|evaluation|bench|scripts|tests|data|docker|helm)"
+    r"/[\w./-]+\.(?:py|json|jsonl|md|yaml|sh))`"
+)
+
+
+def test_the_files_the_docs_name_exist() -> None:
+    """Modules move; a page that names one by path must follow."""
+    missing = [
+        f"{page.name}: {path}"
+        for page in PAGES
+        for path in CODE_PATH.findall(page.read_text())
+        if not (REPO / path).exists()
+    ]
+    assert missing == []
