@@ -179,7 +179,7 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=wheel /dist /tmp/dist
 RUN /opt/venv/bin/pip install --no-deps --no-index --no-cache-dir /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && /opt/venv/bin/python -P -c "import app.main, app.cli.commands.commands, retrieval.embed.onnx, qdrant_edge" \
+    && /opt/venv/bin/python -P -c "import app.main, app.cli.commands, retrieval.embed.onnx, qdrant_edge" \
     && if /opt/venv/bin/python -c "import torch" 2>/dev/null; then \
          echo "torch must not be in the API image" >&2; exit 1; fi \
     && if /opt/venv/bin/python -P -c "import evaluation" 2>/dev/null; then \
