@@ -5,7 +5,7 @@
 On a CPU-only machine (``make run``, the tests, the compose ``cpu`` profile on one host) the
 generator and the API's embedder share the cores. vLLM CPU by default runs the model in a
 worker process on all cores but one, and both that worker and the engine busy-poll their
-shared-memory queue for 1 s after each step. covrag's worker settings (``app/worker/vllm.py``,
+shared-memory queue for 1 s after each step. covrag's worker settings (``workers/vllm.py``,
 ``VLLM_ENABLE_V1_MULTIPROCESSING=0`` and the OMP threads) run the model in the engine process on
 every core. This starts one real worker with each, one after the other on the same machine, and
 measures per configuration:
