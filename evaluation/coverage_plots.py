@@ -118,7 +118,10 @@ def plot_mondrian(rows: Sequence[GroupCoverage], out: Path) -> list[Path]:
     colors = dict(zip(kinds, plt.get_cmap("tab10")(range(len(kinds))), strict=True))
     alphas = sorted({r.alpha for r in rows})
     targets = [1 - a for a in alphas]
-    lo = min(targets) - 0.25
+    # every value on the chart, a flagged group with no coverage (0) included
+    shown = [v for r in rows for v in (r.pooled_coverage, r.mondrian_coverage)]
+    shown += [r.guaranteed_coverage for r in rows if r.guaranteed_coverage is not None]
+    lo = max(0.0, min([*shown, min(targets) - 0.1]) - 0.05)
     cov, share = axes
     cov.plot([lo, 1], [lo, 1], color="grey", lw=1, label="target 1−α")
     cov.plot([lo, 1], [lo - 0.02, 0.98], color="grey", lw=1, ls=":", label="1−α−0.02")
@@ -144,8 +147,8 @@ def plot_mondrian(rows: Sequence[GroupCoverage], out: Path) -> list[Path]:
         xlabel="target coverage 1−α",
         ylabel="held-out coverage (mean over splits)",
         title="o Mondrian, x pooled, * where flagged guaranteed",
-        xlim=(lo, 1),
-        ylim=(lo - 0.05, 1.01),
+        xlim=(min(targets) - 0.05, 1),
+        ylim=(lo, 1.01),
     )
     cov.legend(fontsize=8)
     cov.grid(alpha=0.3)
