@@ -29,6 +29,7 @@ from app.cli.critic import train_critic, worker_critic
 from app.cli.demo import demo_documents, first_try
 from app.cli.local import NoLocalData
 from app.cli.remote import collections_cli, jobs, server
+from app.cli.workers import worker_stop, worker_vllm
 from app.config import get_settings
 from app.services import check_critic
 from app.state.auth import KeyRing
@@ -38,6 +39,7 @@ from critic.errors import CriticWeightsError
 from retrieval.calibration_set import load_qa
 from retrieval.corpus import load_files
 from retrieval.errors import RetrievalError
+from retrieval.hybrid import SearchMode
 
 
 class _OneLineErrors(TyperGroup):
@@ -91,6 +93,8 @@ cli.add_typer(collections_cli, name="collections")
 cli.command()(jobs)
 cli.command("train-critic")(train_critic)
 worker_cli.command("critic")(worker_critic)
+worker_cli.command("vllm")(worker_vllm)
+worker_cli.command("stop")(worker_stop)
 
 
 def add_evaluation(group: typer.Typer) -> None:
@@ -247,11 +251,25 @@ def ask(
     collection: Annotated[str | None, typer.Option()] = None,
     top_k: Annotated[int | None, typer.Option(min=1, max=100)] = None,
     alpha: Annotated[float | None, typer.Option(min=0.0, max=1.0)] = None,
+    search: Annotated[
+        SearchMode | None,
+        typer.Option(help="dense, or hybrid: also BM25 keywords. Default COVRAG_SEARCH."),
+    ] = None,
+    group: Annotated[
+        str | None, typer.Option(help="Calibration group whose own threshold applies.")
+    ] = None,
     local: Local = False,
 ) -> None:
     """Ask one question and print the JSON answer."""
     settings = get_settings()
-    body = QueryRequest(question=question, collection=collection, top_k=top_k, alpha=alpha)
+    body = QueryRequest(
+        question=question,
+        collection=collection,
+        top_k=top_k,
+        alpha=alpha,
+        search=search,
+        group=group,
+    )
     if local:
         cli_local.check_local(settings)
         answer = asyncio.run(cli_local.ask(settings, to_params(body, settings)))
@@ -317,67 +335,6 @@ def calibrate(
         with server(ctx) as client:
             result = cli_remote.calibrate(client, name, body)
     typer.echo(json.dumps(result))
-
-
-@worker_cli.command("vllm")
-def worker_vllm(
-    embed: Annotated[
-        bool, typer.Option(help="Serve the MiniLM embedder instead of the generator.")
-    ] = False,
-    port: Annotated[int | None, typer.Option(help="Port (default from settings).")] = None,
-) -> None:
-    """Prepare the model once, start a vLLM CPU server in the background, wait for /health."""
-    from workers.errors import WorkerError
-    from workers.models import prepare_embedding_model, prepare_generator_model
-    from workers.vllm import launch_worker
-
-    settings = get_settings()
-    try:
-        if embed:
-            model_dir = prepare_embedding_model(settings.store.models_dir)
-        else:
-            model_dir = prepare_generator_model(
-                settings.store.models_dir, settings.worker.python, settings.generator.model
-            )
-        handle = launch_worker(
-            "embed" if embed else "generate",
-            model_dir=model_dir,
-            port=port or (settings.worker.embed_port if embed else settings.worker.port),
-            vllm_python=settings.worker.python,
-            logs_dir=settings.store.logs_dir,
-            api_key=settings.generator.api_key,
-            timeout_s=settings.worker.start_timeout_s,
-        )
-    except WorkerError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(
-        f"vLLM {'embedder' if embed else 'generator'} ready at {handle.url} (pid {handle.pid})"
-    )
-    typer.echo(f"log: {handle.log_path}")
-
-
-@worker_cli.command("stop")
-def worker_stop(
-    embed: Annotated[bool, typer.Option(help="Stop the embedder worker.")] = False,
-    port: Annotated[int | None, typer.Option()] = None,
-) -> None:
-    """Stop a worker started by ``covrag worker vllm``."""
-    from workers.process import stop_worker
-    from workers.vllm import WorkerKind, find_running
-
-    settings = get_settings()
-    kind: WorkerKind = "embed" if embed else "generate"
-    handle = find_running(
-        kind,
-        port or (settings.worker.embed_port if embed else settings.worker.port),
-        settings.store.logs_dir,
-    )
-    if handle is None:
-        typer.echo("no such worker is running")
-        return
-    stop_worker(handle)
-    typer.echo(f"stopped pid {handle.pid}")
 
 
 def main() -> None:

@@ -7,10 +7,13 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from app.config.group import Group
 from app.state.auth import ApiKeySpec
+
+#: The checkout covrag runs from (where scripts/setup.sh makes its virtualenvs).
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 class RedisSettings(Group):
@@ -175,8 +178,18 @@ class WorkerSettings(Group):
     python: Path = Field(
         Path(".venv-vllm/bin/python"),
         validation_alias="COVRAG_VLLM_PYTHON",
-        description="Python of the vLLM CPU virtualenv.",
+        validate_default=True,
+        description="Python of the vLLM CPU virtualenv; a relative path is the checkout's "
+        "when it is there (scripts/setup.sh makes it), so any directory works, else the "
+        "directory covrag starts in.",
     )
+
+    @field_validator("python")
+    @classmethod
+    def _in_checkout(cls, value: Path) -> Path:
+        there = CHECKOUT / value
+        return there if not value.is_absolute() and there.exists() else value
+
     port: int = Field(
         8100,
         ge=1,

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from app.cli.commands import cli
 from app.config import Settings, Variable, get_settings, variables
 from app.state.auth import ApiKeySpec
+from tests.conftest import REPO
 
 #: What deployments set (helm/, docker-compose.yml, .env files): none may go or change name.
 VARIABLES = [
@@ -229,3 +230,18 @@ def test_updated_changes_what_it_names_and_keeps_the_rest(monkeypatch: pytest.Mo
         settings.updated(critic={"tau": 2.0})
     with pytest.raises(ValueError, match="no settings group critc"):
         settings.updated(critc={"tau": 0.3})
+
+
+def test_the_vllm_python_is_the_checkouts_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`covrag worker vllm` run from a folder of one's documents finds the checkout's vLLM
+    virtualenv; an absolute path, or a relative one the checkout lacks, is kept as given."""
+    monkeypatch.chdir(tmp_path)
+    venv = REPO / ".venv-vllm" / "bin" / "python"
+    assert venv.exists()  # scripts/setup.sh made it
+    assert Settings().worker.python == venv
+    assert Settings(worker={"python": "/opt/vllm/bin/python"}).worker.python == Path(
+        "/opt/vllm/bin/python"
+    )
+    assert Settings(worker={"python": "venv/bin/python"}).worker.python == Path("venv/bin/python")
