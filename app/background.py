@@ -100,6 +100,7 @@ class JobWork:
                 task.items,
                 default_alpha=task.default_alpha,
                 replace_smaller=task.replace_smaller,
+                rerank=services.retriever.reranking,
             )
         else:
             body = generated_job(
@@ -111,6 +112,7 @@ class JobWork:
                 seed=task.seed,
                 default_alpha=task.default_alpha,
                 replace_smaller=task.replace_smaller,
+                rerank=services.retriever.reranking,
             )
         result = await body(job)
         await self._answers.invalidate(job.collection)

@@ -32,6 +32,7 @@ from llm import Generator, VLLMGenerator
 from retrieval.drift import DriftWatches
 from retrieval.embed import Embedder, make_embedder
 from retrieval.ingest import Ingestor
+from retrieval.rerank import Reranking, load_reranker
 from retrieval.retriever import Retriever
 from retrieval.store import HnswParams, VectorStore, make_store
 
@@ -62,6 +63,14 @@ def build_embedder(embedder: EmbedderSettings) -> Embedder:
         timeout_s=embedder.timeout_s,
         retries=embedder.retries,
     )
+
+
+def build_reranking(settings: Settings) -> Reranking | None:
+    """The trained reranker, if ``covrag rerank train`` wrote one (else reranked requests get
+    409 saying how to train it)."""
+    reranker = settings.reranker
+    found = load_reranker(reranker.model_dir(settings.store.models_dir), threads=reranker.threads)
+    return None if found is None else Reranking(found, reranker.candidates)
 
 
 def build_ingestor(
@@ -227,6 +236,7 @@ def build_services(settings: Settings) -> Services:
         stale_fraction=settings.calibration.stale_fraction,
         unreachable=settings.calibration.unreachable,
         keyword_hits=settings.limits.keyword_hits,
+        reranking=build_reranking(settings),
     )
     reasoner = Reasoner(
         generator,

@@ -18,7 +18,8 @@ from pathlib import Path
 from app.config import get_settings
 from app.services import build_embedder, build_store
 from retrieval.jsonl import read_jsonl
-from retrieval.retriever import Budget, Retriever
+from retrieval.retriever import Retriever
+from retrieval.types import Budget
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ from app.config import get_settings
 from app.services import build_embedder, build_store
 from retrieval.hybrid import SearchMode
 from retrieval.jsonl import read_jsonl
-from retrieval.retriever import Budget, Retrieval, Retriever
+from retrieval.retriever import Retriever
+from retrieval.types import Budget, Retrieval
 
 SEARCHES: tuple[SearchMode, ...] = ("dense", "hybrid")
 #: The control arm: the dense conformal set and this many more dense hits (the most keyword

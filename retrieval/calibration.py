@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from retrieval.calibration_set import CalibrationItem, score_items
+from retrieval.calibration_set import CalibrationItem, rerank_scores, score_vectors
 from retrieval.conformal import Calibration, min_alpha
 from retrieval.embed.base import Embedder
 from retrieval.errors import (
@@ -23,6 +23,7 @@ from retrieval.errors import (
 )
 from retrieval.ingest import collection_changes
 from retrieval.kinds import KindClassifier
+from retrieval.rerank import Reranking
 from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import CollectionInfo
 
@@ -179,13 +180,15 @@ def calibrate(
     skipped: int = 0,
     replace_smaller: bool = False,
     kinds: KindClassifier | None = None,
+    rerank: Reranking | None = None,
 ) -> Calibration:
     """Score ``items``, then persist and return the collection's new calibration; the one it
     replaces is kept (``KEPT_VERSIONS``) for ``restore_calibration``.
 
     Each score also goes to its question's groups: each kind in its set by ``kinds`` (the
     shipped classifier by default, the one queries are grouped by) and its caller group if it
-    has one.
+    has one. With ``rerank``, the items are also scored on its reranker's scale, among their
+    top dense candidates, for reranked requests.
 
     Raises:
         ValueError: no items.
@@ -198,9 +201,11 @@ def calibrate(
         store, collection, len(items), default_alpha=default_alpha, replace_smaller=replace_smaller
     ).info
     builds = index_builds(store, collection)  # before scoring: a build meanwhile makes it stale
-    scores = score_items(store, embedder, collection, items, approximate=info.indexed > 0)
+    vectors = embedder.embed([it.question for it in items]).tolist()
+    scores = score_vectors(store, collection, items, vectors, approximate=info.indexed > 0)
     kinds = kinds or KindClassifier.load()
     groups = _grouped(items, [s.score for s in scores], kinds)
+    reranked = [] if rerank is None else rerank_scores(store, rerank, collection, items, vectors)
     calibration = Calibration(
         collection=collection,
         embedder=embedder.spec.model,
@@ -218,6 +223,10 @@ def calibrate(
         kinds_version=kinds.version,
         top_similarities=[s.similarities[0] if s.similarities else 0.0 for s in scores],
         multi_hop=[kinds.multi_hop(item.question) for item in items],
+        rerank_version="" if rerank is None else rerank.reranker.version,
+        rerank_candidates=0 if rerank is None else rerank.candidates,
+        rerank_scores=sorted(reranked),
+        rerank_groups=_grouped(items, reranked, kinds) if reranked else {},
     )
     with _KEEPING:
         kept = _kept_json(store, collection)

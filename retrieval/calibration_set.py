@@ -25,6 +25,7 @@ from typing import Any
 
 from retrieval.embed.base import Embedder
 from retrieval.jsonl import question_of, read_jsonl
+from retrieval.rerank import Reranking, reranked
 from retrieval.store.base import VectorStore
 from retrieval.types import ScoredChunk
 
@@ -109,7 +110,7 @@ def answer_docs(gold: tuple[str, ...], kind: str) -> tuple[str, ...]:
     return gold[-1:] if kind == "bridge" else gold
 
 
-def _bears_answer(item: CalibrationItem, hit: ScoredChunk) -> bool:
+def bears_answer(item: CalibrationItem, hit: ScoredChunk) -> bool:
     if item.source_chunk_id is not None:
         return hit.id == item.source_chunk_id
     if item.gold_doc_ids:
@@ -169,6 +170,32 @@ def score_vectors(
     return out
 
 
+def answer_positions(item: CalibrationItem, hits: Sequence[ScoredChunk]) -> list[list[int]]:
+    """For each part the context must hold (``_parts``), the positions in ``hits`` of the
+    chunks that bear it, first first; an empty list is a part no hit bears."""
+    return [[i for i, h in enumerate(hits) if bears_answer(part, h)] for part in _parts(item)]
+
+
+def rerank_scores(
+    store: VectorStore,
+    rerank: Reranking,
+    collection: str,
+    items: Sequence[CalibrationItem],
+    vectors: Sequence[list[float]],
+) -> list[float]:
+    """The reranked nonconformity of each item: 1 − relevance of its answer-bearing chunk
+    among its top dense candidates (a comparison's worse article), +∞ when it is not
+    among them (the reranker never sees it, so a query could not keep it either)."""
+    out: list[float] = []
+    for item, vector in zip(items, vectors, strict=True):
+        hits = store.search(collection, vector, limit=rerank.candidates)
+        ranked = reranked(rerank.reranker, item.question, hits)
+        best = [found[0] if found else None for found in answer_positions(item, ranked)]
+        worst = None if None in best else max(b for b in best if b is not None)
+        out.append(math.inf if worst is None else 1.0 - (ranked[worst].relevance or 0.0))
+    return out
+
+
 def _parts(item: CalibrationItem) -> list[CalibrationItem]:
     """What the context must hold for ``item``, each part one answer-bearing chunk: both
     articles of a comparison (its answer compares the two), else any one chunk. A question's
@@ -187,7 +214,7 @@ def _best(
     approximate: bool,
 ) -> tuple[int | None, float | None]:
     """(rank among ``hits``, similarity) of the item's best answer-bearing chunk."""
-    rank = next((i for i, h in enumerate(hits, 1) if _bears_answer(item, h)), None)
+    rank = next((i for i, h in enumerate(hits, 1) if bears_answer(item, h)), None)
     if rank is not None:
         return rank, hits[rank - 1].score
     return None, None if approximate else _beyond_top(store, collection, query, item)

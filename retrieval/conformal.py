@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,6 +126,13 @@ class Calibration:
     #: reference: live questions should look like these).
     top_similarities: list[float] = field(default_factory=list)
     multi_hop: list[float] = field(default_factory=list)
+    #: The same questions scored by a reranker (``retrieval.rerank``): its ``version``, the
+    #: dense candidates it reranked, and 1 − relevance of each answer chunk among them, pooled
+    #: and per group. Empty when calibrated without one: reranked requests are then refused.
+    rerank_version: str = ""
+    rerank_candidates: int = 0
+    rerank_scores: list[float] = field(default_factory=list)
+    rerank_groups: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -165,6 +172,16 @@ class Calibration:
         worst = next((q for q in each if q.fallback), None) or max(each, key=lambda q: q.qhat)
         return GroupQuantile(worst.group, worst.n, qhat, fallback=worst.fallback)
 
+    def reranked(self) -> Calibration:
+        """This calibration on the reranker's scale: the same questions, groups and
+        provenance, its scores 1 − relevance (thresholds are then on relevance)."""
+        return replace(
+            self,
+            scores=self.rerank_scores,
+            groups=self.rerank_groups,
+            misses=sum(math.isinf(s) for s in self.rerank_scores),
+        )
+
     def coverage_of(self, qhat: float) -> float:
         """Share of calibration scores ≤ q̂ (the in-sample coverage, for reports)."""
         return bisect_right(self.scores, qhat) / self.n if self.n else 0.0
@@ -179,12 +196,23 @@ class Calibration:
         data = asdict(self)
         data["scores"] = _scores_out(self.scores)
         data["groups"] = {g: _scores_out(s) for g, s in self.groups.items()}
+        data["rerank_scores"] = _scores_out(self.rerank_scores)
+        data["rerank_groups"] = {g: _scores_out(s) for g, s in self.rerank_groups.items()}
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
-        groups = {g: _scores_in(s) for g, s in data.get("groups", {}).items()}
-        return cls(**{**data, "scores": _scores_in(data["scores"]), "groups": groups})
+        return cls(
+            **{
+                **data,
+                "scores": _scores_in(data["scores"]),
+                "groups": {g: _scores_in(s) for g, s in data.get("groups", {}).items()},
+                "rerank_scores": _scores_in(data.get("rerank_scores", [])),
+                "rerank_groups": {
+                    g: _scores_in(s) for g, s in data.get("rerank_groups", {}).items()
+                },
+            }
+        )
 
 
 def _scores_out(scores: list[float]) -> list[float | str]:

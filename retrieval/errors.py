@@ -89,6 +89,10 @@ class KeywordsUnavailable(RetrievalError):
     """A hybrid search on a collection created before keyword vectors existed."""
 
 
+class RerankerUnavailable(RetrievalError):
+    """A reranked search when no reranker is trained, or a calibration taken without it."""
+
+
 class AlphaOutOfRange(RetrievalError):
     """An α the collection's calibration cannot support."""
 

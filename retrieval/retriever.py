@@ -10,6 +10,10 @@ caller's ``group``, else each kind in the question's set (``retrieval.kinds``), 
 their q̂s; a group with too few calibration questions for α takes the pooled one, and then
 nothing is guaranteed. Nor is it for a question that may be multi-hop (``BRIDGE_GROUP`` in its
 set): its threshold is raised, but the second hop rarely clears any threshold within the budget.
+
+A reranked request (``rerank``) searches the top dense candidates instead, has the cross-encoder
+(``retrieval.rerank``) score them, and thresholds its relevance: the calibration holds the same
+questions scored by that reranker, so the guarantee is on the reranked set.
 """
 
 from __future__ import annotations
@@ -18,18 +22,24 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from retrieval.calibration import load_calibration
 from retrieval.conformal import Calibration, GroupQuantile, score_threshold
 from retrieval.embed.base import Embedder
-from retrieval.errors import AlphaOutOfRange, EmbedderMismatch, NotCalibrated
+from retrieval.errors import (
+    AlphaOutOfRange,
+    EmbedderMismatch,
+    NotCalibrated,
+    RerankerUnavailable,
+)
 from retrieval.hybrid import SearchMode, with_keywords
 from retrieval.ingest import collection_changes
 from retrieval.kinds import BRIDGE_GROUP, KindClassifier
+from retrieval.rerank import Reranking, reranked
 from retrieval.store.base import VectorStore, index_builds
-from retrieval.types import FilterValue, ScoredChunk
+from retrieval.types import Budget, CalibrationRef, FilterValue, Retrieval, ScoredChunk
 
 #: A run of capitalised words, joined by the small words names carry ("Bay of Bengal").
 _NAME = re.compile(
@@ -54,66 +64,15 @@ def named(texts: Sequence[str]) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class CalibrationRef:
-    """What a response says about the calibration behind its threshold: its size, version and
-    freshness, the group whose q̂ applied (``group_n`` questions; ``fallback``: too few
-    for α, so the pooled q̂ applied instead) and every group the question counts in
-    (``groups``: its set of kinds, or the caller's group), whose largest q̂ applied."""
-
-    n: int
-    version: int
-    stale: bool
-    group: str
-    group_n: int
-    fallback: bool
-    groups: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Retrieval:
-    """The passages for one question and what the filter guarantees about them."""
+class _Found:
+    """What a search found: its hits (the shift watch's top similarity), the passages kept
+    within the budget, whether the budget cut some that cleared the threshold, and how many
+    of the kept ones cleared it (the rest are keyword hits that joined)."""
 
     hits: list[ScoredChunk]
-    alpha: float | None = None
-    threshold: float | None = None
-    coverage_guaranteed: bool = False
-    calibration: CalibrationRef | None = None
-    budget: int = 0
-    budget_cut: bool = False
-    #: Hybrid search on a calibrated collection: the keyword hits among ``hits`` that joined
-    #: the chunks that cleared the threshold.
-    joined: int = 0
-    #: Filters were given and no chunk of the collection matches them: there was nothing to
-    #: search, which an empty result alone does not tell from nothing close enough.
-    filter_matched_nothing: bool = False
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    #: The question's embedding, searched with; the caller may cache it.
-    vector: list[float] = field(default_factory=list, repr=False)
-    #: The best chunk's similarity, whether or not it cleared the threshold (of a filtered
-    #: search, only when one did), and the question's multi-hop score (calibrated
-    #: collections only): the shift watch's inputs.
-    top_similarity: float | None = None
-    multi_hop: float | None = None
-    #: What the caller should know about this retrieval (the shift watch's alarm).
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def coverage_target(self) -> float | None:
-        return None if self.alpha is None else 1.0 - self.alpha
-
-    @property
-    def none_cleared(self) -> bool:
-        """Nothing cleared a finite threshold (keyword hits may still be there): the abstain
-        signal the critic builds on, and a shift-watch input."""
-        return self.threshold is not None and len(self.hits) == self.joined
-
-
-@dataclass(frozen=True, slots=True)
-class Budget:
-    """The context budget: at most ``chunks`` passages and ``chars`` characters of text."""
-
-    chunks: int
-    chars: int
+    kept: list[ScoredChunk]
+    cut: bool
+    cleared: int
 
 
 class Retriever:
@@ -128,6 +87,9 @@ class Retriever:
         kinds: groups questions by kind, as their calibration was (the shipped classifier).
         keyword_hits: with ``search="hybrid"`` on a calibrated collection, the keyword hits
             that may join the chunks that cleared the threshold (``retrieval.hybrid``).
+        reranking: the cross-encoder reranked requests use and the dense candidates it
+            reranks on an uncalibrated collection (a calibrated one reranks as many as it was
+            calibrated with); ``None``: reranked requests are refused.
     """
 
     def __init__(
@@ -139,8 +101,10 @@ class Retriever:
         unreachable: Literal["budget", "error"] = "budget",
         kinds: KindClassifier | None = None,
         keyword_hits: int = 3,
+        reranking: Reranking | None = None,
     ) -> None:
         self.store = store
+        self.reranking = reranking
         self.embedder = embedder
         self.kinds = kinds or KindClassifier.load()
         self._keyword_hits = keyword_hits
@@ -169,6 +133,7 @@ class Retriever:
         vector: list[float] | None = None,
         group: str | None = None,
         search: SearchMode = "dense",
+        rerank: bool = False,
     ) -> Retrieval:
         """Blocking (embedding, search): callers on an event loop run it in a thread.
 
@@ -192,6 +157,8 @@ class Retriever:
         if not conformal:
             loaded = (None, False)
         calibration, stale = self.calibration(collection) if loaded is None else loaded
+        if rerank:
+            calibration = self._reranked(collection, calibration)
         # the question's group and multi-hop score matter only against a calibration
         groups, multi_hop = (
             self.kinds.read(question, group) if calibration is not None else ((), None)
@@ -203,43 +170,19 @@ class Retriever:
             start = time.perf_counter()
             vector = self.embedder.embed([question])[0].tolist()
             timings["embed"] = _ms(start)
-        start = time.perf_counter()
-        # One more than the budget when filtering: seeing it tells that the budget cut.
-        hits = self.store.search(
-            collection,
-            vector,
-            limit=budget.chunks + (threshold is not None),
-            score_threshold=threshold,
-            filters=filters or None,
-        )
-        # Without a threshold a filter that matches anything has hits; with one, count.
-        matched_nothing = bool(filters) and not hits
+        search_in = (collection, question, vector, threshold, budget, filters, search, timings)
+        if rerank:  # as many candidates as calibrated with (more only add to the set)
+            assert self.reranking is not None  # _reranked refused the request otherwise
+            pool = calibration.rerank_candidates if calibration else self.reranking.candidates
+            found = self._rerank_search(*search_in, candidates=pool)
+        else:
+            found = self._search(*search_in)
+        matched_nothing = bool(filters) and not found.hits
         if matched_nothing and threshold is not None:
             matched_nothing = self.store.count(collection, filters) == 0
-        timings["search"] = _ms(start)
-        kept = _fit(hits, budget)
-        cut = len(kept) < len(hits)
-        cleared = len(kept)
-        if search == "hybrid":
-            start = time.perf_counter()
-            conformal_set = threshold is not None
-            words = self.store.keyword_search(
-                collection,
-                question,
-                vector,
-                limit=self._keyword_hits if conformal_set else budget.chunks,
-                filters=filters or None,
-            )
-            kept = with_keywords(
-                kept,
-                words,
-                conformal=conformal_set,
-                extra=self._keyword_hits,
-                fits=lambda hs: _fit(hs, budget) == hs,
-            )
-            timings["search"] = round(timings["search"] + _ms(start), 3)
+        kept, cut = found.kept, found.cut
         own = quantile is not None and not quantile.fallback
-        top = hits[0].score if hits else None
+        top = found.hits[0].score if found.hits else None
         if top is None and threshold is not None and not filters:
             # nothing cleared: how close the best came (the shift watch's input; it leaves
             # filtered searches out, so they need not pay for this search)
@@ -267,7 +210,7 @@ class Retriever:
             ),
             budget=budget.chunks,
             budget_cut=cut,
-            joined=len(kept) - cleared if threshold is not None else 0,
+            joined=len(kept) - found.cleared if threshold is not None else 0,
             filter_matched_nothing=matched_nothing,
             timings_ms=timings,
             vector=vector,
@@ -301,6 +244,106 @@ class Retriever:
                 collection, vector, limit=1, filters={**(filters or {}), "title": name}
             )
         return sorted(found, key=lambda h: h.score, reverse=True)
+
+    def _search(
+        self,
+        collection: str,
+        question: str,
+        vector: list[float],
+        threshold: float | None,
+        budget: Budget,
+        filters: Mapping[str, FilterValue] | None,
+        search: SearchMode,
+        timings: dict[str, float],
+    ) -> _Found:
+        """Dense search through the threshold, then (hybrid) the keyword hits that join."""
+        start = time.perf_counter()
+        # One more than the budget when filtering: seeing it tells that the budget cut.
+        hits = self.store.search(
+            collection,
+            vector,
+            limit=budget.chunks + (threshold is not None),
+            score_threshold=threshold,
+            filters=filters or None,
+        )
+        kept = _fit(hits, budget)
+        cut, cleared = len(kept) < len(hits), len(kept)
+        if search == "hybrid":
+            conformal_set = threshold is not None
+            words = self.store.keyword_search(
+                collection,
+                question,
+                vector,
+                limit=self._keyword_hits if conformal_set else budget.chunks,
+                filters=filters or None,
+            )
+            kept = with_keywords(
+                kept,
+                words,
+                conformal=conformal_set,
+                extra=self._keyword_hits,
+                fits=lambda hs: _fit(hs, budget) == hs,
+            )
+        timings["search"] = _ms(start)
+        return _Found(hits=hits, kept=kept, cut=cut, cleared=cleared)
+
+    def _rerank_search(
+        self,
+        collection: str,
+        question: str,
+        vector: list[float],
+        threshold: float | None,
+        budget: Budget,
+        filters: Mapping[str, FilterValue] | None,
+        search: SearchMode,
+        timings: dict[str, float],
+        *,
+        candidates: int,
+    ) -> _Found:
+        """The top ``candidates`` dense hits (and, hybrid, the keyword hits) ordered by the
+        reranker; those whose relevance reaches ``threshold`` are the conformal set. Keyword
+        hits only add candidates, so the set can only grow past the calibrated one."""
+        assert self.reranking is not None
+        start = time.perf_counter()
+        hits = self.store.search(collection, vector, limit=candidates, filters=filters or None)
+        if search == "hybrid":
+            seen = {h.id for h in hits}
+            words = self.store.keyword_search(
+                collection, question, vector, limit=self._keyword_hits, filters=filters or None
+            )
+            hits = hits + [w for w in words if w.id not in seen]
+        timings["search"] = _ms(start)
+        start = time.perf_counter()
+        ranked = reranked(self.reranking.reranker, question, hits)
+        timings["rerank"] = _ms(start)
+        passed = (
+            ranked[: budget.chunks]
+            if threshold is None
+            else [h for h in ranked if (h.relevance or 0.0) >= threshold]
+        )
+        kept = _fit(passed, budget)
+        return _Found(hits=hits, kept=kept, cut=len(kept) < len(passed), cleared=len(kept))
+
+    def _reranked(self, collection: str, calibration: Calibration | None) -> Calibration | None:
+        """The calibration on the reranker's scale; refuses a reranked request this server or
+        this calibration cannot serve."""
+        if self.reranking is None:
+            raise RerankerUnavailable(
+                "rerank: this server has no trained reranker; train one with `covrag "
+                f"train-reranker --collection {collection}` (it is written to "
+                "COVRAG_RERANKER_DIR) and restart, or search without rerank"
+            )
+        if calibration is None:
+            return None
+        if calibration.rerank_version != self.reranking.reranker.version:
+            taken = "with another reranker" if calibration.rerank_version else "without one"
+            raise RerankerUnavailable(
+                f"rerank: the calibration of collection {collection!r} (version "
+                f"{calibration.version}) was taken {taken}, so no threshold on this reranker's "
+                "scores is calibrated; calibrate the collection again (the server's reranker "
+                "scores the calibration questions too), or search without rerank"
+            )
+        return calibration.reranked()
 
     def _threshold(
         self,

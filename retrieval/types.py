@@ -101,11 +101,13 @@ class Point:
 
 @dataclass(frozen=True, slots=True)
 class ScoredChunk:
-    """A search hit: the stored payload and its cosine similarity to the query."""
+    """A search hit: the stored payload and its cosine similarity to the query (and, once
+    reranked, the reranker's relevance in [0, 1])."""
 
     id: str
     score: float
     payload: dict[str, Any]
+    relevance: float | None = None
 
     @property
     def doc_id(self) -> str:
@@ -147,3 +149,66 @@ class DocumentPage:
     documents: list[DocumentInfo]
     total: int
     cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrationRef:
+    """What a response says about the calibration behind its threshold: its size, version and
+    freshness, the group whose q̂ applied (``group_n`` questions; ``fallback``: too few
+    for α, so the pooled q̂ applied instead) and every group the question counts in
+    (``groups``: its set of kinds, or the caller's group), whose largest q̂ applied."""
+
+    n: int
+    version: int
+    stale: bool
+    group: str
+    group_n: int
+    fallback: bool
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieval:
+    """The passages for one question and what the filter guarantees about them."""
+
+    hits: list[ScoredChunk]
+    alpha: float | None = None
+    threshold: float | None = None
+    coverage_guaranteed: bool = False
+    calibration: CalibrationRef | None = None
+    budget: int = 0
+    budget_cut: bool = False
+    #: Hybrid search on a calibrated collection: the keyword hits among ``hits`` that joined
+    #: the chunks that cleared the threshold.
+    joined: int = 0
+    #: Filters were given and no chunk of the collection matches them: there was nothing to
+    #: search, which an empty result alone does not tell from nothing close enough.
+    filter_matched_nothing: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    #: The question's embedding, searched with; the caller may cache it.
+    vector: list[float] = field(default_factory=list, repr=False)
+    #: The best chunk's similarity, whether or not it cleared the threshold (of a filtered
+    #: search, only when one did), and the question's multi-hop score (calibrated
+    #: collections only): the shift watch's inputs.
+    top_similarity: float | None = None
+    multi_hop: float | None = None
+    #: What the caller should know about this retrieval (the shift watch's alarm).
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def coverage_target(self) -> float | None:
+        return None if self.alpha is None else 1.0 - self.alpha
+
+    @property
+    def none_cleared(self) -> bool:
+        """Nothing cleared a finite threshold (keyword hits may still be there): the abstain
+        signal the critic builds on, and a shift-watch input."""
+        return self.threshold is not None and len(self.hits) == self.joined
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The context budget: at most ``chunks`` passages and ``chars`` characters of text."""
+
+    chunks: int
+    chars: int

@@ -54,6 +54,33 @@ def wiki_sample(wiki_docs: list[Document]) -> list[Document]:
     return picked + [d for d in wiki_docs[:: len(wiki_docs) // 40] if d.id not in wanted]
 
 
+@pytest.fixture(scope="session")
+def reranker_dir(
+    wiki_sample: list[Document], embedder: Embedder, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A reranker trained for plumbing, not skill: one layer, one epoch, 30 title questions
+    over ``wiki_sample`` (tests/retrieval/test_rerank.py; bench/rerank.py measures skill)."""
+    from retrieval.calibration_set import CalibrationItem
+    from retrieval.embed.onnx import minilm_dir
+    from retrieval.ingest import Ingestor
+    from retrieval.rerank_train import fine_tune, training_groups
+    from retrieval.store import EdgeStore
+
+    store = EdgeStore(tmp_path_factory.mktemp("rerank-train"))
+    try:
+        Ingestor(store, embedder, chunk_words=160, chunk_overlap=32).ingest("t", wiki_sample)
+        items = [
+            CalibrationItem(id=d.id, question=f"What is {d.title}?", gold_doc_ids=(d.id,))
+            for d in wiki_sample[:30]
+        ]
+        groups = training_groups(store, embedder, "t", items, candidates=8, negatives=3, seed=0)
+    finally:
+        store.close()
+    out = tmp_path_factory.mktemp("reranker") / "reranker"
+    fine_tune(groups, out, minilm_dir(), layers=1, epochs=1, seed=0, max_tokens=96)
+    return out
+
+
 def _worker(kind: str, env_var: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from workers.models import prepare_embedding_model, prepare_generator_model
     from workers.process import stop_worker

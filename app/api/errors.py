@@ -49,6 +49,7 @@ from retrieval.errors import (
     KeywordsUnavailable,
     NotCalibrated,
     NotEnoughChunks,
+    RerankerUnavailable,
     StoreUnavailable,
     UnsupportedFileType,
 )
@@ -70,6 +71,7 @@ STATUS_TABLE: list[tuple[type[Exception], int, str]] = [
     (CalibrationVersionNotFound, 404, "not_found"),
     (NotCalibrated, 409, "not_calibrated"),
     (KeywordsUnavailable, 409, "keywords_unavailable"),
+    (RerankerUnavailable, 409, "reranker_unavailable"),
     (CollectionEmpty, 409, "collection_empty"),
     (DocumentNotFound, 404, "not_found"),
     (CollectionExists, 409, "conflict"),

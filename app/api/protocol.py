@@ -21,8 +21,8 @@ from pydantic import (
 
 from app.core.types import Citation
 from retrieval.errors import InvalidCollectionName
-from retrieval.retriever import Retrieval
 from retrieval.store.base import COLLECTION_NAME, check_name
+from retrieval.types import Retrieval
 
 
 class Strict(BaseModel):
@@ -87,6 +87,9 @@ class CitationOut(BaseModel):
     title: str
     text: str
     score: float = Field(description="Cosine similarity to the question.")
+    relevance: float | None = Field(
+        None, description="The reranker's relevance in [0, 1] (reranked requests only)."
+    )
     source: str | None = Field(
         None, description="Where the document came from: the file name of an uploaded file."
     )
@@ -101,6 +104,7 @@ class TimingsOut(BaseModel):
     filter: float
     embed: float
     search: float
+    rerank: float | None = Field(None, description="The reranker (reranked requests only).")
     total: float
 
 
@@ -148,7 +152,9 @@ class RetrievalFields(BaseModel):
     alpha: float | None = Field(
         description="Miss rate applied; null for an uncalibrated collection."
     )
-    threshold: float | None = Field(description="Similarity a chunk had to reach; null = none.")
+    threshold: float | None = Field(
+        description="Cosine similarity (reranked: relevance) a chunk had to reach; null = none."
+    )
     coverage_target: float | None = Field(description="1 - alpha.")
     coverage_guaranteed: bool = Field(
         description="The question's own group had a finite, fresh threshold at alpha (no "
@@ -175,6 +181,7 @@ def retrieval_fields(
                 title=c.chunk.title,
                 text=c.chunk.text,
                 score=c.chunk.score,
+                relevance=c.chunk.relevance,
                 source=c.chunk.source,
                 page=c.chunk.page,
             )

@@ -1,7 +1,7 @@
 """The ``covrag`` command line: serve; ask, ingest, calibrate, index, collections and jobs
 through a running server (or, for the first four, in process with ``--local``); worker;
-train-critic. ``eval`` and ``selfpractice`` come from the ``evaluation`` package when it is
-installed (``add_evaluation``)."""
+train-critic; train-reranker. ``eval`` and ``selfpractice`` come from the ``evaluation``
+package when it is installed (``add_evaluation``)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from app.cli.critic import train_critic, worker_critic
 from app.cli.demo import demo_documents, first_try
 from app.cli.local import NoLocalData
 from app.cli.remote import collections_cli, jobs, server
+from app.cli.rerank import train_reranker
 from app.cli.workers import worker_stop, worker_vllm
 from app.config import get_settings
 from app.services import check_critic
@@ -92,6 +93,7 @@ cli.add_typer(worker_cli, name="worker")
 cli.add_typer(collections_cli, name="collections")
 cli.command()(jobs)
 cli.command("train-critic")(train_critic)
+cli.command("train-reranker")(train_reranker)
 worker_cli.command("critic")(worker_critic)
 worker_cli.command("vllm")(worker_vllm)
 worker_cli.command("stop")(worker_stop)
@@ -258,6 +260,10 @@ def ask(
     group: Annotated[
         str | None, typer.Option(help="Calibration group whose own threshold applies.")
     ] = None,
+    rerank: Annotated[
+        bool | None,
+        typer.Option(help="Order the candidates by the trained reranker. Default COVRAG_RERANK."),
+    ] = None,
     local: Local = False,
 ) -> None:
     """Ask one question and print the JSON answer."""
@@ -269,6 +275,7 @@ def ask(
         alpha=alpha,
         search=search,
         group=group,
+        rerank=rerank,
     )
     if local:
         cli_local.check_local(settings)

@@ -22,6 +22,7 @@ from app.core.types import QueryParams
 from app.services import (
     build_embedder,
     build_ingestor,
+    build_reranking,
     build_services,
     build_store,
     invalidate_answers,
@@ -31,6 +32,7 @@ from retrieval.calibration import calibrate as run_calibration
 from retrieval.calibration import check_calibration
 from retrieval.calibration_set import CalibrationItem
 from retrieval.embed import Embedder
+from retrieval.rerank import Reranking
 from retrieval.retriever import Retriever
 from retrieval.store import VectorStore
 from retrieval.store.base import index_due
@@ -90,14 +92,26 @@ def ingest(settings: Settings, name: str, docs: list[Document], demo: bool) -> d
 
 
 def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, name: str) -> None:
+    rerank = build_reranking(settings)
     retriever = Retriever(store, embedder, stale_fraction=settings.calibration.stale_fraction)
     current, stale = retriever.calibration(name)
-    if current is not None and current.kinds_version == retriever.kinds.version and not stale:
-        return  # fresh, and grouped by this server's question-kind classifier
+    if (
+        current is not None
+        and current.kinds_version == retriever.kinds.version
+        and current.rerank_version == ("" if rerank is None else rerank.reranker.version)
+        and not stale
+    ):
+        return  # fresh, grouped by this server's question-kind classifier, by its reranker
     items = demo_qa(name)
     if items:
         summary = _calibrate_qa(
-            store, embedder, name, items, DEMO_CALIBRATION, settings.calibration.default_alpha
+            store,
+            embedder,
+            name,
+            items,
+            DEMO_CALIBRATION,
+            settings.calibration.default_alpha,
+            rerank=rerank,
         )
         typer.echo(json.dumps(summary), err=True)
 
@@ -131,7 +145,14 @@ def calibrate_qa(
     store = build_store(settings.store)
     try:
         result = _calibrate_qa(
-            store, build_embedder(settings.embedder), name, items, path, alpha, replace_smaller
+            store,
+            build_embedder(settings.embedder),
+            name,
+            items,
+            path,
+            alpha,
+            replace_smaller,
+            rerank=build_reranking(settings),
         )
     finally:
         store.close()
@@ -147,6 +168,8 @@ def _calibrate_qa(
     path: Path,
     alpha: float,
     replace_smaller: bool = False,
+    *,
+    rerank: Reranking | None,
 ) -> dict[str, object]:
     calibration = run_calibration(
         store,
@@ -156,6 +179,7 @@ def _calibrate_qa(
         source=f"qa:{path.name}",
         default_alpha=alpha,
         replace_smaller=replace_smaller,
+        rerank=rerank,
     )
     return calibration_summary(calibration)
 
@@ -185,6 +209,7 @@ async def generate_calibration(
                 default_alpha=alpha,
                 replace_smaller=replace_smaller,
                 progress=bar.update,
+                rerank=services.retriever.reranking,
             )
     finally:
         await services.aclose()

@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic.fields import FieldInfo
 
 from app.config.group import Group
-from app.config.parts import CriticSettings, EmbedderSettings, GeneratorSettings, StoreSettings
+from app.config.parts import (
+    CriticSettings,
+    EmbedderSettings,
+    GeneratorSettings,
+    RerankerSettings,
+    StoreSettings,
+)
 from app.config.process import (
     AuthSettings,
     CacheSettings,
@@ -39,6 +45,7 @@ __all__ = [
     "JobSettings",
     "LimitSettings",
     "RedisSettings",
+    "RerankerSettings",
     "ServerSettings",
     "Settings",
     "StoreSettings",
@@ -57,6 +64,7 @@ class Settings(BaseModel):
 
     store: StoreSettings = Field(default_factory=StoreSettings)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    reranker: RerankerSettings = Field(default_factory=RerankerSettings)
     generator: GeneratorSettings = Field(default_factory=GeneratorSettings)
     collections: CollectionSettings = Field(default_factory=CollectionSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)

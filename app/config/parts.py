@@ -161,6 +161,39 @@ class EmbedderSettings(Group):
     )
 
 
+class RerankerSettings(Group):
+    """The cross-encoder reranker (``retrieval.rerank``), trained by ``covrag rerank train``."""
+
+    dir: Path | None = Field(
+        None,
+        validation_alias="COVRAG_RERANKER_DIR",
+        description="The trained reranker; default <data dir>/models/reranker. None there: "
+        "`rerank` requests answer 409.",
+    )
+    default: bool = Field(
+        False,
+        validation_alias="COVRAG_RERANK",
+        description="Whether a request without `rerank` is reranked.",
+    )
+    candidates: int = Field(
+        20,
+        ge=1,
+        le=100,
+        validation_alias="COVRAG_RERANK_CANDIDATES",
+        description="Dense hits reranked per round (a calibration keeps its own count, taken "
+        "from this when it is made); compute grows with it.",
+    )
+    threads: int = Field(
+        2,
+        ge=1,
+        validation_alias="COVRAG_RERANK_THREADS",
+        description="Intra-op threads of the in-process reranker.",
+    )
+
+    def model_dir(self, models_dir: Path) -> Path:
+        return self.dir or models_dir / "reranker"
+
+
 class GeneratorSettings(Group):
     """The vLLM servers (OpenAI-compatible) that write answers, and what an answer may cost."""
 

@@ -22,6 +22,7 @@ from retrieval.calibration_set import CalibrationItem, normalize_answer
 from retrieval.conformal import REPORTED_ALPHAS, Calibration, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import CalibrationShrinks, DefaultAlphaUnsupported
+from retrieval.rerank import Reranking
 from retrieval.store.base import VectorStore
 
 #: Answer first, then a question ending in its only "?": asked for a question only,
@@ -206,6 +207,7 @@ async def calibrate_generated(
     default_alpha: float,
     replace_smaller: bool = False,
     progress: Callable[[int], object] | None = None,
+    rerank: Reranking | None = None,
 ) -> tuple[Calibration, Counter[str]]:
     """CONFLARE's way: questions written from random chunks, each chunk its own gold; returns
     the calibration and the rejected questions counted by reason.
@@ -244,6 +246,7 @@ async def calibrate_generated(
                 default_alpha=default_alpha,
                 skipped=rejected.total(),
                 replace_smaller=replace_smaller,
+                rerank=rerank,
             )
         )
     except (DefaultAlphaUnsupported, CalibrationShrinks) as exc:
@@ -282,8 +285,10 @@ def qa_job(
     *,
     default_alpha: float,
     replace_smaller: bool,
+    rerank: Reranking | None,
 ) -> JobBody:
-    """A job body calibrating ``collection`` on user QA pairs."""
+    """A job body calibrating ``collection`` on user QA pairs (and, with ``rerank``, its
+    reranker's scores of them)."""
 
     async def run(job: Job) -> dict[str, Any]:
         calibration = await anyio.to_thread.run_sync(
@@ -295,6 +300,7 @@ def qa_job(
                 source=f"qa:{len(items)}",
                 default_alpha=default_alpha,
                 replace_smaller=replace_smaller,
+                rerank=rerank,
             )
         )
         return calibration_summary(calibration)
@@ -312,6 +318,7 @@ def generated_job(
     seed: int,
     default_alpha: float,
     replace_smaller: bool,
+    rerank: Reranking | None,
 ) -> JobBody:
     """A job body calibrating ``collection`` on ``n`` generated questions."""
 
@@ -333,6 +340,7 @@ def generated_job(
             default_alpha=default_alpha,
             replace_smaller=replace_smaller,
             progress=advance,
+            rerank=rerank,
         )
         if rejected:
             job.messages.append(

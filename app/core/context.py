@@ -7,8 +7,7 @@ from __future__ import annotations
 from app.core.reasoner import Reasoning
 from app.core.types import Decision, LoopPolicy
 from critic.types import Signals
-from retrieval.retriever import Retrieval
-from retrieval.types import ScoredChunk
+from retrieval.types import Retrieval, ScoredChunk
 
 #: Unseen chunks a rewritten query may bring in, displacing the weakest earlier ones.
 LATER_ROUND_CHUNKS = 3

@@ -39,8 +39,8 @@ from critic.features import is_refusal
 from critic.types import CriticInput, Signals
 from llm import TextSink
 from retrieval.drift import DriftWatches
-from retrieval.retriever import Budget, Retrieval, Retriever
-from retrieval.types import ScoredChunk
+from retrieval.retriever import Retriever
+from retrieval.types import Budget, Retrieval, ScoredChunk
 
 
 class Pipeline:
@@ -125,6 +125,7 @@ class Pipeline:
             vector=vector,
             group=params.group,
             search=params.search,
+            rerank=params.rerank,
         )
 
     async def retrieve(self, params: QueryParams) -> Retrieval:

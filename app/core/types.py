@@ -12,8 +12,7 @@ from app.core.reasoner import Reasoning, TokenUsage
 from critic.base import Critic
 from critic.types import Signals
 from retrieval.hybrid import SearchMode
-from retrieval.retriever import Retrieval
-from retrieval.types import FilterValue, ScoredChunk
+from retrieval.types import FilterValue, Retrieval, ScoredChunk
 
 Decision = Literal["accept", "search_again", "abstain", "continue"]
 #: Where a round's search came from: the question; a document the context names (searched with
@@ -46,6 +45,8 @@ class QueryParams:
     group: str | None = None
     #: Dense search only, or with the keyword vectors (``retrieval.hybrid``).
     search: SearchMode = "dense"
+    #: The reranker orders the candidates and its relevance is thresholded.
+    rerank: bool = False
 
 
 @dataclass(frozen=True, slots=True)

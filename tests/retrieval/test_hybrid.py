@@ -12,9 +12,9 @@ from retrieval.calibration_set import CalibrationItem
 from retrieval.embed.base import Embedder
 from retrieval.hybrid import rrf, with_keywords
 from retrieval.ingest import Ingestor
-from retrieval.retriever import Budget, Retriever
+from retrieval.retriever import Retriever
 from retrieval.store import EdgeStore
-from retrieval.types import Document, ScoredChunk
+from retrieval.types import Budget, Document, ScoredChunk
 
 #: A surname the corpus holds once, in a letter about nothing the question names.
 LETTER = Document(

@@ -6,9 +6,9 @@ import pytest
 
 from retrieval.embed import Embedder
 from retrieval.ingest import Ingestor
-from retrieval.retriever import Budget, Retriever, named
+from retrieval.retriever import Retriever, named
 from retrieval.store import VectorStore
-from retrieval.types import Document
+from retrieval.types import Budget, Document
 
 
 def test_names_are_runs_of_capitalised_words_first_mention_first() -> None:

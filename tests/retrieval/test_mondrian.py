@@ -17,9 +17,9 @@ from retrieval.conformal import Calibration, conformal_quantile
 from retrieval.embed import Embedder
 from retrieval.ingest import Ingestor
 from retrieval.kinds import KINDS, SET_MISS, KindClassifier
-from retrieval.retriever import Budget, Retriever
+from retrieval.retriever import Retriever
 from retrieval.store import VectorStore
-from retrieval.types import Document
+from retrieval.types import Budget, Document
 
 QA = Path(__file__).resolve().parents[2] / "data" / "qa"
 

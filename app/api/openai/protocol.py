@@ -78,6 +78,7 @@ class ChatRequest(BaseModel):
         None, description="Calibration group whose own threshold applies, as in /v1/query."
     )
     search: SearchMode | None = Field(None, description="dense or hybrid, as in /v1/query.")
+    rerank: bool | None = Field(None, description="Rerank the candidates, as in /v1/query.")
 
 
 class ModelCard(BaseModel):

@@ -126,6 +126,7 @@ def to_params(body: ChatRequest, settings: Settings) -> QueryParams:
         max_rounds=body.max_rounds,
         group=body.group,
         search=body.search or settings.limits.default_search,
+        rerank=settings.reranker.default if body.rerank is None else body.rerank,
         history=tuple(turns[:-1]),
     )
 

@@ -140,6 +140,14 @@ class QueryRequest(Strict):
         "threshold all stay, so the guarantee is the same. 409 for a collection created "
         "before keyword vectors. Default COVRAG_SEARCH.",
     )
+    rerank: bool | None = Field(
+        None,
+        description="Order the top dense candidates (COVRAG_RERANK_CANDIDATES; with hybrid "
+        "search, the keyword hits too) by the trained cross-encoder reranker, and threshold "
+        "its relevance: the calibration holds the reranker's scores of its questions, so the "
+        "guarantee is on the reranked set. 409 when no reranker is trained or the calibration "
+        "was taken without it. Default COVRAG_RERANK.",
+    )
     group: GroupName | None = Field(
         None,
         description="Calibration group (tenant, source, product) whose own threshold applies; "

@@ -40,6 +40,7 @@ def to_params(body: QueryRequest, settings: Settings) -> QueryParams:
         max_rounds=body.max_rounds,
         group=body.group,
         search=body.search or settings.limits.default_search,
+        rerank=settings.reranker.default if body.rerank is None else body.rerank,
     )
 
 
@@ -54,6 +55,7 @@ def answer_shape(params: QueryParams, policy: LoopPolicy, settings: Settings) ->
         "filters": params.filters,
         "group": params.group,
         "search": params.search,
+        "rerank": params.rerank,
         "rounds": policy.max_rounds,
         "critic": settings.critic.kind,
         "tau": policy.tau,

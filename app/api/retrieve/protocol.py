@@ -7,7 +7,7 @@ from pydantic import Field
 
 from app.api.protocol import RetrievalFields, retrieval_fields
 from app.core.types import Citation
-from retrieval.retriever import Retrieval
+from retrieval.types import Retrieval
 
 
 class RetrieveResponse(RetrievalFields):

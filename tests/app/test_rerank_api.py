@@ -1,0 +1,63 @@
+"""``rerank`` over HTTP (real embedder, Edge store and a real trained reranker; retrieval needs
+no generator): without a reranker the request is refused saying how to train one; with one,
+a calibration job records its scores and a reranked retrieval thresholds its relevance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from app.config import Settings
+from app.main import create_app
+from retrieval.types import Document
+from tests.app.jobs_helper import ingest, wait_job
+
+
+def _docs(sample: list[Document]) -> dict[str, object]:
+    return {"documents": [{"id": d.id, "title": d.title, "text": d.text} for d in sample]}
+
+
+def _qa(sample: list[Document]) -> list[dict[str, object]]:
+    return [
+        {"id": d.id, "question": " ".join(d.text.split()[:10]) + "?", "gold_doc_ids": [d.id]}
+        for d in sample
+    ]
+
+
+def test_rerank_without_a_reranker_says_how_to_train_one(
+    settings: Settings, wiki_sample: list[Document]
+) -> None:
+    with TestClient(create_app(settings)) as client:
+        ingest(client, "wiki", _docs(wiki_sample[:5]))
+        body = {"question": "Where is the Eiffel Tower?", "collection": "wiki"}
+        r = client.post("/v1/retrieve", json={**body, "rerank": True})
+        assert r.status_code == 409, r.text
+        assert r.json()["error"]["type"] == "reranker_unavailable"
+        assert "covrag train-reranker" in r.json()["error"]["message"]
+        r = client.post("/v1/retrieve", json={**body, "rerank": "maybe"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "rerank", r.text
+        assert client.post("/v1/retrieve", json=body).status_code == 200
+
+
+def test_a_reranked_retrieval_over_http(
+    settings: Settings, wiki_sample: list[Document], reranker_dir: Path
+) -> None:
+    with TestClient(create_app(settings.updated(reranker={"dir": reranker_dir}))) as client:
+        ingest(client, "wiki", _docs(wiki_sample))
+        r = client.post(
+            "/v1/collections/wiki/calibration", json={"qa": _qa(wiki_sample), "default_alpha": 0.3}
+        )
+        assert r.status_code == 202, r.text
+        assert wait_job(client, r.json()["id"])["status"] == "succeeded"
+        question = _qa(wiki_sample)[0]["question"]
+        r = client.post("/v1/retrieve", json={"question": question, "rerank": True})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        relevances = [c["relevance"] for c in out["citations"]]
+        assert relevances and all(x >= out["threshold"] for x in relevances)
+        assert relevances == sorted(relevances, reverse=True)
+        assert out["timings_ms"]["rerank"] > 0
+        dense = client.post("/v1/retrieve", json={"question": question}).json()
+        assert all(c["relevance"] is None for c in dense["citations"])
+        assert dense["threshold"] != out["threshold"]  # cosine, not relevance
