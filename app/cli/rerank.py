@@ -50,7 +50,7 @@ def train_reranker(
     layers: Annotated[
         int, typer.Option(min=1, max=6, help="MiniLM layers kept: fewer are faster to serve.")
     ] = 2,
-    epochs: Annotated[int, typer.Option(min=1, max=20)] = 1,
+    epochs: Annotated[int, typer.Option(min=1, max=20)] = 3,
     negatives: Annotated[int, typer.Option(min=1, max=50, help="Hard negatives a question.")] = 7,
     seed: Annotated[int, typer.Option(help="Seed of the chunk sample and the training.")] = 0,
     out: Annotated[
@@ -100,4 +100,9 @@ def train_reranker(
         )
     finally:
         store.close()
+    typer.echo(
+        f"next: (re)start the server, then calibrate {name} again, so that `rerank` requests "
+        "have a threshold on this reranker's scores",
+        err=True,
+    )
     typer.echo(json.dumps({"model_dir": str(target), **info.trained_on, "layers": info.layers}))

@@ -176,7 +176,7 @@ class RerankerSettings(Group):
         description="Whether a request without `rerank` is reranked.",
     )
     candidates: int = Field(
-        20,
+        10,
         ge=1,
         le=100,
         validation_alias="COVRAG_RERANK_CANDIDATES",

@@ -14,7 +14,9 @@ from app.cli.commands import cli
 from app.cli.demo import DEMO_CALIBRATION, QUICKSTART_DOC, QUICKSTART_QUESTION, first_try
 from app.config import Settings, get_settings
 from app.services import build_ingestor, build_store
+from retrieval.calibration import load_calibration
 from retrieval.embed import Embedder
+from retrieval.rerank import OnnxReranker
 from retrieval.types import Document
 from tests import documents as files
 from tests.conftest import REPO
@@ -307,3 +309,46 @@ def test_ingest_reads_documents_with_their_pages(
 
 def test_the_demo_calibration_set_is_the_checkouts() -> None:
     assert DEMO_CALIBRATION == REPO / "data" / "qa" / "calib.jsonl" and DEMO_CALIBRATION.is_file()
+
+
+def test_train_a_reranker_then_calibrate_with_it(
+    runner: CliRunner, tmp_path: Path, wiki_sample: list[Document]
+) -> None:
+    """The user's path: train on their QA file, calibrate again, and the calibration holds the
+    reranker's scores (so `rerank` requests have a threshold)."""
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text(
+        "".join(
+            json.dumps({"id": d.id, "title": d.title, "text": d.text}) + "\n" for d in wiki_sample
+        )
+    )
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text(
+        "".join(
+            json.dumps({"id": d.id, "question": f"What is {d.title}?", "gold_doc_ids": [d.id]})
+            + "\n"
+            for d in wiki_sample[:20]
+        )
+    )
+    assert runner.invoke(cli, ["ingest", str(corpus), "--local"]).exit_code == 0
+    refused = runner.invoke(cli, ["train-reranker"])
+    assert refused.exit_code == 2 and "--from-qa FILE, --generate N" in refused.output
+    args = ["train-reranker", "--from-qa", str(qa), "--layers", "1", "--epochs", "1"]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "calibrate wiki again" in result.stderr
+    trained = json.loads(result.stdout.strip().splitlines()[-1])
+    model_dir = Path(trained["model_dir"])
+    assert model_dir == get_settings().store.models_dir / "reranker"
+    assert (trained["qa_files"], trained["layers"]) == (["qa.jsonl"], 1)
+
+    result = runner.invoke(cli, ["calibrate", "--from-qa", str(qa), "--local"])
+    assert result.exit_code == 0, result.output
+    store = build_store(get_settings().store)
+    try:
+        calibration = load_calibration(store, "wiki")
+    finally:
+        store.close()
+    assert calibration is not None
+    assert calibration.rerank_version == OnnxReranker(model_dir).version
+    assert len(calibration.rerank_scores) == 20
