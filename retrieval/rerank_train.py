@@ -85,7 +85,10 @@ def fine_tune(
     temp dir, so a crash never leaves half a model). Seeded: same data, same weights."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel, get_linear_schedule_with_warmup
+    from transformers.utils import logging as hf_logging
 
+    # the layers left out and the pooler are "unexpected" weights: by design, not worth a table
+    hf_logging.set_verbosity_error()
     if not groups:
         raise ValueError("no training groups: no question's answer chunk was a candidate")
     torch.manual_seed(seed)
