@@ -269,11 +269,22 @@ def calibration_summary(calibration: Calibration) -> dict[str, Any]:
         "source": calibration.source,
         "min_alpha": round(calibration.min_alpha, 5),
         "default_alpha": calibration.default_alpha,
-        "thresholds": {  # the common α, and the calibration's own default
-            str(a): score_threshold(calibration.qhat(a))
-            for a in sorted({*REPORTED_ALPHAS, calibration.default_alpha})
-            if a >= calibration.min_alpha
-        },
+        "thresholds": _thresholds(calibration),
+        # on the reranker's relevance, when the server's reranker scored the questions too
+        **(
+            {"rerank_thresholds": _thresholds(calibration.reranked())}
+            if calibration.rerank_version
+            else {}
+        ),
+    }
+
+
+def _thresholds(calibration: Calibration) -> dict[str, float | None]:
+    """The thresholds at the common α and at the calibration's own default."""
+    return {
+        str(a): score_threshold(calibration.qhat(a))
+        for a in sorted({*REPORTED_ALPHAS, calibration.default_alpha})
+        if a >= calibration.min_alpha
     }
 
 

@@ -109,7 +109,8 @@ def test_calibrate_then_retrieve_through_the_threshold(
         assert all(c["score"] >= body["threshold"] for c in body["citations"])
         assert body["evidence"]["none_cleared"] == (body["evidence"]["passed"] == 0)
         assert body["coverage_guaranteed"] == (not body["evidence"]["budget_cut"])
-        assert set(body["timings_ms"]) == {"filter", "embed", "search", "total"}
+        assert set(body["timings_ms"]) == {"filter", "embed", "search", "rerank", "total"}
+        assert body["timings_ms"]["rerank"] is None  # not reranked
 
 
 def test_a_callers_group_gets_its_own_threshold_or_says_it_fell_back(

@@ -48,7 +48,8 @@ def test_query_answers_with_real_citations(live: TestClient, wiki_sample: list[D
     assert only_round["decision"] == "accept" and only_round["answer"] == body["answer"]
     assert only_round["chunks_added"] == [c["chunk_id"] for c in body["citations"]]
     assert (body["llm_calls"], body["abstained"], body["candidate"]) == (1, False, None)
-    assert set(body["timings_ms"]) == {"filter", "embed", "search", "generate", "critic", "total"}
+    timings = {"filter", "embed", "search", "rerank", "generate", "critic", "total"}
+    assert set(body["timings_ms"]) == timings
     assert body["timings_ms"]["total"] >= body["timings_ms"]["generate"] > 0
     texts = {d.id: d.text for d in wiki_sample}
     cites = body["citations"]

@@ -49,7 +49,12 @@ def test_a_reranked_retrieval_over_http(
             "/v1/collections/wiki/calibration", json={"qa": _qa(wiki_sample), "default_alpha": 0.3}
         )
         assert r.status_code == 202, r.text
-        assert wait_job(client, r.json()["id"])["status"] == "succeeded"
+        job = wait_job(client, r.json()["id"])
+        assert job["status"] == "succeeded", job
+        assert set(job["result"]["rerank_thresholds"]) == {"0.05", "0.1", "0.2", "0.3"}
+        kept = client.get("/v1/collections/wiki/calibration").json()["calibration"]["reranked"]
+        assert kept["candidates"] == 10 and len(kept["version"]) == 16
+        assert set(kept["groups"]) >= {"kind:single"}
         question = _qa(wiki_sample)[0]["question"]
         r = client.post("/v1/retrieve", json={"question": question, "rerank": True})
         assert r.status_code == 200, r.text
@@ -59,5 +64,7 @@ def test_a_reranked_retrieval_over_http(
         assert relevances == sorted(relevances, reverse=True)
         assert out["timings_ms"]["rerank"] > 0
         dense = client.post("/v1/retrieve", json={"question": question}).json()
+        assert dense["threshold"] == job["result"]["thresholds"]["0.3"]
+        assert out["threshold"] <= job["result"]["rerank_thresholds"]["0.3"]  # a kind's own
         assert all(c["relevance"] is None for c in dense["citations"])
         assert dense["threshold"] != out["threshold"]  # cosine, not relevance

@@ -131,6 +131,15 @@ class GroupCalibrationOut(BaseModel):
     )
 
 
+class RerankCalibrationOut(BaseModel):
+    version: str = Field(description="The reranker that scored the questions (its weights' hash).")
+    candidates: int = Field(description="Dense candidates it reranked a question.")
+    misses: int = Field(description="Questions whose answer chunk was not a candidate.")
+    groups: dict[str, GroupCalibrationOut] = Field(
+        description="As `groups`, with thresholds on the reranker's relevance."
+    )
+
+
 class CalibrationOut(BaseModel):
     n: int
     version: int
@@ -155,6 +164,10 @@ class CalibrationOut(BaseModel):
         "request whose group has no finite threshold at its alpha gets the pooled one, "
         "unguaranteed."
     )
+    reranked: RerankCalibrationOut | None = Field(
+        description="The same questions scored by the server's reranker, for `rerank` "
+        "requests; null: calibrated without one."
+    )
 
 
 def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
@@ -170,16 +183,26 @@ def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
         min_alpha=calibration.min_alpha,
         indexed=calibration.indexed_at,
         stale=stale,
-        groups={
-            group: GroupCalibrationOut(
-                n=len(scores),
-                thresholds={
-                    str(a): _group_threshold(calibration, a, group) for a in REPORTED_ALPHAS
-                },
-            )
-            for group, scores in calibration.groups.items()
-        },
+        groups=_groups_out(calibration),
+        reranked=None
+        if not calibration.rerank_version
+        else RerankCalibrationOut(
+            version=calibration.rerank_version,
+            candidates=calibration.rerank_candidates,
+            misses=calibration.reranked().misses,
+            groups=_groups_out(calibration.reranked()),
+        ),
     )
+
+
+def _groups_out(calibration: Calibration) -> dict[str, GroupCalibrationOut]:
+    return {
+        group: GroupCalibrationOut(
+            n=len(scores),
+            thresholds={str(a): _group_threshold(calibration, a, group) for a in REPORTED_ALPHAS},
+        )
+        for group, scores in calibration.groups.items()
+    }
 
 
 def _group_threshold(calibration: Calibration, alpha: float, group: str) -> float | None:
