@@ -96,25 +96,17 @@ class OnnxReranker:
     """The trained cross-encoder, in process on onnxruntime (CPU)."""
 
     def __init__(self, model_dir: Path, *, threads: int = 2, batch_size: int = 16) -> None:
-        import onnxruntime as ort
-
-        from retrieval.embed.bert_graph import bert_onnx
+        from retrieval.embed.bert_graph import bert_session
 
         self.info = read_info(model_dir)
         try:
             tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-            graph = bert_onnx(model_dir)
+            self._session = bert_session(model_dir, threads)
         except (OSError, ValueError, KeyError) as exc:
             raise RerankerUnavailable(f"no usable reranker at {model_dir}: {exc}") from exc
         tokenizer.enable_truncation(self.info.max_tokens, strategy="longest_first")
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tokenizer = tokenizer
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            graph, sess_options=options, providers=["CPUExecutionProvider"]
-        )
         self._batch_size = batch_size
         self._weight = np.asarray(self.info.weight, dtype=np.float32)
         digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes())

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from onnx import NodeProto, TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
 
 MS = "com.microsoft"
 
@@ -125,3 +129,15 @@ def bert_onnx(model_dir: Path) -> bytes:
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)]
     serialized: bytes = helper.make_model(graph, opset_imports=opsets).SerializeToString()
     return serialized
+
+
+def bert_session(model_dir: Path, threads: int) -> InferenceSession:
+    """An onnxruntime CPU session over ``bert_onnx(model_dir)``, ``threads`` intra-op."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(
+        bert_onnx(model_dir), sess_options=options, providers=["CPUExecutionProvider"]
+    )

@@ -31,23 +31,14 @@ class OnnxEmbedder:
     spec = MINILM
 
     def __init__(self, threads: int = 2, batch_size: int = 8) -> None:
-        import onnxruntime as ort
-
-        from retrieval.embed.bert_graph import bert_onnx
+        from retrieval.embed.bert_graph import bert_session
 
         model_dir = minilm_dir()
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         tokenizer.enable_truncation(MAX_TOKENS)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tokenizer = tokenizer
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            bert_onnx(model_dir),
-            sess_options=options,
-            providers=["CPUExecutionProvider"],
-        )
+        self._session = bert_session(model_dir, threads)
         self._batch_size = batch_size
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
