@@ -33,7 +33,7 @@ from retrieval.types import ScoredChunk
 
 #: The reranker's metadata file beside the encoder: head weights and provenance.
 INFO_FILE = "reranker.json"
-#: Tokens a (question, passage) pair is cut to; compute grows with it (docs/retrieval.md).
+#: Tokens a (question, passage) pair is cut to; compute grows with it (docs/performance.md).
 MAX_PAIR_TOKENS = 160
 
 
