@@ -66,7 +66,7 @@ def build_embedder(embedder: EmbedderSettings) -> Embedder:
 
 
 def build_reranking(settings: Settings) -> Reranking | None:
-    """The trained reranker, if ``covrag rerank train`` wrote one (else reranked requests get
+    """The trained reranker, if ``covrag train-reranker`` wrote one (else reranked requests get
     409 saying how to train it)."""
     reranker = settings.reranker
     found = load_reranker(reranker.model_dir(settings.store.models_dir), threads=reranker.threads)
