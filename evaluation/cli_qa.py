@@ -17,9 +17,10 @@ from tqdm import tqdm
 from app.config import Settings, get_settings
 from app.services import Services, build_services
 from evaluation.outputs import default_out
-from evaluation.qa import MODES, Mode, load_questions, results_json, run_modes
+from evaluation.qa import MODES, Mode, SearchSetup, load_questions, results_json, run_modes
 from evaluation.qa_report import costs, costs_markdown, critic_auroc, summarize, to_markdown
 from evaluation.selfpractice import practice
+from retrieval.hybrid import SearchMode
 
 
 def _load(paths: list[Path], per_type: int | None) -> list[dict[str, Any]]:
@@ -85,6 +86,13 @@ def qa(
     ] = "naive,single,conformal,full",
     collection: Annotated[str | None, typer.Option()] = None,
     top_k: Annotated[int, typer.Option(min=1, max=100, help="k of the single mode.")] = 5,
+    search: Annotated[
+        SearchMode,
+        typer.Option(help="covrag's modes search dense or hybrid; naive stays dense top-3."),
+    ] = "dense",
+    rerank: Annotated[
+        bool, typer.Option(help="covrag's modes rerank (COVRAG_RERANKER_DIR, calibrated with it).")
+    ] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=16)] = 2,
     per_type: Annotated[
         int | None,
@@ -114,6 +122,7 @@ def qa(
             chosen,
             collection=collection or settings.collections.default,
             top_k=top_k,
+            how=SearchSetup(search=search, rerank=rerank),
             concurrency=concurrency,
             progress=progress,
         ),
@@ -136,6 +145,8 @@ def qa(
         "modes": chosen,
         "per_type": per_type,
         "top_k": top_k,
+        "search": search,
+        "rerank": rerank,
         "concurrency": concurrency,
         "questions": len(questions),
         "left_out": sorted({f.qid for f in failures}),

@@ -31,6 +31,7 @@ from app.core.types import InvalidQuery, LoopPolicy, QueryParams
 from app.services import Services
 from evaluation.scoring import contains, exact_match, f1, others_compared, right_answer
 from llm import GeneratorError
+from retrieval.hybrid import SearchMode
 from retrieval.jsonl import question_of, read_jsonl
 
 Mode = Literal["naive", "single", "conformal", "full"]
@@ -130,10 +131,18 @@ async def naive_answer(services: Services, question: str, collection: str) -> _A
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SearchSetup:
+    """How covrag's modes retrieve (naive RAG stays plain dense top-3, the baseline)."""
+
+    search: SearchMode = "dense"
+    rerank: bool = False
+
+
 async def _pipeline_answer(
-    pipeline: Pipeline, mode: Mode, question: str, collection: str, top_k: int
+    pipeline: Pipeline, mode: Mode, question: str, collection: str, top_k: int, how: SearchSetup
 ) -> _Answered:
-    params, policy = _setup(pipeline, mode, question, collection, top_k)
+    params, policy = _setup(pipeline, mode, question, collection, top_k, how)
     outcome = await pipeline.run(params, policy)
     scores = [r.critic_score for r in outcome.rounds]
     known = [x for x in scores if x is not None]
@@ -152,16 +161,20 @@ async def _pipeline_answer(
 
 
 def _setup(
-    pipeline: Pipeline, mode: Mode, question: str, collection: str, top_k: int
+    pipeline: Pipeline, mode: Mode, question: str, collection: str, top_k: int, how: SearchSetup
 ) -> tuple[QueryParams, LoopPolicy]:
     if mode == "full":
-        params = QueryParams(question=question, collection=collection)
+        params = QueryParams(
+            question=question, collection=collection, search=how.search, rerank=how.rerank
+        )
         return params, pipeline.default_policy(params)
     params = QueryParams(
         question=question,
         collection=collection,
         top_k=top_k if mode == "single" else None,
         conformal=mode == "conformal",
+        search=how.search,
+        rerank=how.rerank,
     )
     return params, LoopPolicy(max_rounds=1, critic=None, tau=1.0)
 
@@ -173,6 +186,7 @@ async def run_modes(
     *,
     collection: str,
     top_k: int = 5,
+    how: SearchSetup = SearchSetup(),
     concurrency: int = 2,
     progress: Callable[[int], object] | None = None,
 ) -> tuple[list[QaResult], list[Failure]]:
@@ -193,7 +207,7 @@ async def run_modes(
                     await naive_answer(services, qa["question"], collection)
                     if mode == "naive"
                     else await _pipeline_answer(
-                        services.pipeline, mode, qa["question"], collection, top_k
+                        services.pipeline, mode, qa["question"], collection, top_k, how
                     )
                 )
                 wall = (time.perf_counter() - start) * 1000

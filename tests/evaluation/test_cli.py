@@ -31,7 +31,10 @@ def test_the_commands_and_their_options_are_where_they_were() -> None:
             "qa", "alphas", "splits", "collection", "cal_sizes", "kinds", "seed",
             "max_chunks", "search_k", "unanswerable", "out",
         },
-        "eval qa": {"qa", "modes", "collection", "top_k", "concurrency", "per_type", "out"},
+        "eval qa": {
+            "qa", "modes", "collection", "top_k", "search", "rerank", "concurrency", "per_type",
+            "out",
+        },
         "selfpractice": {"qa", "out", "rounds", "collection", "concurrency"},
     }  # fmt: skip
 
