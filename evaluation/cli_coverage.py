@@ -41,6 +41,7 @@ from retrieval.calibration_set import load_qa, score_items
 from retrieval.errors import RetrievalError
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.kinds import KindClassifier
+from retrieval.links import link_rank
 
 
 def _floats(text: str) -> list[float]:
@@ -149,6 +150,12 @@ def coverage(
         scores = score_items(
             store, embedder, name, qa_file.items, search_k=search_k, approximate=indexed
         )
+        links = [
+            link_rank(store, name, vector.tolist(), item.gold_doc_ids)
+            for item, vector in zip(
+                qa_file.items, embedder.embed([it.question for it in qa_file.items]), strict=True
+            )
+        ]
         negatives: list[Unanswerable] = []
         if unanswerable_rows:
             vectors = embedder.embed([q for _, q, _ in unanswerable_rows])
@@ -207,7 +214,7 @@ def coverage(
     classifier = KindClassifier.load()
     groups = [classifier.groups(item.question, item.group) for item in qa_file.items]
     mondrian = evaluate_mondrian(
-        scores, groups, alpha_list, splits=splits, seed=seed, max_chunks=max_chunks
+        scores, groups, alpha_list, links=links, splits=splits, seed=seed, max_chunks=max_chunks
     )
     predicted = dict(Counter(g for gs in groups for g in gs))
 
@@ -225,7 +232,7 @@ def coverage(
         f"- {splits} seeded splits (seed {seed}) per calibration size; the same splits serve every "
         "α and both rules",
         "- coverage: the held-out question's best gold chunk has similarity ≥ 1−q̂ "
-        "(a bridge question's second hop only; either document of a comparison); conformal = "
+        "(a bridge question's second hop only; both documents of a comparison); conformal = "
         "⌈(n+1)(1−α)⌉-th smallest score, naive = CONFLARE's linear percentile (misses dropped)",
         "- chunks: hits with similarity ≥ 1−q̂ per test question, pooled over splits, capped at "
         "the budget; fixed top-k = smallest k whose mean test coverage reaches the conformal "

@@ -170,9 +170,13 @@ def mondrian_section(
             "request of it gets (its caller group, else each kind in its set by the "
             "classifier: "
             + ", ".join(f"{g} {n}" for g, n in sorted(predicted.items()))
-            + "); its q̂ is the largest of its groups' own, never below the pooled one. "
+            + "); its q̂ is the largest of its groups' own (each raised to its labelled "
+            "single-hop and comparison members' own), never below the pooled one. With "
+            "kind:bridge in the set, the context also holds the top hits and k̂ linked "
+            "documents, and a question counts as covered when its link rank is at most k̂. "
             "Flagged: the response would say `coverage_guaranteed` (every group's own q̂ "
-            f"finite, at most {max_chunks} chunks clear, kind:bridge not in the set).",
+            f"finite, at most {max_chunks} chunks in the context, and k̂ finite for "
+            "kind:bridge).",
             "",
             mondrian_markdown(rows),
         ]

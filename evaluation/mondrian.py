@@ -1,10 +1,12 @@
 """Mondrian (group-conditional) thresholds against the pooled one, per true question kind.
 
 The pooled guarantee of ``evaluation.coverage`` holds over all questions; a request also gets
-the largest of its groups' own q̂ (``Calibration.groups_qhat``) and is flagged
-``coverage_guaranteed`` when each is finite, the budget cuts nothing and it may not be
-multi-hop. This checks, on the same kind of seeded splits, what
-that buys each kind and whether the flag is honest. Pure computation, numpy only.
+the largest of its groups' own q̂ (``Calibration.groups_qhat``: each raised to its labelled
+single-hop and comparison members' q̂) and, when it may be multi-hop, the top
+``LINK_FROM`` hits and k̂ linked documents (``Calibration.link_quantile``). It is flagged
+``coverage_guaranteed`` when each is finite and the budget cuts nothing. This checks, on the
+same kind of seeded splits, what that buys each kind and whether the flag is honest. Pure
+computation, numpy only.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import numpy as np
 
 from evaluation.coverage import cleared_counts, similarity_matrix
 from retrieval.calibration_set import ItemScore
-from retrieval.conformal import conformal_quantile
+from retrieval.conformal import ROUND0_KINDS, conformal_quantile
 from retrieval.kinds import BRIDGE_GROUP
+from retrieval.links import LINK_FROM
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ def evaluate_mondrian(
     groups: Sequence[tuple[str, ...]],
     alphas: Sequence[float],
     *,
+    links: Sequence[float],
     splits: int,
     seed: int,
     max_chunks: int,
@@ -56,15 +60,19 @@ def evaluate_mondrian(
     """Per true kind (``ItemScore.kind``): the pooled q̂ against each question's groups' q̂
     (``groups``: the group keys a request of that question would get, a calibration question
     counting in each of its own), as ``Calibration.groups_qhat`` takes it — the largest of
-    them, never below the pooled q̂, and not flagged when one group's own is infinite or the
-    question may be multi-hop (``BRIDGE_GROUP``), as a response is not — on half/half
-    calibration/test splits."""
+    them, never below the pooled q̂, and not flagged when one group's own is infinite — on
+    half/half calibration/test splits. A question that may be multi-hop (``BRIDGE_GROUP``)
+    is covered when its score clears or its link rank (``links``, ``retrieval.links``) is at
+    most the calibration's k̂, and is flagged only when k̂ is finite; its chunks are counted
+    as at most max(cleared, ``LINK_FROM``) + k̂."""
     score_arr = np.array([s.score for s in scores], dtype=float)
     sims = similarity_matrix(scores)
     kinds = np.array([s.kind or "untyped" for s in scores])
     keys = sorted({g for gs in groups for g in gs})
     member = np.array([[g in gs for g in keys] for gs in groups], dtype=bool).reshape(-1, len(keys))
     multi_hop = np.array([BRIDGE_GROUP in gs for gs in groups], dtype=bool)
+    link_arr = np.array(links, dtype=float)
+    bridge_labelled = multi_hop & (kinds == "bridge")
     rng = np.random.default_rng(seed)
     parts = [rng.permutation(len(scores)) for _ in range(splits)]
     rows: list[GroupCoverage] = []
@@ -76,17 +84,30 @@ def evaluate_mondrian(
             qhat = np.full(len(test), pooled)
             own = np.ones(len(test), dtype=bool)
             for g in range(len(keys)):
-                at = member[test, g]
-                q = conformal_quantile(sorted(score_arr[cal][member[cal, g]]), alpha)
-                if math.isfinite(q):
-                    qhat[at] = np.maximum(qhat[at], q)
-                else:
+                at, members = member[test, g], member[cal, g]
+                q = conformal_quantile(sorted(score_arr[cal][members]), alpha)
+                if not math.isfinite(q):
                     own[at] = False
-            covered = score_arr[test] <= qhat
+                    continue
+                for kind in ROUND0_KINDS:
+                    labelled = members & (kinds[cal] == kind)
+                    q_kind = conformal_quantile(sorted(score_arr[cal][labelled]), alpha)
+                    q = max(q, q_kind) if math.isfinite(q_kind) else q
+                qhat[at] = np.maximum(qhat[at], q)
+            k = conformal_quantile(sorted(link_arr[cal][bridge_labelled[cal]]), alpha)
+            linked = multi_hop[test] & math.isfinite(k)
+            covered = (score_arr[test] <= qhat) | (linked & (link_arr[test] <= k))
             cleared = np.array(
                 [cleared_counts(sims[[i]], q)[0] for i, q in zip(test, qhat, strict=True)]
             )
-            flagged = own & np.isfinite(qhat) & (cleared <= max_chunks) & ~multi_hop[test]
+            if math.isfinite(k):
+                cleared = np.where(linked, np.maximum(cleared, LINK_FROM) + int(k), cleared)
+            flagged = (
+                own
+                & np.isfinite(qhat)
+                & (cleared <= max_chunks)
+                & (~multi_hop[test] | math.isfinite(k))
+            )
             pooled_cleared = cleared_counts(sims[test], pooled)
             for kind in set(kinds[test].tolist()):
                 at = kinds[test] == kind

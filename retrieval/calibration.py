@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +22,8 @@ from retrieval.errors import (
     NotEnoughChunks,
 )
 from retrieval.ingest import collection_changes
-from retrieval.kinds import KindClassifier
+from retrieval.kinds import BRIDGE_GROUP, KindClassifier
+from retrieval.links import LINK_FROM, link_rank
 from retrieval.rerank import Reranking
 from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import CollectionInfo
@@ -187,8 +188,11 @@ def calibrate(
 
     Each score also goes to its question's groups: each kind in its set by ``kinds`` (the
     shipped classifier by default, the one queries are grouped by) and its caller group if it
-    has one. With ``rerank``, the items are also scored on its reranker's scale, among their
-    top dense candidates, for reranked requests.
+    has one, and to that group's members of its labelled kind (a QA file's ``type``: the
+    groups stay the classifier's, the labels only raise a group's q̂). The labelled multi-hop
+    questions of ``BRIDGE_GROUP`` also get their link rank (``retrieval.links``). With
+    ``rerank``, the items are also scored on its reranker's scale, among their top dense
+    candidates, for reranked requests.
 
     Raises:
         ValueError: no items.
@@ -204,8 +208,16 @@ def calibrate(
     vectors = embedder.embed([it.question for it in items]).tolist()
     scores = score_vectors(store, collection, items, vectors, approximate=info.indexed > 0)
     kinds = kinds or KindClassifier.load()
-    groups = _grouped(items, [s.score for s in scores], kinds)
+    keys = [_keys(item, kinds) for item in items]
+    groups = _grouped(keys, [s.score for s in scores])
     reranked = [] if rerank is None else rerank_scores(store, rerank, collection, items, vectors)
+    # each group's members per labelled kind (an unlabelled question counts in none)
+    labels = [{f"{k}|{it.kind}" for k in ks if it.kind} for it, ks in zip(items, keys, strict=True)]
+    hops = [
+        link_rank(store, collection, vector, item.gold_doc_ids)
+        for item, ks, vector in zip(items, keys, vectors, strict=True)
+        if item.kind == "bridge" and BRIDGE_GROUP in ks
+    ]
     calibration = Calibration(
         collection=collection,
         embedder=embedder.spec.model,
@@ -226,7 +238,11 @@ def calibrate(
         rerank_version="" if rerank is None else rerank.reranker.version,
         rerank_candidates=0 if rerank is None else rerank.candidates,
         rerank_scores=sorted(reranked),
-        rerank_groups=_grouped(items, reranked, kinds) if reranked else {},
+        rerank_groups=_grouped(keys, reranked) if reranked else {},
+        labelled=_grouped(labels, [s.score for s in scores]),
+        rerank_labelled=_grouped(labels, reranked) if reranked else {},
+        links=sorted(hops),
+        link_from=LINK_FROM,
     )
     with _KEEPING:
         kept = _kept_json(store, collection)
@@ -238,13 +254,17 @@ def calibrate(
     return calibration
 
 
-def _grouped(
-    items: Sequence[CalibrationItem], scores: Sequence[float], kinds: KindClassifier
-) -> dict[str, list[float]]:
+def _keys(item: CalibrationItem, kinds: KindClassifier) -> set[str]:
+    """The groups a calibration question counts in: each kind of its set, and its caller
+    group if it has one."""
+    return {*kinds.groups(item.question), *kinds.groups(item.question, item.group)}
+
+
+def _grouped(keys: Sequence[Iterable[str]], scores: Sequence[float]) -> dict[str, list[float]]:
+    """Each key's sorted scores, ``keys[i]`` being the keys of the question scored ``scores[i]``."""
     groups: dict[str, list[float]] = {}
-    for item, score in zip(items, scores, strict=True):
-        keys = {*kinds.groups(item.question), *kinds.groups(item.question, item.group)}
-        for key in keys:
+    for ks, score in zip(keys, scores, strict=True):
+        for key in ks:
             groups.setdefault(key, []).append(score)
     return {key: sorted(values) for key, values in sorted(groups.items())}
 

@@ -30,6 +30,9 @@ from typing import Any
 
 #: The α a calibration's thresholds are reported at (besides its own default).
 REPORTED_ALPHAS = (0.05, 0.1, 0.2)
+#: The labelled kinds whose guarantee is round 0's threshold (a multi-hop question's last
+#: hop is the link rank's, ``Calibration.links``).
+ROUND0_KINDS = ("single", "comparison")
 #: Added below 1 − q̂ so a chunk whose similarity ties the calibration score within float32
 #: rounding still passes (the store's comparison at the boundary is not exact).
 TIE_EPSILON = 1e-6
@@ -133,6 +136,16 @@ class Calibration:
     rerank_candidates: int = 0
     rerank_scores: list[float] = field(default_factory=list)
     rerank_groups: dict[str, list[float]] = field(default_factory=dict)
+    #: Per group, the scores of its members of each labelled kind (``"kind:bridge|single"``:
+    #: the questions a QA file labels single-hop among those grouped ``kind:bridge``), on
+    #: both scales. A group's q̂ is raised to its labelled single-hop and comparison members'
+    #: own, so each of those kinds is covered within the group, not only the group's mix.
+    labelled: dict[str, list[float]] = field(default_factory=dict)
+    rerank_labelled: dict[str, list[float]] = field(default_factory=dict)
+    #: The link ranks (``retrieval.links``) of the labelled multi-hop questions in
+    #: ``BRIDGE_GROUP``, and the dense hits they start from (0: no link calibration).
+    links: list[float] = field(default_factory=list)
+    link_from: int = 0
 
     @property
     def n(self) -> int:
@@ -155,6 +168,7 @@ class Calibration:
         scores = self.groups.get(group, [])
         own, pooled = conformal_quantile(scores, alpha), self.qhat(alpha)
         if math.isfinite(own):
+            own = max([own, *self._kinds_within(group, alpha)])
             return GroupQuantile(group, len(scores), max(own, pooled), fallback=False)
         return GroupQuantile(group, len(scores), pooled, fallback=True)
 
@@ -172,6 +186,19 @@ class Calibration:
         worst = next((q for q in each if q.fallback), None) or max(each, key=lambda q: q.qhat)
         return GroupQuantile(worst.group, worst.n, qhat, fallback=worst.fallback)
 
+    def _kinds_within(self, group: str, alpha: float) -> list[float]:
+        """The finite q̂s of the group's labelled single-hop and comparison members: with
+        the largest, each of those kinds keeps 1−α among the group's questions of its kind
+        (a kind with too few members for α is covered on the group's average only)."""
+        within = (self.labelled.get(f"{group}|{kind}", []) for kind in ROUND0_KINDS)
+        return [q for q in (conformal_quantile(s, alpha) for s in within) if math.isfinite(q)]
+
+    def link_quantile(self, alpha: float) -> int | None:
+        """k̂: how many linked documents hold a multi-hop question's last hop with
+        probability ≥ 1−α (``retrieval.links``); None without enough labelled ones for α."""
+        k = conformal_quantile(self.links, alpha)
+        return int(k) if math.isfinite(k) else None
+
     def reranked(self) -> Calibration:
         """This calibration on the reranker's scale: the same questions, groups and
         provenance, its scores 1 − relevance (thresholds are then on relevance)."""
@@ -179,6 +206,7 @@ class Calibration:
             self,
             scores=self.rerank_scores,
             groups=self.rerank_groups,
+            labelled=self.rerank_labelled,
             misses=sum(math.isinf(s) for s in self.rerank_scores),
         )
 
@@ -195,22 +223,22 @@ class Calibration:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["scores"] = _scores_out(self.scores)
-        data["groups"] = {g: _scores_out(s) for g, s in self.groups.items()}
         data["rerank_scores"] = _scores_out(self.rerank_scores)
-        data["rerank_groups"] = {g: _scores_out(s) for g, s in self.rerank_groups.items()}
+        for key in ("groups", "rerank_groups", "labelled", "rerank_labelled"):
+            data[key] = {g: _scores_out(s) for g, s in getattr(self, key).items()}
+        data["links"] = _scores_out(self.links)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
+        grouped = ("groups", "rerank_groups", "labelled", "rerank_labelled")
         return cls(
             **{
                 **data,
                 "scores": _scores_in(data["scores"]),
-                "groups": {g: _scores_in(s) for g, s in data.get("groups", {}).items()},
                 "rerank_scores": _scores_in(data.get("rerank_scores", [])),
-                "rerank_groups": {
-                    g: _scores_in(s) for g, s in data.get("rerank_groups", {}).items()
-                },
+                "links": _scores_in(data.get("links", [])),
+                **{k: {g: _scores_in(s) for g, s in data.get(k, {}).items()} for k in grouped},
             }
         )
 

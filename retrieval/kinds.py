@@ -33,7 +33,7 @@ import numpy as np
 #: The kinds, in the order of the weights' rows.
 KINDS = ("single", "bridge", "comparison")
 #: The group of questions that may need a second hop: round 0's threshold guarantees nothing
-#: about that hop (docs/conformal.md, "Multi-hop questions"), so such a request is not flagged.
+#: about that hop, so their context also holds calibrated linked documents (``retrieval.links``).
 BRIDGE_GROUP = "kind:bridge"
 #: Hash buckets of the word n-grams.
 BUCKETS = 1 << 12

@@ -8,8 +8,9 @@ context budget + 1, so the budget cutting off chunks that cleared the threshold 
 The threshold is the question's groups' (Mondrian calibration, ``retrieval.conformal``): the
 caller's ``group``, else each kind in the question's set (``retrieval.kinds``), the largest of
 their q̂s; a group with too few calibration questions for α takes the pooled one, and then
-nothing is guaranteed. Nor is it for a question that may be multi-hop (``BRIDGE_GROUP`` in its
-set): its threshold is raised, but the second hop rarely clears any threshold within the budget.
+nothing is guaranteed. A question that may be multi-hop (``BRIDGE_GROUP`` in its set) also gets
+the top hits and the calibrated number of documents they name (``retrieval.links``), and is
+guaranteed only when that number is calibrated at its α and fits the budget.
 
 A reranked request (``rerank``) searches the top dense candidates instead, has the cross-encoder
 (``retrieval.rerank``) score them, and thresholds its relevance: the calibration holds the same
@@ -19,7 +20,6 @@ questions scored by that reranker, so the guarantee is on the reranked set.
 from __future__ import annotations
 
 import math
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,30 +37,10 @@ from retrieval.errors import (
 from retrieval.hybrid import SearchMode, with_keywords
 from retrieval.ingest import collection_changes
 from retrieval.kinds import BRIDGE_GROUP, KindClassifier
+from retrieval.links import linked_docs, with_links
 from retrieval.rerank import Reranking, reranked
 from retrieval.store.base import VectorStore, index_builds
 from retrieval.types import Budget, CalibrationRef, FilterValue, Retrieval, ScoredChunk
-
-#: A run of capitalised words, joined by the small words names carry ("Bay of Bengal").
-_NAME = re.compile(
-    r"[A-Z][\w'’.-]*(?:\s+(?:(?:of|the|and|de|la|le|von|van|der|du|del|da)\s+)*[A-Z][\w'’.-]*)*"
-)
-_SENTENCE = re.compile(r"(?<=[a-z0-9)\]])\.\s+")
-#: Names of one context looked up as titles, at most (each is one filtered search).
-MAX_NAMES = 40
-
-
-def named(texts: Sequence[str]) -> list[str]:
-    """Candidate titles the texts name, first mention first: each run of capitalised words,
-    and without a leading "The" too."""
-    names: dict[str, None] = {}
-    for text in texts:
-        for found in (m for sentence in _SENTENCE.split(text) for m in _NAME.finditer(sentence)):
-            name = found.group(0).rstrip(".'’-")
-            names[name] = None
-            if name.startswith("The "):
-                names[name[4:]] = None
-    return list(names)[:MAX_NAMES]
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +161,15 @@ class Retriever:
         if matched_nothing and threshold is not None:
             matched_nothing = self.store.count(collection, filters) == 0
         kept, cut = found.kept, found.cut
+        links = _link_quantile(calibration, alpha, groups, filters)
+        if links is not None:
+            start = time.perf_counter()
+            ext = with_links(self.store, collection, vector, links)
+            have = {h.id for h in kept}
+            wanted = [*kept, *(h for h in ext if h.id not in have)]
+            kept = _fit(wanted, budget)
+            cut = cut or len(kept) < len(wanted)
+            timings["search"] = timings.get("search", 0.0) + _ms(start)
         own = quantile is not None and not quantile.fallback
         top = found.hits[0].score if found.hits else None
         if top is None and threshold is not None and not filters:
@@ -196,7 +185,7 @@ class Retriever:
             and threshold is not None
             and not cut
             and not stale
-            and BRIDGE_GROUP not in groups,
+            and (BRIDGE_GROUP not in groups or links is not None),
             calibration=None
             if calibration is None or quantile is None
             else CalibrationRef(
@@ -207,10 +196,11 @@ class Retriever:
                 group_n=quantile.n,
                 fallback=quantile.fallback,
                 groups=groups,
+                links=links,
             ),
             budget=budget.chunks,
             budget_cut=cut,
-            joined=len(kept) - found.cleared if threshold is not None else 0,
+            joined=len(kept) - min(found.cleared, len(kept)) if threshold is not None else 0,
             filter_matched_nothing=matched_nothing,
             timings_ms=timings,
             vector=vector,
@@ -225,25 +215,8 @@ class Retriever:
         passages: Sequence[ScoredChunk],
         filters: Mapping[str, FilterValue] | None = None,
     ) -> list[ScoredChunk]:
-        """The documents the passages name by title (and that are not among them), each as its
-        chunk most similar to ``vector``, best first. Blocking.
-
-        The second hop of a multi-hop question ("the inventor of dynamite") is usually a
-        document the first hop's passage names ("… invented by Alfred Nobel"); ranking the
-        named documents by the question's own embedding finds which one it asks about, with
-        no LLM call and whatever the documents are, as long as their titles are names.
-        """
-        if filters and "title" in filters:  # the caller chose the document: nothing to link to
-            return []
-        have = {p.title for p in passages}
-        found: list[ScoredChunk] = []
-        for name in named([p.text for p in passages]):
-            if name in have:
-                continue
-            found += self.store.search(
-                collection, vector, limit=1, filters={**(filters or {}), "title": name}
-            )
-        return sorted(found, key=lambda h: h.score, reverse=True)
+        """The documents the passages name, best first (``retrieval.links``). Blocking."""
+        return linked_docs(self.store, collection, vector, passages, filters)
 
     def _search(
         self,
@@ -380,6 +353,21 @@ class Retriever:
                 "use a larger alpha"
             )
         return quantile, alpha
+
+
+def _link_quantile(
+    calibration: Calibration | None,
+    alpha: float | None,
+    groups: tuple[str, ...],
+    filters: Mapping[str, FilterValue] | None,
+) -> int | None:
+    """k̂ for a question that may be multi-hop: the linked documents its context adds so that
+    its last hop is in it with probability ≥ 1−α; None when nothing is calibrated for it (not
+    in ``BRIDGE_GROUP``, too few labelled multi-hop questions for α, or a filtered search,
+    which follows other links than the calibration's)."""
+    if calibration is None or alpha is None or BRIDGE_GROUP not in groups or filters:
+        return None
+    return calibration.link_quantile(alpha)
 
 
 def _fit(hits: list[ScoredChunk], budget: Budget) -> list[ScoredChunk]:

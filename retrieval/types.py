@@ -165,6 +165,9 @@ class CalibrationRef:
     group_n: int
     fallback: bool
     groups: tuple[str, ...]
+    #: k̂: the documents round 0's passages name that the context adds for a question that
+    #: may be multi-hop (``retrieval.links``); None when none are calibrated for it.
+    links: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +181,8 @@ class Retrieval:
     calibration: CalibrationRef | None = None
     budget: int = 0
     budget_cut: bool = False
-    #: Hybrid search on a calibrated collection: the keyword hits among ``hits`` that joined
-    #: the chunks that cleared the threshold.
+    #: On a calibrated collection, the passages among ``hits`` that joined the chunks that
+    #: cleared the threshold: keyword hits (hybrid search) and linked documents' (multi-hop).
     joined: int = 0
     #: Filters were given and no chunk of the collection matches them: there was nothing to
     #: search, which an empty result alone does not tell from nothing close enough.

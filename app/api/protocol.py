@@ -126,8 +126,15 @@ class CalibrationRefOut(BaseModel):
     groups: list[str] = Field(
         description="Every group the question counts in, the largest of whose thresholds "
         "applied: the kinds it may be (a conformal set, most likely first), or the request's "
-        "`group`. With `kind:bridge` among them the question may be multi-hop, and "
-        "`coverage_guaranteed` is false: the filter cannot promise its second hop."
+        "`group`. With `kind:bridge` among them the question may be multi-hop: the context "
+        "then also holds the documents its passages name (`links`), and "
+        "`coverage_guaranteed` is true only when that many are calibrated."
+    )
+    links: int | None = Field(
+        None,
+        description="A question that may be multi-hop: how many documents named by its top "
+        "passages the context adds, calibrated so that it holds the last hop with probability "
+        "≥ 1−alpha; null when none are calibrated for it (no guarantee).",
     )
 
 
@@ -201,6 +208,7 @@ def retrieval_fields(
             group_n=cal.group_n,
             fallback=cal.fallback,
             groups=list(cal.groups),
+            links=cal.links,
         ),
         "evidence": EvidenceOut(
             passed=len(retrieval.hits),

@@ -81,6 +81,13 @@ def test_calibrate_then_retrieve_through_the_threshold(
     )
     assert cal["min_alpha"] == pytest.approx(1 / (len(qa) + 1))
     assert cal["indexed"] == 0  # scored on exact search: the collection has no index
+    # single-hop questions only: no second hop is calibrated at any α
+    assert cal["multi_hop"] == {
+        "n": 0,
+        "link_from": 5,
+        "links": {"0.05": None, "0.1": None, "0.2": None},
+    }
+    assert job["result"]["multi_hop_links"] == {"0.05": None, "0.1": None, "0.2": None}
     assert status["job"]["id"] == job["id"]
 
     question = qa[0]["question"]
@@ -104,6 +111,7 @@ def test_calibrate_then_retrieve_through_the_threshold(
             "group_n": single["n"],
             "fallback": False,
             "groups": list(KindClassifier.load().groups(question)),
+            "links": None,  # not possibly multi-hop: no linked documents
         }
         assert "kind:bridge" not in body["calibration"]["groups"]
         assert all(c["score"] >= body["threshold"] for c in body["citations"])

@@ -4,6 +4,7 @@ cut, the abstain signal and the tables, on synthetic scores whose answers are kn
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from evaluation.coverage import (
 )
 from evaluation.mondrian import evaluate_mondrian, mondrian_markdown
 from retrieval.calibration_set import ItemScore
+from retrieval.links import LINK_FROM
 
 
 def _item(i: int, rank: int | None, sims: list[float], kind: str = "single") -> ItemScore:
@@ -123,6 +125,10 @@ def test_markdown_and_sizes() -> None:
         evaluate_coverage(_synthetic(10, seed=1), [0.1], splits=5, n_cal=10, seed=0)
 
 
+#: No question has a calibrated second hop (``evaluate_mondrian``'s ``links``).
+_NO_LINKS: dict[str, Any] = {"links": [math.inf] * 360, "splits": 20, "seed": 1}
+
+
 def test_mondrian_covers_a_hard_kind_the_pooled_threshold_misses() -> None:
     """Easy questions (answer at rank 1, high similarity) and hard ones (answer at rank 5,
     low similarity): the pooled q̂ at α = 0.1 misses most hard ones; the hard group's own q̂
@@ -138,33 +144,85 @@ def test_mondrian_covers_a_hard_kind_the_pooled_threshold_misses() -> None:
     ]
     items = easy + hard
     groups = [("group:easy",)] * 300 + [("group:hard",)] * 60
-    rows = {
-        r.kind: r for r in evaluate_mondrian(items, groups, [0.1], splits=20, seed=1, max_chunks=30)
-    }
+    rows = {r.kind: r for r in evaluate_mondrian(items, groups, [0.1], **_NO_LINKS, max_chunks=30)}
     assert rows["bridge"].pooled_coverage < 0.5 <= 0.9 - 0.02 <= rows["bridge"].mondrian_coverage
     assert rows["bridge"].guaranteed_share == 1.0
     assert rows["single"].mondrian_coverage == rows["single"].pooled_coverage
     assert rows["single"].mondrian_chunks == rows["single"].pooled_chunks
     # a budget smaller than the hard answers' rank: a covered one is never flagged
-    tight = {
-        r.kind: r for r in evaluate_mondrian(items, groups, [0.1], splits=20, seed=1, max_chunks=3)
-    }
+    tight = {r.kind: r for r in evaluate_mondrian(items, groups, [0.1], **_NO_LINKS, max_chunks=3)}
     assert tight["bridge"].guaranteed_share < 0.05
     assert tight["bridge"].guaranteed_coverage in (None, 0.0)
     assert "| bridge | 60 | 0.1 |" in mondrian_markdown(list(rows.values()))
     # a tenth of the easy questions also in the hard group (a kinds set of two): those take
     # the hard group's q̂, the rest of the easy ones keep the pooled one
     shared = [("group:easy", "group:hard") if i % 10 == 0 else g for i, g in enumerate(groups)]
-    mixed = {
-        r.kind: r for r in evaluate_mondrian(items, shared, [0.1], splits=20, seed=1, max_chunks=30)
-    }
+    mixed = {r.kind: r for r in evaluate_mondrian(items, shared, [0.1], **_NO_LINKS, max_chunks=30)}
     assert mixed["single"].mondrian_chunks > rows["single"].mondrian_chunks
     # the hard group's guarantee is over its members, easy ones included: the hard kind alone
     # gets a little less than 1 − α, still far above the pooled q̂'s
     assert mixed["bridge"].pooled_coverage < 0.5 < 0.8 < mixed["bridge"].mondrian_coverage
-    # a question that may be multi-hop is never flagged, whatever its group's q̂
+
+
+def _hard_and_easy(hard_kind: str) -> list[ItemScore]:
+    """300 easy single-hop questions (answer at rank 1) and 60 hard ones of ``hard_kind``
+    (rank 5, low similarity)."""
+    rng = np.random.default_rng(0)
+    easy = [
+        _item(i, 1, sorted([*rng.uniform(0.0, 0.6, 20).tolist(), 0.9], reverse=True), "single")
+        for i in range(300)
+    ]
+    hard = [
+        _item(i, 5, sorted(rng.uniform(0.0, 0.5, 20).tolist(), reverse=True), hard_kind)
+        for i in range(300, 360)
+    ]
+    return easy + hard
+
+
+def test_a_multi_hop_question_is_flagged_only_with_calibrated_links() -> None:
+    """A question that may be multi-hop is flagged only when the labelled multi-hop
+    questions' link ranks have a finite k̂; it is then covered when its rank is within k̂,
+    and its context holds at least ``LINK_FROM`` + k̂ chunks."""
+    items = _hard_and_easy("bridge")
     kinds = [("kind:single",)] * 300 + [("kind:bridge",)] * 60
-    multi = {
-        r.kind: r for r in evaluate_mondrian(items, kinds, [0.1], splits=20, seed=1, max_chunks=30)
+    never = {r.kind: r for r in evaluate_mondrian(items, kinds, [0.1], **_NO_LINKS, max_chunks=30)}
+    assert never["bridge"].guaranteed_share == 0.0 < never["single"].guaranteed_share
+    # the second hop is the first linked document for all but every twentieth question
+    hops = [0.0] * 300 + [math.inf if i % 20 == 0 else 1.0 for i in range(60)]
+    linked = {
+        r.kind: r
+        for r in evaluate_mondrian(
+            items, kinds, [0.1], links=hops, splits=20, seed=1, max_chunks=30
+        )
     }
-    assert multi["bridge"].guaranteed_share == 0.0 < multi["single"].guaranteed_share
+    # flagged in the splits whose calibration half holds at most two of the three unnamed
+    assert linked["bridge"].guaranteed_share > 0.5
+    assert linked["bridge"].guaranteed_coverage is not None
+    assert linked["bridge"].guaranteed_coverage >= 0.95 > never["bridge"].mondrian_coverage
+    assert linked["bridge"].mondrian_chunks >= LINK_FROM + 1
+    assert linked["single"].mondrian_chunks == never["single"].mondrian_chunks
+    # a budget the linked documents do not fit: nothing multi-hop is flagged
+    tight = evaluate_mondrian(items, kinds, [0.1], links=hops, splits=20, seed=1, max_chunks=5)
+    assert next(r for r in tight if r.kind == "bridge").guaranteed_share == 0.0
+
+
+def test_a_labelled_kind_keeps_its_coverage_inside_a_mixed_group() -> None:
+    """A group whose easy members (single-hop, half of the group) are covered anyway gives its
+    hard comparison members less than 1 − α; the labelled comparisons' own q̂ restores it.
+    A labelled multi-hop kind does not raise round 0's q̂ (its guarantee is the links')."""
+    groups = [("kind:comparison",) if i % 5 == 0 else ("kind:single",) for i in range(300)]
+    groups += [("kind:comparison",)] * 60
+    comparison = {
+        r.kind: r
+        for r in evaluate_mondrian(
+            _hard_and_easy("comparison"), groups, [0.1], **_NO_LINKS, max_chunks=30
+        )
+    }
+    assert comparison["comparison"].mondrian_coverage >= 0.9 - 0.02
+    bridge = {
+        r.kind: r
+        for r in evaluate_mondrian(
+            _hard_and_easy("bridge"), groups, [0.1], **_NO_LINKS, max_chunks=30
+        )
+    }
+    assert bridge["bridge"].mondrian_coverage < comparison["comparison"].mondrian_coverage

@@ -67,8 +67,43 @@ def test_a_question_in_several_groups_takes_the_largest_quantile_or_none() -> No
     assert strict.qhat == max(cal.qhat(0.05), conformal_quantile(single, 0.05))
 
 
+def test_a_group_is_raised_to_its_labelled_kinds_own_quantile() -> None:
+    """Half the comparison group is easy single-hop questions: the group's q̂ covers its
+    comparisons less than 1 − α, so it is raised to the labelled comparisons' own. A
+    labelled kind too small for α, or multi-hop (the links' to cover), raises nothing."""
+    easy = [0.1 + 0.001 * i for i in range(20)]
+    hard = [0.4 + 0.01 * i for i in range(20)]
+    cal = replace(
+        _calibration({"kind:comparison": easy + hard}),
+        labelled={
+            "kind:comparison|single": easy,
+            "kind:comparison|comparison": hard,
+            "kind:comparison|bridge": [0.9] * 20,
+        },
+    )
+    raised = cal.group_qhat(0.1, "kind:comparison")
+    assert raised.qhat == conformal_quantile(hard, 0.1) > conformal_quantile(easy + hard, 0.1)
+    assert not raised.fallback
+    # at α = 0.04, 20 labelled comparisons have no q̂ of their own: the group's applies
+    assert cal.group_qhat(0.04, "kind:comparison").qhat == conformal_quantile(easy + hard, 0.04)
+
+
+def test_the_link_quantile_is_the_labelled_multi_hop_questions_rank() -> None:
+    ranks = sorted([0.0] * 12 + [1.0] * 4 + [2.0, math.inf])
+    cal = replace(_calibration({"kind:single": [0.1] * 18}), links=ranks, link_from=5)
+    assert cal.link_quantile(0.2) == 1  # ⌈19·0.8⌉ = 16th: the last 1
+    assert cal.link_quantile(0.15) == 2  # the 17th
+    assert cal.link_quantile(0.1) is None  # the 18th: never named
+    assert _calibration({"kind:single": [0.1] * 18}).link_quantile(0.5) is None
+
+
 def test_groups_survive_the_round_trip_misses_included() -> None:
-    cal = _calibration({"kind:single": [0.2, math.inf], "group:acme": [0.3]})
+    cal = replace(
+        _calibration({"kind:single": [0.2, math.inf], "group:acme": [0.3]}),
+        labelled={"kind:single|bridge": [math.inf]},
+        links=[1.0, math.inf],
+        link_from=5,
+    )
     again = Calibration.from_json(json.loads(json.dumps(cal.to_json())))
     assert again.groups == cal.groups and again == cal
     old = {k: v for k, v in cal.to_json().items() if k != "groups"}  # taken before groups
@@ -150,7 +185,7 @@ def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
     assert kind.calibration.groups == kinds.groups("What is Somaliland?")
     assert not kind.calibration.fallback
     # a question that may be multi-hop gets its kinds' largest q̂, and no guarantee even where
-    # that group has a q̂ of its own
+    # that group has a q̂ of its own when no labelled multi-hop question calibrated its links
     Ingestor(store, embedder, chunk_words=120, chunk_overlap=20).ingest("m", wiki_sample)
     hops = [
         replace(it, question=f"Who founded the company that built the tower in {it.id}?")
@@ -162,6 +197,7 @@ def test_a_request_gets_its_groups_threshold_and_says_when_it_cannot(
     assert multi.calibration is not None and not multi.calibration.fallback
     assert multi.threshold is not None and not multi.coverage_guaranteed
     assert "kind:bridge" in multi.calibration.groups  # the response says why
+    assert multi.calibration.links is None
     # the shift watch's reference: each question's top-1 similarity and multi-hop score
     assert len(cal.top_similarities) == len(cal.multi_hop) == len(items)
     assert all(0 <= m <= 1 for m in cal.multi_hop)

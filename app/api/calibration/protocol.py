@@ -140,6 +140,18 @@ class RerankCalibrationOut(BaseModel):
     )
 
 
+class LinksCalibrationOut(BaseModel):
+    n: int = Field(
+        description="Labelled multi-hop questions (QA `type: bridge`) grouped `kind:bridge`."
+    )
+    link_from: int = Field(description="The top dense hits whose named documents are followed.")
+    links: dict[str, int | None] = Field(
+        description="Linked documents a possibly multi-hop question's context adds at alpha "
+        "0.05, 0.1, 0.2; null: too few labelled multi-hop questions for that alpha, so such "
+        "questions are not guaranteed."
+    )
+
+
 class CalibrationOut(BaseModel):
     n: int
     version: int
@@ -168,6 +180,10 @@ class CalibrationOut(BaseModel):
         description="The same questions scored by the server's reranker, for `rerank` "
         "requests; null: calibrated without one."
     )
+    multi_hop: LinksCalibrationOut | None = Field(
+        description='The second hop\'s calibration (docs/conformal.md, "Multi-hop"); null: '
+        "calibrated before it existed."
+    )
 
 
 def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
@@ -191,6 +207,13 @@ def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
             candidates=calibration.rerank_candidates,
             misses=calibration.reranked().misses,
             groups=_groups_out(calibration.reranked()),
+        ),
+        multi_hop=None
+        if not calibration.link_from
+        else LinksCalibrationOut(
+            n=len(calibration.links),
+            link_from=calibration.link_from,
+            links={str(a): calibration.link_quantile(a) for a in REPORTED_ALPHAS},
         ),
     )
 
