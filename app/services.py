@@ -6,6 +6,7 @@ Used by the FastAPI lifespan and by the in-process CLI commands, so both run the
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import partial
 
@@ -31,6 +32,7 @@ from critic import Critic, make_critic
 from llm import Generator, VLLMGenerator
 from retrieval.drift import DriftWatches
 from retrieval.embed import Embedder, make_embedder
+from retrieval.errors import RerankerUnavailable
 from retrieval.ingest import Ingestor
 from retrieval.rerank import Reranking, load_reranker
 from retrieval.retriever import Retriever
@@ -67,9 +69,16 @@ def build_embedder(embedder: EmbedderSettings) -> Embedder:
 
 def build_reranking(settings: Settings) -> Reranking | None:
     """The trained reranker, if ``covrag train-reranker`` wrote one (else reranked requests get
-    409 saying how to train it)."""
+    409 saying how to train it). A broken one is logged and left out: the reranker is
+    optional, so the server still serves every other request."""
     reranker = settings.reranker
-    found = load_reranker(reranker.model_dir(settings.store.models_dir), threads=reranker.threads)
+    try:
+        found = load_reranker(
+            reranker.model_dir(settings.store.models_dir), threads=reranker.threads
+        )
+    except RerankerUnavailable as exc:
+        logging.getLogger("covrag").warning("%s; reranked requests get 409 until retrained", exc)
+        return None
     return None if found is None else Reranking(found, reranker.candidates)
 
 

@@ -102,7 +102,9 @@ class OnnxReranker:
         try:
             tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
             self._session = bert_session(model_dir, threads)
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:
+            # tokenizers, safetensors and onnxruntime each fail a broken file with their own
+            # exception (tokenizers with a bare Exception): any of them leaves no reranker
             raise RerankerUnavailable(f"no usable reranker at {model_dir}: {exc}") from exc
         tokenizer.enable_truncation(self.info.max_tokens, strategy="longest_first")
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")

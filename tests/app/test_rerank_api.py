@@ -4,8 +4,11 @@ a calibration job records its scores and a reranked retrieval thresholds its rel
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -38,6 +41,28 @@ def test_rerank_without_a_reranker_says_how_to_train_one(
         r = client.post("/v1/retrieve", json={**body, "rerank": "maybe"})
         assert r.status_code == 422 and r.json()["error"]["param"] == "rerank", r.text
         assert client.post("/v1/retrieve", json=body).status_code == 200
+
+
+def test_a_broken_reranker_is_logged_and_the_server_serves_without_it(
+    settings: Settings,
+    wiki_sample: list[Document],
+    reranker_dir: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = tmp_path / "reranker"
+    shutil.copytree(reranker_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00")  # cut short
+    with (
+        caplog.at_level(logging.WARNING, logger="covrag"),
+        TestClient(create_app(settings.updated(reranker={"dir": broken}))) as client,
+    ):
+        assert f"no usable reranker at {broken}" in caplog.text
+        ingest(client, "wiki", _docs(wiki_sample[:5]))
+        body = {"question": "Where is the Eiffel Tower?", "collection": "wiki"}
+        assert client.post("/v1/retrieve", json=body).status_code == 200
+        r = client.post("/v1/retrieve", json={**body, "rerank": True})
+        assert r.status_code == 409 and r.json()["error"]["type"] == "reranker_unavailable"
 
 
 def test_a_reranked_retrieval_over_http(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +24,14 @@ from retrieval.conformal import Calibration, conformal_quantile, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import RerankerUnavailable
 from retrieval.ingest import Ingestor
-from retrieval.rerank import OnnxReranker, Reranking, passage_text, read_info, relevance
+from retrieval.rerank import (
+    OnnxReranker,
+    Reranking,
+    load_reranker,
+    passage_text,
+    read_info,
+    relevance,
+)
 from retrieval.retriever import Retriever
 from retrieval.store import EdgeStore
 from retrieval.types import Budget, Document
@@ -170,3 +178,21 @@ def test_relevance_is_the_logistic_of_the_score() -> None:
     assert relevance(0.0) == 0.5
     assert relevance(-1000.0) == 0.0
     assert relevance(2.0) == pytest.approx(1 / (1 + math.exp(-2)))
+
+
+@pytest.mark.parametrize(
+    ("broken", "content"),
+    [
+        ("model.safetensors", b"\x10\x00\x00"),  # cut short: safetensors' own error
+        ("tokenizer.json", b"{"),
+        ("reranker.json", b'{"weight": []}'),
+    ],
+)
+def test_a_corrupt_reranker_is_unavailable_not_a_crash(
+    reranker_dir: Path, tmp_path: Path, broken: str, content: bytes
+) -> None:
+    copy = tmp_path / "reranker"
+    shutil.copytree(reranker_dir, copy)
+    (copy / broken).write_bytes(content)
+    with pytest.raises(RerankerUnavailable, match="no usable reranker"):
+        load_reranker(copy)
