@@ -244,6 +244,7 @@ def build_services(settings: Settings) -> Services:
         embedder,
         stale_fraction=settings.calibration.stale_fraction,
         unreachable=settings.calibration.unreachable,
+        multi_hop_links=settings.calibration.multi_hop_links,
         keyword_hits=settings.limits.keyword_hits,
         reranking=build_reranking(settings),
     )

@@ -30,9 +30,15 @@ def main() -> None:
     settings = get_settings()
     rows = [r for r in read_jsonl(args.qa, lambda row, _n: row)[0] if r.get("type") == "bridge"]
     store, embedder = build_store(settings.store), build_embedder(settings.embedder)
-    retriever = Retriever(store, embedder, stale_fraction=settings.calibration.stale_fraction)
+    retriever = Retriever(
+        store,
+        embedder,
+        stale_fraction=settings.calibration.stale_fraction,
+        multi_hop_links=settings.calibration.multi_hop_links,
+    )
     budget = Budget(chunks=settings.limits.max_chunks, chars=settings.limits.max_context_chars)
-    print(f"{len(rows)} bridge questions of {args.qa} over {args.collection!r}\n")
+    links = "on" if settings.calibration.multi_hop_links else "off"
+    print(f"{len(rows)} bridge questions of {args.qa} over {args.collection!r}, links {links}\n")
     print("| α | in round 0 | + 1 linked | + 3 linked | named at all | flagged guaranteed |")
     print("|---:|---:|---:|---:|---:|---:|")
     try:

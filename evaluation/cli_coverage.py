@@ -9,6 +9,7 @@ conformal guarantee empirically (``evaluation.coverage``, ``evaluation.mondrian`
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -150,12 +151,19 @@ def coverage(
         scores = score_items(
             store, embedder, name, qa_file.items, search_k=search_k, approximate=indexed
         )
-        links = [
-            link_rank(store, name, vector.tolist(), item.gold_doc_ids)
-            for item, vector in zip(
-                qa_file.items, embedder.embed([it.question for it in qa_file.items]), strict=True
-            )
-        ]
+        # COVRAG_MULTI_HOP_LINKS off: no question gets linked documents, as a query would not
+        links = (
+            [
+                link_rank(store, name, vector.tolist(), item.gold_doc_ids)
+                for item, vector in zip(
+                    qa_file.items,
+                    embedder.embed([it.question for it in qa_file.items]),
+                    strict=True,
+                )
+            ]
+            if settings.calibration.multi_hop_links
+            else [math.inf] * len(qa_file.items)
+        )
         negatives: list[Unanswerable] = []
         if unanswerable_rows:
             vectors = embedder.embed([q for _, q, _ in unanswerable_rows])
@@ -242,7 +250,14 @@ def coverage(
     sections = ["\n".join(header)]
     sections += [subset_markdown(subset) for subset in results]
     sections.append(
-        mondrian_section(mondrian, predicted, splits=splits, seed=seed, max_chunks=max_chunks)
+        mondrian_section(
+            mondrian,
+            predicted,
+            splits=splits,
+            seed=seed,
+            max_chunks=max_chunks,
+            links=settings.calibration.multi_hop_links,
+        )
     )
     markdown = "\n\n".join(sections) + "\n"
 

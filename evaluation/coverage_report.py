@@ -159,9 +159,11 @@ def mondrian_section(
     splits: int,
     seed: int,
     max_chunks: int,
+    links: bool,
 ) -> str:
-    """The Mondrian section; ``predicted`` counts the questions in each group a request gets
-    (a question counts in each group of its set)."""
+    """The Mondrian section (``links``: COVRAG_MULTI_HOP_LINKS was on); ``predicted``
+    counts the questions in each group a request gets (a question counts in each group of
+    its set)."""
     return "\n".join(
         [
             "## Mondrian (group-conditional) against pooled, per true kind",
@@ -171,10 +173,16 @@ def mondrian_section(
             "classifier: "
             + ", ".join(f"{g} {n}" for g, n in sorted(predicted.items()))
             + "); its q̂ is the largest of its groups' own (each raised to its labelled "
-            "single-hop and comparison members' own), never below the pooled one. With "
-            "kind:bridge in the set, the context also holds the top hits and k̂ linked "
-            "documents, and a question counts as covered when its link rank is at most k̂. "
-            "Flagged: the response would say `coverage_guaranteed` (every group's own q̂ "
+            "single-hop and comparison members' own), never below the pooled one. "
+            + (
+                "Multi-hop links on (COVRAG_MULTI_HOP_LINKS): with kind:bridge in the set, the "
+                "context also holds the top hits and k̂ linked documents, and a question "
+                "counts as covered when its link rank is at most k̂. "
+                if links
+                else "Multi-hop links off (COVRAG_MULTI_HOP_LINKS): a question with kind:bridge "
+                "in its set is never flagged. "
+            )
+            + "Flagged: the response would say `coverage_guaranteed` (every group's own q̂ "
             f"finite, at most {max_chunks} chunks in the context, and k̂ finite for "
             "kind:bridge).",
             "",

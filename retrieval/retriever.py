@@ -65,6 +65,8 @@ class Retriever:
             ``"budget"`` passes the top chunks up to the budget with no guarantee and
             ``"error"`` refuses the request.
         kinds: groups questions by kind, as their calibration was (the shipped classifier).
+        multi_hop_links: a question that may be multi-hop gets the calibrated linked
+            documents (``retrieval.links``); off, round 0's passages only, unguaranteed.
         keyword_hits: with ``search="hybrid"`` on a calibrated collection, the keyword hits
             that may join the chunks that cleared the threshold (``retrieval.hybrid``).
         reranking: the cross-encoder reranked requests use and the dense candidates it
@@ -80,6 +82,7 @@ class Retriever:
         stale_fraction: float = 0.1,
         unreachable: Literal["budget", "error"] = "budget",
         kinds: KindClassifier | None = None,
+        multi_hop_links: bool = False,
         keyword_hits: int = 3,
         reranking: Reranking | None = None,
     ) -> None:
@@ -88,6 +91,7 @@ class Retriever:
         self.embedder = embedder
         self.kinds = kinds or KindClassifier.load()
         self._keyword_hits = keyword_hits
+        self._multi_hop_links = multi_hop_links
         self._stale_fraction = stale_fraction
         self._unreachable = unreachable
 
@@ -161,7 +165,9 @@ class Retriever:
         if matched_nothing and threshold is not None:
             matched_nothing = self.store.count(collection, filters) == 0
         kept, cut = found.kept, found.cut
-        links = _link_quantile(calibration, alpha, groups, filters)
+        links = (
+            _link_quantile(calibration, alpha, groups, filters) if self._multi_hop_links else None
+        )
         if links is not None:
             start = time.perf_counter()
             ext = with_links(self.store, collection, vector, links)

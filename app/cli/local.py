@@ -32,6 +32,7 @@ from retrieval.calibration import calibrate as run_calibration
 from retrieval.calibration import check_calibration
 from retrieval.calibration_set import CalibrationItem
 from retrieval.embed import Embedder
+from retrieval.links import LINK_FROM
 from retrieval.rerank import Reranking
 from retrieval.retriever import Retriever
 from retrieval.store import VectorStore
@@ -99,9 +100,10 @@ def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, 
         current is not None
         and current.kinds_version == retriever.kinds.version
         and current.rerank_version == ("" if rerank is None else rerank.reranker.version)
+        and current.link_from == LINK_FROM
         and not stale
     ):
-        return  # fresh, grouped by this server's question-kind classifier, by its reranker
+        return  # fresh, grouped by this server's classifier, by its reranker, with its links
     items = demo_qa(name)
     if items:
         summary = _calibrate_qa(

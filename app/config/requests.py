@@ -130,6 +130,14 @@ class CalibrationSettings(Group):
         validation_alias="COVRAG_STALE_FRACTION",
         description="A calibration is stale after this fraction of chunks changed.",
     )
+    multi_hop_links: bool = Field(
+        False,
+        validation_alias="COVRAG_MULTI_HOP_LINKS",
+        description="A question that may be multi-hop also gets the calibrated number of "
+        "documents its top passages name, and can then be guaranteed; off (default: the "
+        "longer context cost the bundled 135M model right answers): round 0's passages "
+        "only, unguaranteed.",
+    )
     unreachable: Literal["budget", "error"] = Field(
         "budget",
         validation_alias="COVRAG_CONFORMAL_UNREACHABLE",

@@ -97,7 +97,7 @@ def test_linked_documents_hold_the_last_hop_as_calibrated(
     assert cal.link_from == LINK_FROM
     k = cal.link_quantile(0.2)
     assert k is not None and cal.link_quantile(0.01) is None  # too few for α = 0.01
-    retriever = Retriever(store, embedder)
+    retriever = Retriever(store, embedder, multi_hop_links=True)
     budget = Budget(chunks=50, chars=10**6)
     checked = within = 0
     for item in held_out:
@@ -119,6 +119,10 @@ def test_linked_documents_hold_the_last_hop_as_calibrated(
     tight = retriever.retrieve("w", multi.question, alpha=0.2, budget=Budget(2, 10**6))
     assert tight.calibration is not None and tight.calibration.links == k
     assert len(tight.hits) == 2 and tight.budget_cut and not tight.coverage_guaranteed
+    # COVRAG_MULTI_HOP_LINKS=false (the default): round 0's passages only, and no guarantee
+    off = Retriever(store, embedder).retrieve("w", multi.question, alpha=0.2, budget=budget)
+    assert off.calibration is not None and off.calibration.links is None
+    assert not off.coverage_guaranteed
 
 
 def _first_hops(qid: str) -> tuple[str, ...]:
