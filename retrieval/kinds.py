@@ -33,7 +33,8 @@ import numpy as np
 #: The kinds, in the order of the weights' rows.
 KINDS = ("single", "bridge", "comparison")
 #: The group of questions that may need a second hop: round 0's threshold guarantees nothing
-#: about that hop, so their context also holds calibrated linked documents (``retrieval.links``).
+#: about that hop; with COVRAG_MULTI_HOP_LINKS their context also holds calibrated linked
+#: documents (``retrieval.links``), else they are not flagged.
 BRIDGE_GROUP = "kind:bridge"
 #: Hash buckets of the word n-grams.
 BUCKETS = 1 << 12

@@ -8,9 +8,10 @@ context budget + 1, so the budget cutting off chunks that cleared the threshold 
 The threshold is the question's groups' (Mondrian calibration, ``retrieval.conformal``): the
 caller's ``group``, else each kind in the question's set (``retrieval.kinds``), the largest of
 their q̂s; a group with too few calibration questions for α takes the pooled one, and then
-nothing is guaranteed. A question that may be multi-hop (``BRIDGE_GROUP`` in its set) also gets
-the top hits and the calibrated number of documents they name (``retrieval.links``), and is
-guaranteed only when that number is calibrated at its α and fits the budget.
+nothing is guaranteed. A question that may be multi-hop (``BRIDGE_GROUP`` in its set) is
+guaranteed only with ``multi_hop_links``: it then also gets the top hits and the calibrated
+number of documents they name (``retrieval.links``), when that number is calibrated at its α
+and fits the budget.
 
 A reranked request (``rerank``) searches the top dense candidates instead, has the cross-encoder
 (``retrieval.rerank``) score them, and thresholds its relevance: the calibration holds the same
