@@ -38,7 +38,7 @@ from evaluation.coverage_report import (
 )
 from evaluation.mondrian import evaluate_mondrian
 from evaluation.outputs import default_out
-from retrieval.calibration_set import load_qa, score_items
+from retrieval.calibration_set import load_qa, score_vectors
 from retrieval.errors import RetrievalError
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.kinds import KindClassifier
@@ -148,18 +148,15 @@ def coverage(
         indexed = store.get_collection(name).indexed > 0  # score as the queries search
         embedder = build_embedder(settings.embedder)
         _echo_err(f"scoring {len(qa_file.items)} questions against {name!r} …")
-        scores = score_items(
-            store, embedder, name, qa_file.items, search_k=search_k, approximate=indexed
+        vectors = embedder.embed([it.question for it in qa_file.items]).tolist()
+        scores = score_vectors(
+            store, name, qa_file.items, vectors, search_k=search_k, approximate=indexed
         )
         # COVRAG_MULTI_HOP_LINKS off: no question gets linked documents, as a query would not
         links = (
             [
-                link_rank(store, name, vector.tolist(), item.gold_doc_ids)
-                for item, vector in zip(
-                    qa_file.items,
-                    embedder.embed([it.question for it in qa_file.items]),
-                    strict=True,
-                )
+                link_rank(store, name, vector, item.gold_doc_ids)
+                for item, vector in zip(qa_file.items, vectors, strict=True)
             ]
             if settings.calibration.multi_hop_links
             else [math.inf] * len(qa_file.items)

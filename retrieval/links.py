@@ -86,13 +86,10 @@ def link_rank(
 
 
 def with_links(
-    store: VectorStore,
-    collection: str,
-    vector: Sequence[float],
-    links: int,
-    filters: Mapping[str, FilterValue] | None = None,
+    store: VectorStore, collection: str, vector: Sequence[float], links: int
 ) -> list[ScoredChunk]:
     """What a link rank of at most ``links`` promises: the top ``LINK_FROM`` hits, then the
-    best chunk of each of the first ``links`` documents they name."""
-    top = store.search(collection, list(vector), limit=LINK_FROM, filters=filters or None)
-    return [*top, *linked_docs(store, collection, vector, top, filters)[:links]]
+    best chunk of each of the first ``links`` documents they name (unfiltered, as the ranks
+    were calibrated)."""
+    top = store.search(collection, list(vector), limit=LINK_FROM)
+    return [*top, *linked_docs(store, collection, vector, top)[:links]]
