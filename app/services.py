@@ -245,6 +245,7 @@ def build_services(settings: Settings) -> Services:
         stale_fraction=settings.calibration.stale_fraction,
         unreachable=settings.calibration.unreachable,
         multi_hop_links=settings.calibration.multi_hop_links,
+        score=settings.calibration.score,
         keyword_hits=settings.limits.keyword_hits,
         reranking=build_reranking(settings),
     )

@@ -38,7 +38,8 @@ from evaluation.coverage_report import (
 )
 from evaluation.mondrian import evaluate_mondrian
 from evaluation.outputs import default_out
-from retrieval.calibration_set import load_qa, score_vectors
+from retrieval.calibration_set import load_qa, on_relative_scale, score_vectors
+from retrieval.conformal import RelativeScale
 from retrieval.errors import RetrievalError
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.kinds import KindClassifier
@@ -119,12 +120,22 @@ def coverage(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: <data dir>/eval/coverage).")
     ] = None,
+    score: Annotated[
+        str | None,
+        typer.Option(
+            help="The scale thresholds are on: 'cosine' or 'relative' (a chunk's share of the "
+            "top 10 hits); default: COVRAG_CONFORMAL_SCORE."
+        ),
+    ] = None,
 ) -> None:
     """Check the conformal coverage guarantee on repeated calibration/test splits of a QA set."""
     alpha_list = _floats(alphas)
+    settings = get_settings()
+    scale = score or settings.calibration.score
+    if scale not in ("cosine", "relative"):
+        raise typer.BadParameter(f"--score must be 'cosine' or 'relative', got {scale!r}")
     if max_chunks > search_k:
         raise typer.BadParameter("--max-chunks cannot exceed --search-k (unseen hits)")
-    settings = get_settings()
     name = collection or settings.collections.default
     out = out or default_out(settings, "coverage")
 
@@ -165,7 +176,7 @@ def coverage(
         if unanswerable_rows:
             vectors = embedder.embed([q for _, q, _ in unanswerable_rows])
             for (uid, _, kind), vector in zip(unanswerable_rows, vectors, strict=True):
-                hits = store.search(name, vector.tolist(), limit=5)
+                hits = store.search(name, vector.tolist(), limit=RelativeScale().candidates)
                 negatives.append(Unanswerable(uid, kind, [h.score for h in hits]))
         embedder_model = embedder.spec.model
     except RetrievalError as exc:
@@ -176,6 +187,12 @@ def coverage(
             embedder.close()
         store.close()
     scored_s = time.perf_counter() - started
+    relative_on = scale == "relative"
+    on_cosine = scores
+    if relative_on:  # the same searches, on a chunk's share of its top hits
+        relative = RelativeScale()
+        scores = [on_relative_scale(s, relative) for s in scores]
+        negatives = [Unanswerable(u.id, u.kind, relative.shares(u.similarities)) for u in negatives]
     _echo_err(f"scored in {scored_s:.1f} s; evaluating {splits} splits …")
 
     all_kinds = Counter(s.kind or "untyped" for s in scores)
@@ -219,7 +236,14 @@ def coverage(
     classifier = KindClassifier.load()
     groups = [classifier.groups(item.question, item.group) for item in qa_file.items]
     mondrian = evaluate_mondrian(
-        scores, groups, alpha_list, links=links, splits=splits, seed=seed, max_chunks=max_chunks
+        on_cosine,
+        groups,
+        alpha_list,
+        links=links,
+        splits=splits,
+        seed=seed,
+        max_chunks=max_chunks,
+        relative=scores if relative_on else None,
     )
     predicted = dict(Counter(g for gs in groups for g in gs))
 
@@ -233,7 +257,8 @@ def coverage(
         f"{'' if unanswerable is None else f'; unanswerable: `{unanswerable}`, '}"
         f"{'' if unanswerable is None else f'{len(negatives)} questions'})",
         f"- embedder: {settings.embedder.kind} {embedder_model}; store: {settings.store.kind}; "
-        f"search_k {search_k}; budget {max_chunks} chunks",
+        f"search_k {search_k}; budget {max_chunks} chunks; scale: {scale}"
+        + (" (similarities below: a chunk's share of its top 10 hits)" if relative_on else ""),
         f"- {splits} seeded splits (seed {seed}) per calibration size; the same splits serve every "
         "α and both rules",
         "- coverage: the held-out question's best gold chunk has similarity ≥ 1−q̂ "
@@ -254,6 +279,7 @@ def coverage(
             seed=seed,
             max_chunks=max_chunks,
             links=settings.calibration.multi_hop_links,
+            relative=relative_on,
         )
     )
     markdown = "\n\n".join(sections) + "\n"
@@ -272,6 +298,7 @@ def coverage(
         "seed": seed,
         "max_chunks": max_chunks,
         "search_k": search_k,
+        "score": scale,
         "malformed": qa_file.errors + unanswerable_errors,
         "scoring_seconds": round(scored_s, 2),
         "subsets": [asdict(s) for s in results],

@@ -160,10 +160,11 @@ def mondrian_section(
     seed: int,
     max_chunks: int,
     links: bool,
+    relative: bool = False,
 ) -> str:
-    """The Mondrian section (``links``: COVRAG_MULTI_HOP_LINKS was on); ``predicted``
-    counts the questions in each group a request gets (a question counts in each group of
-    its set)."""
+    """The Mondrian section (``links``: COVRAG_MULTI_HOP_LINKS was on; ``relative``: the
+    relative scale served the questions it serves); ``predicted`` counts the questions in
+    each group a request gets (a question counts in each group of its set)."""
     return "\n".join(
         [
             "## Mondrian (group-conditional) against pooled, per true kind",
@@ -181,6 +182,14 @@ def mondrian_section(
                 if links
                 else "Multi-hop links off (COVRAG_MULTI_HOP_LINKS): a question with kind:bridge "
                 "in its set is never flagged. "
+            )
+            + (
+                "Relative scale on (COVRAG_CONFORMAL_SCORE): a question whose set is "
+                "kind:single alone is thresholded on its chunks' shares of its top 10 hits, "
+                "calibrated on the calibration questions served so; the others on the cosine "
+                "(the pooled columns stay on the cosine). "
+                if relative
+                else ""
             )
             + "Flagged: the response would say `coverage_guaranteed` (every group's own q̂ "
             f"finite, at most {max_chunks} chunks in the context, and k̂ finite for "

@@ -12,7 +12,7 @@ computation, numpy only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +20,7 @@ import numpy as np
 from evaluation.coverage import cleared_counts, similarity_matrix
 from retrieval.calibration_set import ItemScore
 from retrieval.conformal import ROUND0_KINDS, conformal_quantile
-from retrieval.kinds import BRIDGE_GROUP
+from retrieval.kinds import BRIDGE_GROUP, relative_keys
 from retrieval.links import LINK_FROM
 
 
@@ -56,6 +56,7 @@ def evaluate_mondrian(
     splits: int,
     seed: int,
     max_chunks: int,
+    relative: Sequence[ItemScore] | None = None,
 ) -> list[GroupCoverage]:
     """Per true kind (``ItemScore.kind``): the pooled q̂ against each question's groups' q̂
     (``groups``: the group keys a request of that question would get, a calibration question
@@ -64,12 +65,18 @@ def evaluate_mondrian(
     half/half calibration/test splits. A question that may be multi-hop (``BRIDGE_GROUP``)
     is covered when its score clears or its link rank (``links``, ``retrieval.links``) is at
     most the calibration's k̂, and is flagged only when k̂ is finite; its chunks are counted
-    as at most max(cleared, ``LINK_FROM``) + k̂."""
-    score_arr = np.array([s.score for s in scores], dtype=float)
-    sims = similarity_matrix(scores)
+    as at most max(cleared, ``LINK_FROM``) + k̂. With ``relative`` (the same questions on the
+    relative scale), a question all of whose groups are served on it
+    (``retrieval.kinds.relative_keys``) is thresholded there, its groups calibrated on the
+    calibration questions served there, as a query with ``COVRAG_CONFORMAL_SCORE=relative``
+    is."""
+    cosine = _Scale.of(scores, groups, [set(gs) for gs in groups])
+    served = [relative_keys(gs) for gs in groups]
+    on_relative = np.array(
+        [relative is not None and keys == set(gs) for keys, gs in zip(served, groups, strict=True)]
+    )
+    scaled = cosine if relative is None else _Scale.of(relative, groups, served)
     kinds = np.array([s.kind or "untyped" for s in scores])
-    keys = sorted({g for gs in groups for g in gs})
-    member = np.array([[g in gs for g in keys] for gs in groups], dtype=bool).reshape(-1, len(keys))
     multi_hop = np.array([BRIDGE_GROUP in gs for gs in groups], dtype=bool)
     link_arr = np.array(links, dtype=float)
     bridge_labelled = multi_hop & (kinds == "bridge")
@@ -80,25 +87,21 @@ def evaluate_mondrian(
         per_kind: dict[str, dict[str, list[float]]] = {}
         for part in parts:
             cal, test = part[: len(part) // 2], part[len(part) // 2 :]
-            pooled = conformal_quantile(sorted(score_arr[cal].tolist()), alpha)
-            qhat = np.full(len(test), pooled)
-            own = np.ones(len(test), dtype=bool)
-            for g in range(len(keys)):
-                at, members = member[test, g], member[cal, g]
-                q = conformal_quantile(sorted(score_arr[cal][members]), alpha)
-                if not math.isfinite(q):
-                    own[at] = False
-                    continue
-                for kind in ROUND0_KINDS:
-                    labelled = members & (kinds[cal] == kind)
-                    q_kind = conformal_quantile(sorted(score_arr[cal][labelled]), alpha)
-                    q = max(q, q_kind) if math.isfinite(q_kind) else q
-                qhat[at] = np.maximum(qhat[at], q)
+            pooled = conformal_quantile(sorted(cosine.scores[cal].tolist()), alpha)
+            on_cos = cosine.thresholds(cal, test, kinds, alpha)
+            on_rel = scaled.thresholds(cal, test, kinds, alpha)
+            rel = on_relative[test]
+            qhat = np.where(rel, on_rel[0], on_cos[0])
+            own = np.where(rel, on_rel[1], on_cos[1])
+            score_arr = np.where(rel, scaled.scores[test], cosine.scores[test])
             k = conformal_quantile(sorted(link_arr[cal][bridge_labelled[cal]]), alpha)
             linked = multi_hop[test] & math.isfinite(k)
-            covered = (score_arr[test] <= qhat) | (linked & (link_arr[test] <= k))
+            covered = (score_arr <= qhat) | (linked & (link_arr[test] <= k))
             cleared = np.array(
-                [cleared_counts(sims[[i]], q)[0] for i, q in zip(test, qhat, strict=True)]
+                [
+                    cleared_counts((scaled if r else cosine).sims[[i]], q)[0]
+                    for i, q, r in zip(test, qhat, rel, strict=True)
+                ]
             )
             if math.isfinite(k):
                 cleared = np.where(linked, np.maximum(cleared, LINK_FROM) + int(k), cleared)
@@ -108,11 +111,13 @@ def evaluate_mondrian(
                 & (cleared <= max_chunks)
                 & (~multi_hop[test] | math.isfinite(k))
             )
-            pooled_cleared = cleared_counts(sims[test], pooled)
+            pooled_cleared = cleared_counts(cosine.sims[test], pooled)
             for kind in set(kinds[test].tolist()):
                 at = kinds[test] == kind
                 stats = per_kind.setdefault(kind, {})
-                stats.setdefault("pooled", []).append(float((score_arr[test][at] <= pooled).mean()))
+                stats.setdefault("pooled", []).append(
+                    float((cosine.scores[test][at] <= pooled).mean())
+                )
                 stats.setdefault("pooled_chunks", []).extend(
                     np.minimum(pooled_cleared[at], max_chunks).tolist()
                 )
@@ -136,6 +141,63 @@ def evaluate_mondrian(
                 )
             )
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Scale:
+    """The questions' scores on one scale, and who counts in each group's calibration there
+    (``counts``) beside who a request of each group is (``member``)."""
+
+    scores: np.ndarray
+    sims: np.ndarray
+    keys: list[str]
+    member: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        scores: Sequence[ItemScore],
+        groups: Sequence[tuple[str, ...]],
+        counted: Sequence[set[str]],
+    ) -> _Scale:
+        keys = sorted({g for gs in groups for g in gs})
+
+        def matrix(sets: Sequence[Iterable[str]]) -> np.ndarray:
+            rows = [[g in set(gs) for g in keys] for gs in sets]
+            return np.array(rows, dtype=bool).reshape(-1, len(keys))
+
+        return cls(
+            scores=np.array([s.score for s in scores], dtype=float),
+            sims=similarity_matrix(scores),
+            keys=keys,
+            member=matrix(groups),
+            counts=matrix(counted),
+        )
+
+    def thresholds(
+        self, cal: np.ndarray, test: np.ndarray, kinds: np.ndarray, alpha: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(q̂, own) per test question: the largest of its groups' q̂s (each raised to its
+        labelled single-hop and comparison members' own), never below the pooled one (over
+        the calibration questions served on this scale); own is false when one of its groups
+        has no finite q̂ of its own."""
+        served = self.counts[cal].any(axis=1)  # the pooled q̂ is over those served here
+        pooled = conformal_quantile(sorted(self.scores[cal][served].tolist()), alpha)
+        qhat = np.full(len(test), pooled)
+        own = np.ones(len(test), dtype=bool)
+        for g in range(len(self.keys)):
+            at, members = self.member[test, g], self.counts[cal, g]
+            q = conformal_quantile(sorted(self.scores[cal][members]), alpha)
+            if not math.isfinite(q):
+                own[at] = False
+                continue
+            for kind in ROUND0_KINDS:
+                labelled = members & (kinds[cal] == kind)
+                q_kind = conformal_quantile(sorted(self.scores[cal][labelled]), alpha)
+                q = max(q, q_kind) if math.isfinite(q_kind) else q
+            qhat[at] = np.maximum(qhat[at], q)
+        return qhat, own
 
 
 def mondrian_markdown(rows: Sequence[GroupCoverage]) -> str:

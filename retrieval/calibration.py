@@ -11,8 +11,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from retrieval.calibration_set import CalibrationItem, rerank_scores, score_vectors
-from retrieval.conformal import Calibration, min_alpha
+from retrieval.calibration_set import (
+    CalibrationItem,
+    on_relative_scale,
+    rerank_scores,
+    score_vectors,
+)
+from retrieval.conformal import Calibration, RelativeScale, min_alpha
 from retrieval.embed.base import Embedder
 from retrieval.errors import (
     CalibrationShrinks,
@@ -22,7 +27,7 @@ from retrieval.errors import (
     NotEnoughChunks,
 )
 from retrieval.ingest import collection_changes
-from retrieval.kinds import BRIDGE_GROUP, KindClassifier
+from retrieval.kinds import BRIDGE_GROUP, KindClassifier, relative_keys
 from retrieval.links import LINK_FROM, link_rank
 from retrieval.rerank import Reranking
 from retrieval.store.base import VectorStore, index_builds
@@ -192,7 +197,8 @@ def calibrate(
     groups stay the classifier's, the labels only raise a group's q̂). The labelled multi-hop
     questions of ``BRIDGE_GROUP`` also get their link rank (``retrieval.links``). With
     ``rerank``, the items are also scored on its reranker's scale, among their top dense
-    candidates, for reranked requests.
+    candidates, for reranked requests; and always on the relative scale (``RelativeScale``),
+    from the same searches.
 
     Raises:
         ValueError: no items.
@@ -211,8 +217,11 @@ def calibrate(
     keys = [_keys(item, kinds) for item in items]
     groups = _grouped(keys, [s.score for s in scores])
     reranked = [] if rerank is None else rerank_scores(store, rerank, collection, items, vectors)
-    # each group's members per labelled kind (an unlabelled question counts in none)
-    labels = [{f"{k}|{it.kind}" for k in ks if it.kind} for it, ks in zip(items, keys, strict=True)]
+    scale = RelativeScale()
+    on_scale = [on_relative_scale(s, scale) for s in scores]
+    relative = [s.score for s in on_scale]
+    # each question counts in the relative scale's groups it would be served in
+    served = [relative_keys(ks) for ks in keys]
     hops = [
         link_rank(store, collection, vector, item.gold_doc_ids)
         for item, ks, vector in zip(items, keys, vectors, strict=True)
@@ -239,10 +248,19 @@ def calibrate(
         rerank_candidates=0 if rerank is None else rerank.candidates,
         rerank_scores=sorted(reranked),
         rerank_groups=_grouped(keys, reranked) if reranked else {},
-        labelled=_grouped(labels, [s.score for s in scores]),
-        rerank_labelled=_grouped(labels, reranked) if reranked else {},
+        labelled=_grouped(_labels(items, keys), [s.score for s in scores]),
+        rerank_labelled=_grouped(_labels(items, keys), reranked) if reranked else {},
         links=sorted(hops),
         link_from=LINK_FROM,
+        relative_scale=scale,
+        relative_scores=sorted(r for r, ks in zip(relative, served, strict=True) if ks),
+        relative_groups=_grouped(served, relative),
+        relative_labelled=_grouped(_labels(items, served), relative),
+        relative_top=[
+            s.similarities[0] if s.similarities else 0.0
+            for s, ks in zip(on_scale, served, strict=True)
+            if ks
+        ],
     )
     with _KEEPING:
         kept = _kept_json(store, collection)
@@ -258,6 +276,12 @@ def _keys(item: CalibrationItem, kinds: KindClassifier) -> set[str]:
     """The groups a calibration question counts in: each kind of its set, and its caller
     group if it has one."""
     return {*kinds.groups(item.question), *kinds.groups(item.question, item.group)}
+
+
+def _labels(items: Sequence[CalibrationItem], keys: Sequence[Iterable[str]]) -> list[set[str]]:
+    """Each question's ``group|kind`` keys: its groups' members of its labelled kind (an
+    unlabelled question counts in none)."""
+    return [{f"{k}|{it.kind}" for k in ks if it.kind} for it, ks in zip(items, keys, strict=True)]
 
 
 def _grouped(keys: Sequence[Iterable[str]], scores: Sequence[float]) -> dict[str, list[float]]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from retrieval.conformal import RelativeScale
 from retrieval.embed.base import Embedder
 from retrieval.jsonl import question_of, read_jsonl
 from retrieval.rerank import Reranking, reranked
@@ -168,6 +169,19 @@ def score_vectors(
         sims = [h.score for h in hits]
         out.append(ItemScore(id=item.id, score=score, rank=rank, similarities=sims, kind=item.kind))
     return out
+
+
+def on_relative_scale(score: ItemScore, scale: RelativeScale) -> ItemScore:
+    """``score`` on the relative scale: its top candidates' shares for similarities, and
+    1 − its answer chunk's share (+∞ beyond the candidates) for the score."""
+    shares = scale.shares(score.similarities)
+    rank = score.rank if score.rank is not None and score.rank <= len(shares) else None
+    return replace(
+        score,
+        score=math.inf if rank is None else 1.0 - shares[rank - 1],
+        rank=rank,
+        similarities=shares,
+    )
 
 
 def answer_positions(item: CalibrationItem, hits: Sequence[ScoredChunk]) -> list[list[int]]:

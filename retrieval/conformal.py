@@ -10,6 +10,13 @@ For a new question exchangeable with the n calibration questions, its answer-bea
 has similarity ≥ score_threshold with probability ≥ 1−α (and ≤ 1−α + 1/(n+1) for continuous
 scores without misses). The sorted scores are kept, so any α is answered without recomputing.
 
+Relative scale (``RelativeScale``): instead of the cosine, the score can be a chunk's share of
+its question's top dense candidates — a softmax over their cosines with a fixed "none of these"
+candidate at cosine ``floor``. A question whose best hit stands out keeps one chunk, an
+ambiguous one keeps several, and one whose hits all fall below the floor keeps none. It is a
+fixed function of the question and the collection, so split conformal's guarantee holds on it
+as on the cosine; it passes fewer chunks at the same coverage (docs/conformal.md).
+
 Mondrian (group-conditional) calibration: the scores are also kept per group — the question's
 kind (``kind:single``, ``kind:bridge``, ``kind:comparison``, by ``retrieval.kinds``) and a
 caller's own group (``group:<name>``) — and a request takes the q̂ of its own group (or the
@@ -75,6 +82,32 @@ def min_alpha(n: int) -> float:
 def score_threshold(qhat: float) -> float | None:
     """The similarity a chunk must reach for q̂; ``None`` when q̂ is infinite (no threshold)."""
     return None if math.isinf(qhat) else 1.0 - qhat - TIE_EPSILON
+
+
+@dataclass(frozen=True, slots=True)
+class RelativeScale:
+    """A chunk's relative score: its softmax share among the top ``candidates`` dense hits
+    and a "none of these" candidate at cosine ``floor``, at ``temperature``.
+
+    The constants are fixed, not fitted to a calibration set (that would break the
+    guarantee); they were chosen on the dev set's efficiency (docs/conformal.md). A chunk
+    beyond the candidates has no share: a calibration question whose answer chunk lies there
+    scores +∞, as a query could not keep it either.
+    """
+
+    candidates: int = 10
+    temperature: float = 0.05
+    floor: float = 0.65
+
+    def shares(self, cosines: Sequence[float]) -> list[float]:
+        """Each of the top candidates' share, best first (``cosines`` sorted descending)."""
+        top = list(cosines[: self.candidates])
+        if not top:
+            return []
+        peak = max(top[0], self.floor)  # subtracted for a stable exp
+        weights = [math.exp((c - peak) / self.temperature) for c in top]
+        total = sum(weights) + math.exp((self.floor - peak) / self.temperature)
+        return [w / total for w in weights]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +179,16 @@ class Calibration:
     #: ``BRIDGE_GROUP``, and the dense hits they start from (0: no link calibration).
     links: list[float] = field(default_factory=list)
     link_from: int = 0
+    #: The questions served on the relative scale (``RelativeScale``;
+    #: ``retrieval.kinds.relative_keys``: those of a caller's group, or single-hop only) on
+    #: it: 1 − the answer chunk's share, pooled, per group and per labelled kind. Empty for a
+    #: calibration taken before the scale existed: its requests stay on the cosine.
+    relative_scale: RelativeScale | None = None
+    relative_scores: list[float] = field(default_factory=list)
+    relative_groups: dict[str, list[float]] = field(default_factory=dict)
+    relative_labelled: dict[str, list[float]] = field(default_factory=dict)
+    #: Each of those questions' best share (the shift watch's reference on that scale).
+    relative_top: list[float] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -202,12 +245,24 @@ class Calibration:
     def reranked(self) -> Calibration:
         """This calibration on the reranker's scale: the same questions, groups and
         provenance, its scores 1 − relevance (thresholds are then on relevance)."""
+        return self._on_scale(self.rerank_scores, self.rerank_groups, self.rerank_labelled)
+
+    def relative(self) -> Calibration:
+        """This calibration on the relative scale (thresholds are then on a chunk's share)."""
+        return self._on_scale(self.relative_scores, self.relative_groups, self.relative_labelled)
+
+    def _on_scale(
+        self,
+        scores: list[float],
+        groups: dict[str, list[float]],
+        labelled: dict[str, list[float]],
+    ) -> Calibration:
         return replace(
             self,
-            scores=self.rerank_scores,
-            groups=self.rerank_groups,
-            labelled=self.rerank_labelled,
-            misses=sum(math.isinf(s) for s in self.rerank_scores),
+            scores=scores,
+            groups=groups,
+            labelled=labelled,
+            misses=sum(math.isinf(s) for s in scores),
         )
 
     def coverage_of(self, qhat: float) -> float:
@@ -224,23 +279,37 @@ class Calibration:
         data = asdict(self)
         data["scores"] = _scores_out(self.scores)
         data["rerank_scores"] = _scores_out(self.rerank_scores)
-        for key in ("groups", "rerank_groups", "labelled", "rerank_labelled"):
+        data["relative_scores"] = _scores_out(self.relative_scores)
+        for key in _GROUPED:
             data[key] = {g: _scores_out(s) for g, s in getattr(self, key).items()}
         data["links"] = _scores_out(self.links)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
-        grouped = ("groups", "rerank_groups", "labelled", "rerank_labelled")
+        scale = data.get("relative_scale")
         return cls(
             **{
                 **data,
                 "scores": _scores_in(data["scores"]),
                 "rerank_scores": _scores_in(data.get("rerank_scores", [])),
+                "relative_scores": _scores_in(data.get("relative_scores", [])),
+                "relative_scale": RelativeScale(**scale) if scale else None,
                 "links": _scores_in(data.get("links", [])),
-                **{k: {g: _scores_in(s) for g, s in data.get(k, {}).items()} for k in grouped},
+                **{k: {g: _scores_in(s) for g, s in data.get(k, {}).items()} for k in _GROUPED},
             }
         )
+
+
+#: The ``Calibration`` fields that map a group key to its sorted scores.
+_GROUPED = (
+    "groups",
+    "rerank_groups",
+    "labelled",
+    "rerank_labelled",
+    "relative_groups",
+    "relative_labelled",
+)
 
 
 def _scores_out(scores: list[float]) -> list[float | str]:

@@ -13,7 +13,8 @@ exchangeable stream the chance of any false alarm is at most δ (a union bound o
 tests; Σ 6/(π²b²) = 1). Once a block alarms the collection stays flagged until it is
 recalibrated, which starts a new watch. The watch also reports the share of live requests
 where nothing cleared the threshold against the share the calibration set predicts at the
-same thresholds.
+same thresholds, over the requests whose scale the calibration keeps the top scores of (the
+cosine and the relative scale; reranked requests are left out of that comparison).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from retrieval.conformal import Calibration
+from retrieval.types import Scale
 
 #: Terms of the Kolmogorov series kept (they vanish long before this for any λ that matters).
 _SERIES = np.arange(1, 101)
@@ -64,7 +66,8 @@ class DriftStatus:
             calibration set, so its guarantee may not hold for them.
         drifted_at: how many requests had been observed at the alarm.
         signal: which statistic alarmed (``top_similarity`` or ``multi_hop``).
-        live_none_cleared: share of live requests where nothing cleared the threshold.
+        live_none_cleared: share of live requests where nothing cleared the threshold (of
+            those the calibration set can predict it for).
         predicted_none_cleared: the share the calibration set predicts at the same thresholds.
     """
 
@@ -90,32 +93,44 @@ class DriftWatch:
         *,
         window: int,
         false_alarm: float,
+        relative_top: Sequence[float] = (),
     ) -> None:
         self._reference = {
             "top_similarity": list(top_similarities),
             "multi_hop": list(multi_hop),
         }
-        self._sorted_top = sorted(top_similarities)
+        # each calibration question's best score on each scale a threshold can be on
+        self._sorted_top: dict[Scale, list[float]] = {"cosine": sorted(top_similarities)}
+        if relative_top:
+            self._sorted_top["relative"] = sorted(relative_top)
         self._window = window
         self._false_alarm = false_alarm
         self._block: dict[str, list[float]] = {name: [] for name in self._reference}
         self._blocks = 0
         self._requests = 0
+        self._compared = 0
         self._empty = 0
         self._predicted_empty = 0.0
         self._last: tuple[float, float, float] | None = None
         self._alarm: tuple[int, str] | None = None
 
     def observe(
-        self, top_similarity: float, multi_hop: float, threshold: float | None, none_cleared: bool
+        self,
+        top_similarity: float,
+        multi_hop: float,
+        threshold: float | None,
+        none_cleared: bool,
+        scale: Scale = "cosine",
     ) -> None:
         """One live question: its top-1 similarity (whether or not it cleared), its multi-hop
-        score, and the threshold it was held against."""
+        score, and the threshold it was held against, on ``scale``."""
         self._requests += 1
-        self._empty += none_cleared
-        if threshold is not None and self._sorted_top:
-            below = bisect_left(self._sorted_top, threshold)
-            self._predicted_empty += below / len(self._sorted_top)
+        tops = self._sorted_top.get(scale)
+        if tops:
+            self._compared += 1
+            self._empty += none_cleared
+            if threshold is not None:
+                self._predicted_empty += bisect_left(tops, threshold) / len(tops)
         self._block["top_similarity"].append(top_similarity)
         self._block["multi_hop"].append(multi_hop)
         if len(self._block["top_similarity"]) >= self._window:
@@ -152,9 +167,9 @@ class DriftWatch:
             drifted=self._alarm is not None,
             drifted_at=self._alarm[0] if self._alarm else None,
             signal=self._alarm[1] if self._alarm else None,
-            live_none_cleared=self._empty / self._requests if self._requests else None,
+            live_none_cleared=self._empty / self._compared if self._compared else None,
             predicted_none_cleared=(
-                self._predicted_empty / self._requests if self._requests else None
+                self._predicted_empty / self._compared if self._compared else None
             ),
         )
 
@@ -187,6 +202,7 @@ class DriftWatches:
                 calibration.multi_hop,
                 window=self._window,
                 false_alarm=self._false_alarm,
+                relative_top=calibration.relative_top,
             )
             if calibration.top_similarities
             and len(calibration.top_similarities) == len(calibration.multi_hop)

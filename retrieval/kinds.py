@@ -22,7 +22,7 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -36,6 +36,8 @@ KINDS = ("single", "bridge", "comparison")
 #: about that hop; with COVRAG_MULTI_HOP_LINKS their context also holds calibrated linked
 #: documents (``retrieval.links``), else they are not flagged.
 BRIDGE_GROUP = "kind:bridge"
+#: The group of questions that can only be single-hop.
+SINGLE_GROUP = "kind:single"
 #: Hash buckets of the word n-grams.
 BUCKETS = 1 << 12
 #: The shipped weights.
@@ -124,6 +126,22 @@ class KindClassifier:
         order = np.argsort(-p, kind="stable")
         kinds = [int(order[0])] + [int(k) for k in order[1:] if p[k] >= self.set_thresholds[k]]
         return tuple(f"kind:{KINDS[k]}" for k in kinds), float(1.0 - p[0])
+
+
+def relative_keys(groups: Iterable[str]) -> set[str]:
+    """The groups among ``groups`` whose requests are thresholded on the relative scale
+    (``retrieval.conformal.RelativeScale``): a caller's group, and ``kind:single`` for a
+    question whose set holds no other kind. A question that may be a comparison or
+    multi-hop stays on the cosine: the other article it needs takes a share of the top
+    hits, so its own share says little.
+
+    A request is on the relative scale when all its groups are; a calibration question
+    counts in the relative scale's groups among its own, so each such group is calibrated
+    on exactly the questions served on that scale.
+    """
+    kinds = {g for g in groups if g.startswith("kind:")}
+    keys = {g for g in groups if g.startswith("group:")}
+    return keys | kinds if kinds == {SINGLE_GROUP} else keys
 
 
 #: The share of a kind's questions its set may miss (the set thresholds' level).

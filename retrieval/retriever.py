@@ -13,6 +13,12 @@ guaranteed only with ``multi_hop_links``: it then also gets the top hits and the
 number of documents they name (``retrieval.links``), when that number is calibrated at its α
 and fits the budget.
 
+With ``score="relative"`` (``COVRAG_CONFORMAL_SCORE``), a calibration that holds the relative
+scale, and a request whose groups are all served on it (``retrieval.kinds.relative_keys``: a
+caller's group, or a question that can only be single-hop), the search takes the top dense
+candidates and keeps those whose share of them (``retrieval.conformal.RelativeScale``) reaches
+the threshold: fewer chunks at the same coverage.
+
 A reranked request (``rerank``) searches the top dense candidates instead, has the cross-encoder
 (``retrieval.rerank``) score them, and thresholds its relevance: the calibration holds the same
 questions scored by that reranker, so the guarantee is on the reranked set.
@@ -23,11 +29,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from retrieval.calibration import load_calibration
-from retrieval.conformal import Calibration, GroupQuantile, score_threshold
+from retrieval.conformal import Calibration, GroupQuantile, RelativeScale, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import (
     AlphaOutOfRange,
@@ -37,11 +43,18 @@ from retrieval.errors import (
 )
 from retrieval.hybrid import SearchMode, with_keywords
 from retrieval.ingest import collection_changes
-from retrieval.kinds import BRIDGE_GROUP, KindClassifier
+from retrieval.kinds import BRIDGE_GROUP, KindClassifier, relative_keys
 from retrieval.links import linked_docs, with_links
 from retrieval.rerank import Reranking, reranked
 from retrieval.store.base import VectorStore, index_builds
-from retrieval.types import Budget, CalibrationRef, FilterValue, Retrieval, ScoredChunk
+from retrieval.types import (
+    Budget,
+    CalibrationRef,
+    FilterValue,
+    Retrieval,
+    Scale,
+    ScoredChunk,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,8 @@ class Retriever:
         reranking: the cross-encoder reranked requests use and the dense candidates it
             reranks on an uncalibrated collection (a calibrated one reranks as many as it was
             calibrated with); ``None``: reranked requests are refused.
+        score: the scale thresholds are on: ``"relative"`` when the calibration holds it
+            (one taken before it existed stays on the cosine), else the cosine.
     """
 
     def __init__(
@@ -86,8 +101,10 @@ class Retriever:
         multi_hop_links: bool = False,
         keyword_hits: int = 3,
         reranking: Reranking | None = None,
+        score: Literal["cosine", "relative"] = "cosine",
     ) -> None:
         self.store = store
+        self._score = score
         self.reranking = reranking
         self.embedder = embedder
         self.kinds = kinds or KindClassifier.load()
@@ -142,14 +159,31 @@ class Retriever:
         if not conformal:
             loaded = (None, False)
         calibration, stale = self.calibration(collection) if loaded is None else loaded
-        if rerank:
-            calibration = self._reranked(collection, calibration)
         # the question's group and multi-hop score matter only against a calibration
         groups, multi_hop = (
             self.kinds.read(question, group) if calibration is not None else ((), None)
         )
-        quantile, alpha = self._threshold(collection, calibration, alpha, groups)
+        scale: Scale = "rerank" if rerank else "cosine"
+        relative: RelativeScale | None = None
+        on_cosine = calibration
+        if rerank:
+            calibration = self._reranked(collection, calibration)
+        elif (
+            calibration
+            and calibration.relative_scores
+            and calibration.relative_scale
+            and self._score == "relative"
+            and relative_keys(groups) == set(groups)
+        ):
+            scale, relative = "relative", calibration.relative_scale
+            calibration = calibration.relative()
+        quantile, alpha = self._threshold(collection, calibration, alpha, groups, on_cosine)
         threshold = None if quantile is None else score_threshold(quantile.qhat)
+        cosine_threshold = (
+            threshold
+            if scale == "cosine" or on_cosine is None or alpha is None
+            else score_threshold(self._quantile(on_cosine, alpha, groups).qhat)
+        )
         timings["filter"] = _ms(start)
         if vector is None:
             start = time.perf_counter()
@@ -161,7 +195,7 @@ class Retriever:
             pool = calibration.rerank_candidates if calibration else self.reranking.candidates
             found = self._rerank_search(*search_in, candidates=pool)
         else:
-            found = self._search(*search_in)
+            found = self._search(*search_in, relative=relative)
         matched_nothing = bool(filters) and not found.hits
         if matched_nothing and threshold is not None:
             matched_nothing = self.store.count(collection, filters) == 0
@@ -188,6 +222,7 @@ class Retriever:
             hits=kept,
             alpha=alpha,
             threshold=threshold,
+            cosine_threshold=cosine_threshold,
             coverage_guaranteed=own
             and threshold is not None
             and not cut
@@ -204,6 +239,7 @@ class Retriever:
                 fallback=quantile.fallback,
                 groups=groups,
                 links=links,
+                scale=scale,
             ),
             budget=budget.chunks,
             budget_cut=cut,
@@ -235,19 +271,37 @@ class Retriever:
         filters: Mapping[str, FilterValue] | None,
         search: SearchMode,
         timings: dict[str, float],
+        *,
+        relative: RelativeScale | None = None,
     ) -> _Found:
-        """Dense search through the threshold, then (hybrid) the keyword hits that join."""
+        """Dense search through the threshold, then (hybrid) the keyword hits that join.
+
+        On the cosine the engine filters; on the ``relative`` scale the top candidates are
+        searched and those whose share reaches the threshold pass."""
         start = time.perf_counter()
-        # One more than the budget when filtering: seeing it tells that the budget cut.
-        hits = self.store.search(
-            collection,
-            vector,
-            limit=budget.chunks + (threshold is not None),
-            score_threshold=threshold,
-            filters=filters or None,
-        )
-        kept = _fit(hits, budget)
-        cut, cleared = len(kept) < len(hits), len(kept)
+        if relative is None:
+            # One more than the budget when filtering: seeing it tells that the budget cut.
+            hits = self.store.search(
+                collection,
+                vector,
+                limit=budget.chunks + (threshold is not None),
+                score_threshold=threshold,
+                filters=filters or None,
+            )
+            passed = hits
+        else:
+            found = self.store.search(
+                collection, vector, limit=relative.candidates, filters=filters or None
+            )
+            shares = relative.shares([h.score for h in found])
+            hits = [replace(h, relevance=p) for h, p in zip(found, shares, strict=True)]
+            passed = (
+                hits[: budget.chunks]
+                if threshold is None
+                else [h for h in hits if (h.relevance or 0.0) >= threshold]
+            )
+        kept = _fit(passed, budget)
+        cut, cleared = len(kept) < len(passed), len(kept)
         if search == "hybrid":
             conformal_set = threshold is not None
             words = self.store.keyword_search(
@@ -331,8 +385,13 @@ class Retriever:
         calibration: Calibration | None,
         alpha: float | None,
         groups: tuple[str, ...],
+        whole: Calibration | None,
     ) -> tuple[GroupQuantile | None, float | None]:
-        """(``groups``' q̂ or None, α applied) — where α becomes a score threshold."""
+        """(``groups``' q̂ or None, α applied) — where α becomes a score threshold.
+
+        ``calibration`` is on the request's scale, ``whole`` the collection's calibration as
+        taken: its size bounds α on every scale (where a scale's own questions are too few
+        for α, its q̂ is infinite, as with too many misses)."""
         if calibration is None:
             if alpha is not None:
                 raise NotCalibrated(
@@ -342,17 +401,14 @@ class Retriever:
                     f"/v1/collections/{collection}/calibration"
                 )
             return None, None
-        alpha = calibration.default_alpha if alpha is None else alpha
-        if not calibration.min_alpha <= alpha < 1:
+        bound = whole or calibration
+        alpha = bound.default_alpha if alpha is None else alpha
+        if not bound.min_alpha <= alpha < 1:
             raise AlphaOutOfRange(
                 f"alpha={alpha:g} is outside the range this calibration supports "
-                f"[{calibration.min_alpha:.4g}, 1) (n={calibration.n}: alpha must be ≥ 1/(n+1))"
+                f"[{bound.min_alpha:.4g}, 1) (n={bound.n}: alpha must be ≥ 1/(n+1))"
             )
-        if groups[0].startswith("kind:") and calibration.kinds_version != self.kinds.version:
-            # grouped by another classifier than this one: its kind groups do not apply
-            quantile = GroupQuantile(groups[0], 0, calibration.qhat(alpha), fallback=True)
-        else:
-            quantile = calibration.groups_qhat(alpha, groups)
+        quantile = self._quantile(calibration, alpha, groups)
         if math.isinf(quantile.qhat) and self._unreachable == "error":
             raise AlphaOutOfRange(
                 f"alpha={alpha:g}: too many calibration questions missed their answer chunk "
@@ -360,6 +416,15 @@ class Retriever:
                 "use a larger alpha"
             )
         return quantile, alpha
+
+    def _quantile(
+        self, calibration: Calibration, alpha: float, groups: tuple[str, ...]
+    ) -> GroupQuantile:
+        """``groups``' q̂ at ``alpha``, or the pooled one (a fallback) when the calibration
+        grouped its questions by another classifier than this one's."""
+        if groups[0].startswith("kind:") and calibration.kinds_version != self.kinds.version:
+            return GroupQuantile(groups[0], 0, calibration.qhat(alpha), fallback=True)
+        return calibration.groups_qhat(alpha, groups)
 
 
 def _link_quantile(

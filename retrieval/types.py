@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 #: Payload values a filter can match exactly.
 FilterScalar = str | int | bool
@@ -101,8 +101,9 @@ class Point:
 
 @dataclass(frozen=True, slots=True)
 class ScoredChunk:
-    """A search hit: the stored payload and its cosine similarity to the query (and, once
-    reranked, the reranker's relevance in [0, 1])."""
+    """A search hit: the stored payload and its cosine similarity to the query (and, when the
+    threshold is on another scale, the chunk's score on it: its relative share or the
+    reranker's relevance, in [0, 1])."""
 
     id: str
     score: float
@@ -151,6 +152,11 @@ class DocumentPage:
     cursor: str | None
 
 
+#: What a threshold is on: the cosine, a chunk's share of its question's top candidates
+#: (``retrieval.conformal.RelativeScale``), or the reranker's relevance.
+Scale = Literal["cosine", "relative", "rerank"]
+
+
 @dataclass(frozen=True, slots=True)
 class CalibrationRef:
     """What a response says about the calibration behind its threshold: its size, version and
@@ -168,6 +174,7 @@ class CalibrationRef:
     #: k̂: the documents round 0's passages name that the context adds for a question that
     #: may be multi-hop (``retrieval.links``); None when none are calibrated for it.
     links: int | None = None
+    scale: Scale = "cosine"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +184,10 @@ class Retrieval:
     hits: list[ScoredChunk]
     alpha: float | None = None
     threshold: float | None = None
+    #: The threshold the cosine scale has for the same request (``threshold`` itself when
+    #: that is on the cosine): what the critic's margin is measured against, as it was
+    #: trained on.
+    cosine_threshold: float | None = None
     coverage_guaranteed: bool = False
     calibration: CalibrationRef | None = None
     budget: int = 0

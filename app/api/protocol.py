@@ -8,7 +8,7 @@ next to the models they build, so routes stay one call deep.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -88,7 +88,9 @@ class CitationOut(BaseModel):
     text: str
     score: float = Field(description="Cosine similarity to the question.")
     relevance: float | None = Field(
-        None, description="The reranker's relevance in [0, 1] (reranked requests only)."
+        None,
+        description="The chunk's score on the threshold's scale when it is not the cosine: "
+        "its relative share, or the reranker's relevance, in [0, 1].",
     )
     source: str | None = Field(
         None, description="Where the document came from: the file name of an uploaded file."
@@ -136,6 +138,12 @@ class CalibrationRefOut(BaseModel):
         "passages the context adds, calibrated so that it holds the last hop with probability "
         "≥ 1−alpha; null when none are calibrated for it (no guarantee).",
     )
+    scale: Literal["cosine", "relative", "rerank"] = Field(
+        "cosine",
+        description="What `threshold` is on: the cosine similarity, a chunk's share of the "
+        "question's top dense hits (`relative`, COVRAG_CONFORMAL_SCORE), or the reranker's "
+        "relevance (`rerank`).",
+    )
 
 
 class EvidenceOut(BaseModel):
@@ -160,7 +168,8 @@ class RetrievalFields(BaseModel):
         description="Miss rate applied; null for an uncalibrated collection."
     )
     threshold: float | None = Field(
-        description="Cosine similarity (reranked: relevance) a chunk had to reach; null = none."
+        description="The score a chunk had to reach, on `calibration.scale`: cosine, relative "
+        "share, or reranker relevance; null = none."
     )
     coverage_target: float | None = Field(description="1 - alpha.")
     coverage_guaranteed: bool = Field(
@@ -209,6 +218,7 @@ def retrieval_fields(
             fallback=cal.fallback,
             groups=list(cal.groups),
             links=cal.links,
+            scale=cal.scale,
         ),
         "evidence": EvidenceOut(
             passed=len(retrieval.hits),

@@ -31,6 +31,7 @@ from app.state.datalock import check_free
 from retrieval.calibration import calibrate as run_calibration
 from retrieval.calibration import check_calibration
 from retrieval.calibration_set import CalibrationItem
+from retrieval.conformal import RelativeScale
 from retrieval.embed import Embedder
 from retrieval.links import LINK_FROM
 from retrieval.rerank import Reranking
@@ -101,9 +102,12 @@ def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, 
         and current.kinds_version == retriever.kinds.version
         and current.rerank_version == ("" if rerank is None else rerank.reranker.version)
         and current.link_from == LINK_FROM
+        and current.relative_scale == RelativeScale()
         and not stale
     ):
-        return  # fresh, grouped by this server's classifier, by its reranker, with its links
+        # fresh, grouped by this server's classifier, by its reranker, with its links and
+        # its relative scale
+        return
     items = demo_qa(name)
     if items:
         summary = _calibrate_qa(

@@ -138,6 +138,13 @@ class CalibrationSettings(Group):
         "longer context cost the bundled 135M model right answers): round 0's passages "
         "only, unguaranteed.",
     )
+    score: Literal["cosine", "relative"] = Field(
+        "relative",
+        validation_alias="COVRAG_CONFORMAL_SCORE",
+        description="The scale thresholds are on: a chunk's share of its question's top 10 "
+        "dense hits (relative: fewer chunks at the same coverage, docs/conformal.md) or the "
+        "cosine. A calibration taken before the relative scale existed stays on the cosine.",
+    )
     unreachable: Literal["budget", "error"] = Field(
         "budget",
         validation_alias="COVRAG_CONFORMAL_UNREACHABLE",

@@ -276,6 +276,12 @@ def calibration_summary(calibration: Calibration) -> dict[str, Any]:
             if calibration.rerank_version
             else {}
         ),
+        # on a chunk's relative share (COVRAG_CONFORMAL_SCORE=relative)
+        **(
+            {"relative_thresholds": _thresholds(calibration.relative())}
+            if calibration.relative_scale
+            else {}
+        ),
         # linked documents a possibly multi-hop question's context adds (None: no guarantee)
         "multi_hop_links": {str(a): calibration.link_quantile(a) for a in REPORTED_ALPHAS},
     }

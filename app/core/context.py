@@ -59,7 +59,9 @@ def round_signals(
     top = max((c.score for c in context), default=0.0)
     return Signals(
         top_similarity=top,
-        margin=top - retrieval.threshold if retrieval.threshold is not None and context else 0.0,
+        margin=top - retrieval.cosine_threshold
+        if retrieval.cosine_threshold is not None and context
+        else 0.0,
         passed=len(context),
         none_cleared=retrieval.none_cleared,
         truncated=reasoning.truncated,

@@ -163,6 +163,7 @@ class Pipeline:
             retrieval.multi_hop,
             retrieval.threshold,
             retrieval.none_cleared,
+            ref.scale,
         )
         status = watch.status()
         if not status.drifted:

@@ -29,7 +29,7 @@ def test_the_commands_and_their_options_are_where_they_were() -> None:
     assert options == {
         "eval coverage": {
             "qa", "alphas", "splits", "collection", "cal_sizes", "kinds", "seed",
-            "max_chunks", "search_k", "unanswerable", "out",
+            "max_chunks", "search_k", "unanswerable", "out", "score",
         },
         "eval qa": {
             "qa", "modes", "collection", "top_k", "search", "rerank", "concurrency", "per_type",

@@ -18,7 +18,8 @@ from evaluation.coverage import (
     to_markdown,
 )
 from evaluation.mondrian import evaluate_mondrian, mondrian_markdown
-from retrieval.calibration_set import ItemScore
+from retrieval.calibration_set import ItemScore, on_relative_scale
+from retrieval.conformal import RelativeScale
 from retrieval.links import LINK_FROM
 
 
@@ -226,3 +227,36 @@ def test_a_labelled_kind_keeps_its_coverage_inside_a_mixed_group() -> None:
         )
     }
     assert bridge["bridge"].mondrian_coverage < comparison["comparison"].mondrian_coverage
+
+
+def test_the_relative_scale_serves_single_hop_only_questions_and_keeps_their_guarantee() -> None:
+    """Questions whose set is ``kind:single`` alone are thresholded on their chunks' shares
+    (calibrated on those questions only); the others stay on the cosine, unchanged."""
+    rng = np.random.default_rng(3)
+    # answer at rank 1 or 2; a runner-up far behind when it is first, close when it is not
+    easy = []
+    for i in range(300):
+        rest = sorted(rng.uniform(0.2, 0.55, 20).tolist(), reverse=True)
+        top = float(rng.uniform(0.6, 0.9))
+        rank = 1 if i % 5 else 2
+        sims = [top, top - 0.02, *rest] if rank == 2 else [top, *rest]
+        easy.append(_item(i, rank, sims, "single"))
+    hard = [
+        _item(i, 5, sorted(rng.uniform(0.0, 0.5, 20).tolist(), reverse=True), "comparison")
+        for i in range(300, 360)
+    ]
+    items = easy + hard
+    groups = [("kind:single",)] * 300 + [("kind:comparison",)] * 60
+    relative = [on_relative_scale(s, RelativeScale()) for s in items]
+    plain = {r.kind: r for r in evaluate_mondrian(items, groups, [0.1], **_NO_LINKS, max_chunks=30)}
+    both = {
+        r.kind: r
+        for r in evaluate_mondrian(
+            items, groups, [0.1], **_NO_LINKS, max_chunks=30, relative=relative
+        )
+    }
+    assert both["comparison"] == plain["comparison"]
+    assert both["single"].mondrian_coverage >= 0.9 - 0.02
+    assert both["single"].guaranteed_coverage is not None
+    assert both["single"].guaranteed_coverage >= 0.9 - 0.02
+    assert both["single"].mondrian_chunks < plain["single"].mondrian_chunks

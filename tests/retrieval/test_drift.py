@@ -85,6 +85,23 @@ def test_the_none_cleared_share_is_compared_with_the_calibrations_prediction() -
     assert status.predicted_none_cleared == pytest.approx((4 / 9 + 6 / 9) / 2)
 
 
+def test_the_none_cleared_share_is_predicted_on_the_requests_scale() -> None:
+    watch = DriftWatch(
+        [0.1 * i for i in range(1, 10)],
+        [0.5] * 9,
+        window=10,
+        false_alarm=0.01,
+        relative_top=[0.2, 0.4, 0.6, 0.8],
+    )
+    watch.observe(0.3, 0.5, threshold=0.5, none_cleared=True, scale="relative")  # 2 of 4
+    # the calibration keeps no reranked top scores: not part of the comparison
+    watch.observe(0.3, 0.5, threshold=0.9, none_cleared=True, scale="rerank")
+    status = watch.status()
+    assert status.requests == 2
+    assert status.live_none_cleared == 1.0
+    assert status.predicted_none_cleared == pytest.approx(0.5)
+
+
 def test_a_new_calibration_version_starts_a_new_watch() -> None:
     def calibration(version: int, reference: bool) -> Calibration:
         sims = [0.5, 0.6] if reference else []

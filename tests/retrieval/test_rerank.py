@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from retrieval.calibration import calibrate, load_calibration
-from retrieval.calibration_set import CalibrationItem, rerank_scores
+from retrieval.calibration_set import rerank_scores
 from retrieval.conformal import Calibration, conformal_quantile, score_threshold
 from retrieval.embed.base import Embedder
 from retrieval.errors import RerankerUnavailable
@@ -35,17 +35,9 @@ from retrieval.rerank import (
 from retrieval.retriever import Retriever
 from retrieval.store import EdgeStore
 from retrieval.types import Budget, Document
+from tests.retrieval.questions import first_sentence_items
 
 BIG = Budget(chunks=20, chars=10**7)
-
-
-def _items(docs: list[Document]) -> list[CalibrationItem]:
-    """A question per document from its first sentence's words, the document its gold."""
-    out = []
-    for d in docs:
-        words = d.text.split(".")[0].split()[:12]
-        out.append(CalibrationItem(id=d.id, question=" ".join(words) + "?", gold_doc_ids=(d.id,)))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +85,7 @@ def test_onnx_scores_are_the_trained_torch_models(reranker_dir: Path) -> None:
 def test_a_reranked_query_passes_what_clears_the_calibrated_relevance(
     retriever: Retriever, rerank: Reranking, wiki_sample: list[Document]
 ) -> None:
-    items = _items(wiki_sample)
+    items = first_sentence_items(wiki_sample)
     calibration = calibrate(
         retriever.store,
         retriever.embedder,
@@ -133,7 +125,7 @@ def test_a_held_out_question_is_covered_exactly_when_its_score_says(
 ) -> None:
     """The query-time set and the calibration-time score agree question by question, which
     is what makes the calibrated rate the query's coverage."""
-    items = _items(wiki_sample)
+    items = first_sentence_items(wiki_sample)
     random.Random(1).shuffle(items)
     cal, test = items[: len(items) // 2], items[len(items) // 2 :]
     vectors = retriever.embedder.embed([it.question for it in test]).tolist()
@@ -163,7 +155,7 @@ def test_a_held_out_question_is_covered_exactly_when_its_score_says(
 def test_rerank_is_refused_where_it_cannot_be_served(
     retriever: Retriever, wiki_sample: list[Document]
 ) -> None:
-    items = _items(wiki_sample)
+    items = first_sentence_items(wiki_sample)
     calibrate(retriever.store, retriever.embedder, "plain", items, source="t", default_alpha=0.2)
     with pytest.raises(RerankerUnavailable, match="taken without one"):
         retriever.retrieve("plain", items[0].question, alpha=0.2, budget=BIG, rerank=True)

@@ -140,6 +140,16 @@ class RerankCalibrationOut(BaseModel):
     )
 
 
+class RelativeCalibrationOut(BaseModel):
+    candidates: int = Field(description="Top dense hits a chunk's share is taken among.")
+    temperature: float = Field(description="The softmax temperature over their cosines.")
+    floor: float = Field(description='The cosine of the "none of these" candidate.')
+    misses: int = Field(description="Questions whose answer chunk was not a candidate.")
+    groups: dict[str, GroupCalibrationOut] = Field(
+        description="As `groups`, with thresholds on a chunk's relative share."
+    )
+
+
 class LinksCalibrationOut(BaseModel):
     n: int = Field(
         description="Labelled multi-hop questions (QA `type: bridge`) grouped `kind:bridge`."
@@ -180,6 +190,10 @@ class CalibrationOut(BaseModel):
         description="The same questions scored by the server's reranker, for `rerank` "
         "requests; null: calibrated without one."
     )
+    relative: RelativeCalibrationOut | None = Field(
+        description="The same questions on the relative scale (COVRAG_CONFORMAL_SCORE="
+        "relative); null: calibrated before it existed (thresholds stay on the cosine)."
+    )
     multi_hop: LinksCalibrationOut | None = Field(
         description='The second hop\'s calibration (docs/conformal.md, "Multi-hop"); null: '
         "calibrated before it existed."
@@ -207,6 +221,15 @@ def to_calibration_out(calibration: Calibration, stale: bool) -> CalibrationOut:
             candidates=calibration.rerank_candidates,
             misses=calibration.reranked().misses,
             groups=_groups_out(calibration.reranked()),
+        ),
+        relative=None
+        if calibration.relative_scale is None
+        else RelativeCalibrationOut(
+            candidates=calibration.relative_scale.candidates,
+            temperature=calibration.relative_scale.temperature,
+            floor=calibration.relative_scale.floor,
+            misses=calibration.relative().misses,
+            groups=_groups_out(calibration.relative()),
         ),
         multi_hop=None
         if not calibration.link_from

@@ -56,6 +56,8 @@ def answer_shape(params: QueryParams, policy: LoopPolicy, settings: Settings) ->
         "group": params.group,
         "search": params.search,
         "rerank": params.rerank,
+        "score": settings.calibration.score,
+        "multi_hop_links": settings.calibration.multi_hop_links,
         "rounds": policy.max_rounds,
         "critic": settings.critic.kind,
         "tau": policy.tau,
