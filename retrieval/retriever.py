@@ -86,8 +86,9 @@ class Retriever:
         reranking: the cross-encoder reranked requests use and the dense candidates it
             reranks on an uncalibrated collection (a calibrated one reranks as many as it was
             calibrated with); ``None``: reranked requests are refused.
-        score: the scale thresholds are on: ``"relative"`` when the calibration holds it
-            (one taken before it existed stays on the cosine), else the cosine.
+        score: the scale thresholds are on: ``"relative"`` for the requests it serves
+            (``retrieval.kinds.relative_keys``) when the calibration holds it (one taken
+            before it existed stays on the cosine), else the cosine.
     """
 
     def __init__(
@@ -231,7 +232,7 @@ class Retriever:
             calibration=None
             if calibration is None or quantile is None
             else CalibrationRef(
-                n=calibration.n,
+                n=(on_cosine or calibration).n,
                 version=calibration.version,
                 stale=stale,
                 group=quantile.group,

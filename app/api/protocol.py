@@ -111,7 +111,7 @@ class TimingsOut(BaseModel):
 
 
 class CalibrationRefOut(BaseModel):
-    n: int = Field(description="Calibration questions behind the threshold.")
+    n: int = Field(description="The calibration's questions (`group_n`: its group's, on `scale`).")
     version: int
     stale: bool = Field(
         description="The collection changed too much, or was indexed, since: no guarantee."

@@ -139,11 +139,12 @@ class CalibrationSettings(Group):
         "only, unguaranteed.",
     )
     score: Literal["cosine", "relative"] = Field(
-        "relative",
+        "cosine",
         validation_alias="COVRAG_CONFORMAL_SCORE",
-        description="The scale thresholds are on: a chunk's share of its question's top 10 "
-        "dense hits (relative: fewer chunks at the same coverage, docs/conformal.md) or the "
-        "cosine. A calibration taken before the relative scale existed stays on the cosine.",
+        description="The scale thresholds are on: the cosine, or (relative) for a question "
+        "that can only be single-hop or a request with a group, a chunk's share of its top 10 "
+        "dense hits: fewer chunks at the same coverage, docs/conformal.md. A calibration taken "
+        "before the relative scale existed stays on the cosine.",
     )
     unreachable: Literal["budget", "error"] = Field(
         "budget",

@@ -112,6 +112,7 @@ def test_calibrate_then_retrieve_through_the_threshold(
             "fallback": False,
             "groups": list(KindClassifier.load().groups(question)),
             "links": None,  # not possibly multi-hop: no linked documents
+            "scale": "cosine",  # COVRAG_CONFORMAL_SCORE's default
         }
         assert "kind:bridge" not in body["calibration"]["groups"]
         assert all(c["score"] >= body["threshold"] for c in body["citations"])
@@ -332,3 +333,33 @@ def test_the_shift_watch_flags_questions_unlike_the_calibration_set(
         client.post("/v1/retrieve", json={"question": qa[0]["question"]})
         fresh = client.get("/v1/collections/wiki/calibration").json()["drift"]
         assert fresh["requests"] == 1 and fresh["drifted"] is False
+
+
+def test_the_relative_scale_over_http(settings: Settings, dev_docs: list[Document]) -> None:
+    """COVRAG_CONFORMAL_SCORE=relative: a question that can only be single-hop is thresholded
+    on its chunks' shares, calibrated on the questions served so; the response says so."""
+    relative = settings.updated(calibration={"score": "relative"})
+    with TestClient(create_app(relative)) as client:
+        docs = [{"id": d.id, "title": d.title, "text": d.text} for d in dev_docs]
+        ingest(client, "wiki", {"documents": docs})
+        qa = _qa(dev_docs)
+        job = _calibrate(client, {"qa": qa, "default_alpha": 0.2})
+        assert job["status"] == "succeeded" and set(job["result"]["relative_thresholds"]) >= {"0.1"}
+        cal = client.get("/v1/collections/wiki/calibration").json()["calibration"]
+        served = cal["relative"]["groups"]["kind:single"]
+        kinds = KindClassifier.load()
+        only_single = [q for q in qa if kinds.groups(q["question"]) == ("kind:single",)]
+        assert served["n"] == len(only_single) < len(qa)
+        body = client.post(
+            "/v1/retrieve", json={"question": only_single[0]["question"], "alpha": 0.1}
+        ).json()
+        assert body["calibration"]["scale"] == "relative"
+        assert (body["calibration"]["n"], body["calibration"]["group_n"]) == (len(qa), served["n"])
+        assert body["threshold"] == pytest.approx(served["thresholds"]["0.1"])
+        shares = [c["relevance"] for c in body["citations"]]
+        assert shares and all(s >= body["threshold"] for s in shares)
+        # a question that may be multi-hop stays on the cosine
+        other = next(q for q in qa if kinds.groups(q["question"]) != ("kind:single",))
+        cosine = client.post("/v1/retrieve", json={"question": other["question"]}).json()
+        assert cosine["calibration"]["scale"] == "cosine"
+        assert all(c["relevance"] is None for c in cosine["citations"])
