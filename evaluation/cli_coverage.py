@@ -131,6 +131,7 @@ def coverage(
     """Check the conformal coverage guarantee on repeated calibration/test splits of a QA set."""
     alpha_list = _floats(alphas)
     settings = get_settings()
+    relative = RelativeScale()
     scale = score or settings.calibration.score
     if scale not in ("cosine", "relative"):
         raise typer.BadParameter(f"--score must be 'cosine' or 'relative', got {scale!r}")
@@ -176,7 +177,7 @@ def coverage(
         if unanswerable_rows:
             vectors = embedder.embed([q for _, q, _ in unanswerable_rows])
             for (uid, _, kind), vector in zip(unanswerable_rows, vectors, strict=True):
-                hits = store.search(name, vector.tolist(), limit=RelativeScale().candidates)
+                hits = store.search(name, vector.tolist(), limit=relative.candidates)
                 negatives.append(Unanswerable(uid, kind, [h.score for h in hits]))
         embedder_model = embedder.spec.model
     except RetrievalError as exc:
@@ -190,7 +191,6 @@ def coverage(
     relative_on = scale == "relative"
     on_cosine = scores
     if relative_on:  # the same searches, on a chunk's share of its top hits
-        relative = RelativeScale()
         scores = [on_relative_scale(s, relative) for s in scores]
         negatives = [Unanswerable(u.id, u.kind, relative.shares(u.similarities)) for u in negatives]
     _echo_err(f"scored in {scored_s:.1f} s; evaluating {splits} splits …")

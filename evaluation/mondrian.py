@@ -89,7 +89,7 @@ def evaluate_mondrian(
             cal, test = part[: len(part) // 2], part[len(part) // 2 :]
             pooled = conformal_quantile(sorted(cosine.scores[cal].tolist()), alpha)
             on_cos = cosine.thresholds(cal, test, kinds, alpha)
-            on_rel = scaled.thresholds(cal, test, kinds, alpha)
+            on_rel = on_cos if scaled is cosine else scaled.thresholds(cal, test, kinds, alpha)
             rel = on_relative[test]
             qhat = np.where(rel, on_rel[0], on_cos[0])
             own = np.where(rel, on_rel[1], on_cos[1])
