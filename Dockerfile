@@ -124,7 +124,7 @@ RUN groupadd --system --gid 10001 covrag \
 
 # ---------------------------------------------------------------------------------------------
 # critic-worker: `python -m workers.critic_server` on 0.0.0.0:8102 (GET /health once the model
-# is loaded, POST /score). It exits at start when CRITIC_MODEL_DIR holds no trained model
+# is loaded, POST /score, and POST /rerank when RERANKER_DIR names a trained reranker). It exits at start when CRITIC_MODEL_DIR holds no trained model
 # (`covrag train-critic --backend cross-encoder`); mount that folder there, read-only is enough.
 FROM runtime AS critic-worker
 
@@ -155,7 +155,8 @@ EXPOSE 8102
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request as r; r.urlopen('http://127.0.0.1:%s/health' % os.environ.get('CRITIC_PORT', '8102'), timeout=4)"]
 
-CMD ["sh", "-c", "exec python -m workers.critic_server --model-dir \"$CRITIC_MODEL_DIR\" --host 0.0.0.0 --port \"$CRITIC_PORT\""]
+# RERANKER_DIR (unset by default): also serve the reranker there, on POST /rerank.
+CMD ["sh", "-c", "exec python -m workers.critic_server --model-dir \"$CRITIC_MODEL_DIR\" ${RERANKER_DIR:+--reranker-dir \"$RERANKER_DIR\"} --host 0.0.0.0 --port \"$CRITIC_PORT\""]
 
 # ---------------------------------------------------------------------------------------------
 # api: the default target (last stage). No torch and no `evaluation`: the checks below fail the

@@ -7,6 +7,8 @@ Used by the FastAPI lifespan and by the in-process CLI commands, so both run the
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -34,7 +36,7 @@ from retrieval.drift import DriftWatches
 from retrieval.embed import Embedder, make_embedder
 from retrieval.errors import RerankerUnavailable
 from retrieval.ingest import Ingestor
-from retrieval.rerank import Reranking, load_reranker
+from retrieval.rerank import RemoteReranker, Reranking, load_reranker
 from retrieval.retriever import Retriever
 from retrieval.store import HnswParams, VectorStore, make_store
 
@@ -68,10 +70,14 @@ def build_embedder(embedder: EmbedderSettings) -> Embedder:
 
 
 def build_reranking(settings: Settings) -> Reranking | None:
-    """The trained reranker, if ``covrag train-reranker`` wrote one (else reranked requests get
-    409 saying how to train it). A broken one is logged and left out: the reranker is
-    optional, so the server still serves every other request."""
+    """The worker's reranker when ``COVRAG_RERANKER_URL`` names one, else the trained one in
+    process, if ``covrag train-reranker`` wrote one (else reranked requests get 409 saying how
+    to train it). A broken one is logged and left out: the reranker is optional, so the server
+    still serves every other request."""
     reranker = settings.reranker
+    if reranker.url is not None:
+        remote = RemoteReranker(reranker.url, timeout_s=reranker.timeout_s)
+        return Reranking(remote, reranker.candidates)
     try:
         found = load_reranker(
             reranker.model_dir(settings.store.models_dir), threads=reranker.threads
@@ -80,6 +86,17 @@ def build_reranking(settings: Settings) -> Reranking | None:
         logging.getLogger("covrag").warning("%s; reranked requests get 409 until retrained", exc)
         return None
     return None if found is None else Reranking(found, reranker.candidates)
+
+
+@contextmanager
+def reranking_of(settings: Settings) -> Iterator[Reranking | None]:
+    """``build_reranking`` for one command: the worker's connection is closed after it."""
+    reranking = build_reranking(settings)
+    try:
+        yield reranking
+    finally:
+        if reranking is not None:
+            reranking.reranker.close()
 
 
 def build_ingestor(
@@ -216,6 +233,8 @@ class Services:
         await self.generator.aclose()
         for critic in self.critics:
             await critic.aclose()
+        if self.retriever.reranking is not None:
+            self.retriever.reranking.reranker.close()
         self.embedder.close()
         self.store.close()
 

@@ -30,7 +30,7 @@ import numpy as np
 from app.config import get_settings
 from app.services import build_embedder, build_store
 from bench.hybrid import sign_test
-from retrieval.calibration_set import answer_positions, load_qa, score_items
+from retrieval.calibration_set import load_qa, score_items, worst_part
 from retrieval.conformal import conformal_quantile
 from retrieval.rerank import OnnxReranker, reranked
 
@@ -64,8 +64,7 @@ def main() -> None:
         start = time.perf_counter()
         ranked = reranked(reranker, item.question, hits)
         times.append((time.perf_counter() - start) * 1000)
-        firsts = [found[0] if found else None for found in answer_positions(item, ranked)]
-        worst = None if None in firsts else max(f for f in firsts if f is not None)
+        worst = worst_part(item, ranked)
         score = math.inf if worst is None else 1.0 - (ranked[worst].relevance or 0.0)
         rows.append(
             {

@@ -6,7 +6,9 @@ class CriticError(Exception):
 
 
 class CriticUnavailable(CriticError):
-    """A remote critic (the critic worker, or the vLLM judge) did not answer."""
+    """A remote critic (the critic worker, or the vLLM judge) did not answer: worth a retry."""
+
+    retry_after = 5.0
 
 
 class CriticWeightsError(CriticError):

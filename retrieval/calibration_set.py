@@ -204,10 +204,16 @@ def rerank_scores(
     for item, vector in zip(items, vectors, strict=True):
         hits = store.search(collection, vector, limit=rerank.candidates)
         ranked = reranked(rerank.reranker, item.question, hits)
-        best = [found[0] if found else None for found in answer_positions(item, ranked)]
-        worst = None if None in best else max(b for b in best if b is not None)
+        worst = worst_part(item, ranked)
         out.append(math.inf if worst is None else 1.0 - (ranked[worst].relevance or 0.0))
     return out
+
+
+def worst_part(item: CalibrationItem, ranked: Sequence[ScoredChunk]) -> int | None:
+    """Where in ``ranked`` the context first holds every part of ``item``'s answer (the
+    position of its worst part's first chunk), ``None`` when some part is missing."""
+    best = [found[0] if found else None for found in answer_positions(item, ranked)]
+    return None if None in best else max(b for b in best if b is not None)
 
 
 def _parts(item: CalibrationItem) -> list[CalibrationItem]:

@@ -56,11 +56,15 @@ class EncryptedFile(UnreadableFile):
 
 
 class StoreUnavailable(RetrievalError):
-    """The vector store did not answer."""
+    """The vector store did not answer: worth a retry (``retry_after`` s) once it is back."""
+
+    retry_after = 5.0
 
 
 class EmbedderUnavailable(RetrievalError):
-    """The (remote) embedder did not answer."""
+    """The (remote) embedder did not answer: worth a retry."""
+
+    retry_after = 5.0
 
 
 class DocumentNotFound(RetrievalError):
@@ -91,6 +95,12 @@ class KeywordsUnavailable(RetrievalError):
 
 class RerankerUnavailable(RetrievalError):
     """A reranked search when no reranker is trained, or a calibration taken without it."""
+
+
+class RerankerDown(RetrievalError):
+    """The reranker worker did not answer, or answered nonsense: worth a retry."""
+
+    retry_after = 5.0
 
 
 class AlphaOutOfRange(RetrievalError):

@@ -20,15 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
+import httpx
 import numpy as np
 from tokenizers import Tokenizer
 
-from retrieval.errors import RerankerUnavailable
+from retrieval.errors import RerankerDown, RerankerUnavailable
 from retrieval.types import ScoredChunk
 
 #: The reranker's metadata file beside the encoder: head weights and provenance.
@@ -51,13 +53,16 @@ class Reranker(Protocol):
     """Scores (question, passage) pairs; higher is more relevant. ``version`` changes whenever
     the weights do, so a calibration taken with another reranker is not applied."""
 
-    version: str
+    @property
+    def version(self) -> str: ...
 
     def score(
         self, question: str, passages: Sequence[str], cosines: Sequence[float]
     ) -> list[float]:
         """Raw scores, one per passage, in order (``relevance`` maps them to [0, 1])."""
         ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,28 +97,39 @@ def read_info(model_dir: Path) -> RerankerInfo:
         raise RerankerUnavailable(f"no usable reranker at {model_dir}: {exc}") from exc
 
 
-class OnnxReranker:
-    """The trained cross-encoder, in process on onnxruntime (CPU)."""
+#: One batch of (question, passage) pairs, as the encoder takes it: ``input_ids``,
+#: ``attention_mask`` and ``token_type_ids``, int64, batch × tokens.
+Batch = dict[str, np.ndarray]
 
-    def __init__(self, model_dir: Path, *, threads: int = 2, batch_size: int = 16) -> None:
-        from retrieval.embed.bert_graph import bert_session
 
+class _TrainedReranker(ABC):
+    """What every in-process backend shares: the tokenizer, the head and the version. A
+    backend supplies only ``_cls``, the encoder's [CLS] states of a batch, so the scores of
+    two backends differ by their arithmetic alone."""
+
+    def __init__(self, model_dir: Path, batch_size: int) -> None:
         self.info = read_info(model_dir)
         try:
             tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-            self._session = bert_session(model_dir, threads)
+            weights = (model_dir / "model.safetensors").read_bytes()
         except Exception as exc:
-            # tokenizers, safetensors and onnxruntime each fail a broken file with their own
-            # exception (tokenizers with a bare Exception): any of them leaves no reranker
+            # tokenizers fails a broken file with a bare Exception
             raise RerankerUnavailable(f"no usable reranker at {model_dir}: {exc}") from exc
         tokenizer.enable_truncation(self.info.max_tokens, strategy="longest_first")
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tokenizer = tokenizer
         self._batch_size = batch_size
         self._weight = np.asarray(self.info.weight, dtype=np.float32)
-        digest = hashlib.sha256((model_dir / "model.safetensors").read_bytes())
+        digest = hashlib.sha256(weights)
         digest.update(json.dumps(self.info.to_json(), sort_keys=True).encode())
         self.version = digest.hexdigest()[:16]
+
+    @abstractmethod
+    def _cls(self, batch: Batch) -> np.ndarray:
+        """The encoder's last hidden state at [CLS], batch × hidden."""
+
+    def close(self) -> None:  # noqa: B027 - deliberately concrete: there is nothing to release
+        """Nothing to release: the model goes with the process."""
 
     def score(
         self, question: str, passages: Sequence[str], cosines: Sequence[float]
@@ -125,8 +141,7 @@ class OnnxReranker:
         for start in range(0, len(passages), self._batch_size):
             batch = encodings[start : start + self._batch_size]
             width = max(sum(e.attention_mask) for e in batch)
-            (hidden,) = self._session.run(
-                None,
+            cls[start : start + len(batch)] = self._cls(
                 {
                     name: np.array([getattr(e, attr)[:width] for e in batch], dtype=np.int64)
                     for name, attr in (
@@ -134,11 +149,125 @@ class OnnxReranker:
                         ("attention_mask", "attention_mask"),
                         ("token_type_ids", "type_ids"),
                     )
-                },
+                }
             )
-            cls[start : start + len(batch)] = hidden[:, 0, :]
         raw = cls @ self._weight + self.info.cosine * np.asarray(cosines, np.float32)
         return [float(s) + self.info.bias for s in raw]
+
+
+class OnnxReranker(_TrainedReranker):
+    """The trained cross-encoder, in process on onnxruntime (CPU): the API's default."""
+
+    def __init__(self, model_dir: Path, *, threads: int = 2, batch_size: int = 16) -> None:
+        from retrieval.embed.bert_graph import bert_session
+
+        super().__init__(model_dir, batch_size)
+        try:
+            self._session = bert_session(model_dir, threads)
+        except Exception as exc:
+            # safetensors and onnxruntime each fail a broken file with their own exception
+            raise RerankerUnavailable(f"no usable reranker at {model_dir}: {exc}") from exc
+
+    def _cls(self, batch: Batch) -> np.ndarray:
+        (hidden,) = self._session.run(None, batch)
+        return np.asarray(hidden[:, 0, :])
+
+
+class TorchReranker(_TrainedReranker):
+    """The same model on torch, on the GPU when torch sees one: what the critic worker serves
+    (``workers.critic_server``), so a GPU takes the cross-encoder off the API's cores."""
+
+    def __init__(self, model_dir: Path, *, device: str | None = None, batch_size: int = 64) -> None:
+        import torch
+        from transformers import BertModel
+
+        super().__init__(model_dir, batch_size)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            model = BertModel.from_pretrained(model_dir, add_pooling_layer=False)
+        except (OSError, ValueError) as exc:
+            raise RerankerUnavailable(f"no usable reranker at {model_dir}: {exc}") from exc
+        self._model = model.to(self.device).eval()  # type: ignore[arg-type]
+
+    def _cls(self, batch: Batch) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+            hidden = self._model(**inputs).last_hidden_state[:, 0, :]
+        return np.asarray(hidden.float().cpu().numpy())
+
+
+class RemoteReranker:
+    """The reranker the critic worker serves (``POST {url}/rerank``), on its GPU when it has one.
+
+    Synchronous: the retriever calls it from a worker thread. ``version`` is the worker's, read
+    from ``GET /health`` when first needed and checked on every reply, so a worker restarted
+    with other weights fails the request in flight rather than score it on a scale the
+    calibration was not taken on; the next request sees the new version. A worker that is
+    down, slow or answers nonsense raises ``RerankerDown`` (503, Retry-After); one that serves
+    no reranker, ``RerankerUnavailable`` (409).
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
+        self._url = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self._url, timeout=httpx.Timeout(timeout_s, connect=min(2.0, timeout_s))
+        )
+        self._version: str | None = None
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            found = self._call("GET", "/health").get("reranker_version")
+            if not isinstance(found, str) or not found:
+                raise RerankerUnavailable(
+                    f"the worker at {self._url} serves no reranker; start it with "
+                    "`covrag worker critic --reranker-dir DIR`"
+                )
+            self._version = found
+        return self._version
+
+    def score(
+        self, question: str, passages: Sequence[str], cosines: Sequence[float]
+    ) -> list[float]:
+        if not passages:
+            return []
+        expected = self.version
+        body = self._call(
+            "POST",
+            "/rerank",
+            {"question": question, "passages": list(passages), "cosines": list(cosines)},
+        )
+        if body.get("version") != expected:
+            self._version = None
+            raise RerankerDown(
+                f"the reranker at {self._url} changed during the request "
+                f"({expected} → {body.get('version')}); retry"
+            )
+        scores = body.get("scores")
+        if not (
+            isinstance(scores, list)
+            and len(scores) == len(passages)
+            and all(isinstance(s, int | float) and math.isfinite(s) for s in scores)
+        ):
+            raise RerankerDown(f"the reranker at {self._url} answered {str(scores)[:80]}")
+        return [float(s) for s in scores]
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            response = self._client.request(method, path, json=body)
+            response.raise_for_status()
+            reply = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            why = f"{type(exc).__name__} {exc}".strip()
+            raise RerankerDown(f"reranker worker {self._url}{path}: {why}") from exc
+        if not isinstance(reply, dict):
+            raise RerankerDown(f"reranker worker {self._url}{path} answered {str(reply)[:80]}")
+        return reply
+
+    def close(self) -> None:
+        self._client.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,9 +288,14 @@ def reranked(reranker: Reranker, question: str, hits: Sequence[ScoredChunk]) -> 
     return sorted(scored, key=lambda h: -(h.relevance or 0.0))
 
 
+def has_reranker(model_dir: Path | None) -> TypeGuard[Path]:
+    """Whether ``covrag train-reranker`` wrote a reranker into ``model_dir``."""
+    return model_dir is not None and (model_dir / INFO_FILE).is_file()
+
+
 def load_reranker(model_dir: Path | None, *, threads: int = 2) -> OnnxReranker | None:
     """The reranker trained into ``model_dir``, or ``None`` when none was (``rerank``
     requests then answer 409 saying how to train one)."""
-    if model_dir is None or not (model_dir / INFO_FILE).is_file():
+    if not has_reranker(model_dir):
         return None
     return OnnxReranker(model_dir, threads=threads)

@@ -326,6 +326,7 @@ critic:
   fallback: error
   tau: 0.62
   model: {existingClaim: covrag-critic-model, path: critic-cross-encoder-v1}
+  reranker: {enabled: true, path: reranker-v2, timeoutSeconds: 4}
 # API keys given inline (the chart makes the Secret <release>-api-keys), other serving values.
 api:
   apiKeys:

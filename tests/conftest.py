@@ -81,6 +81,22 @@ def reranker_dir(
     return out
 
 
+@pytest.fixture(scope="session")
+def reranker_worker_url(
+    reranker_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Base URL of a real critic worker process serving ``reranker_dir`` alone."""
+    from workers.critic_server import launch_critic_worker
+    from workers.process import stop_worker
+
+    logs = tmp_path_factory.mktemp("reranker-worker")
+    handle = launch_critic_worker(None, free_port(), logs, timeout_s=180, reranker_dir=reranker_dir)
+    try:
+        yield handle.url
+    finally:
+        stop_worker(handle)
+
+
 def _worker(kind: str, env_var: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from workers.models import prepare_embedding_model, prepare_generator_model
     from workers.process import stop_worker

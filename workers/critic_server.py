@@ -1,10 +1,11 @@
-"""The critic worker: the fine-tuned cross-encoder behind ``GET /health`` and ``POST /score``.
+"""The critic worker: the fine-tuned cross-encoders behind ``GET /health``, ``POST /score`` (the
+sufficiency critic) and ``POST /rerank`` (the reranker, ``retrieval.rerank``).
 
-It is a process of its own so the API stays free of torch and the model can sit on a GPU
-(``CrossEncoderModel.load`` picks CUDA when torch sees it). The model is loaded before the
+It is a process of its own so the API stays free of torch and the models can sit on a GPU
+(both pick CUDA when torch sees it). It serves either model or both; each is loaded before the
 server binds, so ``/health`` never says ready for a model that is not there. Start it with
 ``covrag worker critic`` (``launch_critic_worker``), or directly as
-``python -m workers.critic_server --model-dir D --port P``.
+``python -m workers.critic_server [--model-dir D] [--reranker-dir R] --port P``.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ import argparse
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, HTTPException
+from pydantic import BaseModel, Field, model_validator
 
 from critic.cross_encoder import CrossEncoderModel
 from critic.types import CriticInput
+from retrieval.rerank import TorchReranker
+from workers.errors import WorkerError
 from workers.process import WorkerHandle, WorkerSpec, find_detached, start_detached
 
 #: Rounds per request: one query scores one round; the bound keeps a request from hogging the model.
 MAX_ITEMS = 64
+#: Passages per rerank request: the API reranks at most ``COVRAG_RERANK_CANDIDATES`` (≤ 100)
+#: dense hits plus the keyword hits a hybrid search adds.
+MAX_PASSAGES = 128
 SPEC = WorkerSpec("critic", b"workers.critic_server", "critic-cross-encoder")
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -48,47 +55,102 @@ class ScoreResponse(BaseModel):
     tau: float = Field(description="The model's trained accept threshold.")
 
 
+class RerankRequest(BaseModel):
+    """One round's candidates, as ``RemoteReranker`` sends them."""
+
+    question: str = Field(min_length=1)
+    passages: list[str] = Field(min_length=1, max_length=MAX_PASSAGES)
+    cosines: list[float] = Field(description="Each passage's dense cosine, in order.")
+
+    @model_validator(mode="after")
+    def _one_cosine_a_passage(self) -> RerankRequest:
+        if len(self.cosines) != len(self.passages):
+            raise ValueError(
+                f"cosines: {len(self.cosines)} given for {len(self.passages)} passages"
+            )
+        return self
+
+
+class RerankResponse(BaseModel):
+    scores: list[float] = Field(description="Raw reranker scores, in request order.")
+    version: str = Field(description="The reranker's version (its weights' hash).")
+    compute_ms: float = Field(description="Time spent scoring, without waiting for the model.")
+
+
 class Health(BaseModel):
     status: str
-    model_dir: str
+    model_dir: str | None
     device: str
-    tau: float
+    tau: float | None
+    reranker_dir: str | None
+    reranker_version: str | None
 
 
-def create_critic_app(model_dir: Path) -> FastAPI:
-    """The worker app with the model already loaded (raises ``CriticWeightsError`` if absent)."""
-    model = CrossEncoderModel.load(model_dir)
+def create_critic_app(model_dir: Path | None, reranker_dir: Path | None = None) -> FastAPI:
+    """The worker app with its models already loaded.
+
+    Raises:
+        CriticWeightsError: ``model_dir`` holds no critic.
+        RerankerUnavailable: ``reranker_dir`` holds no reranker.
+        WorkerError: neither is given.
+    """
+    if model_dir is None and reranker_dir is None:
+        raise WorkerError("the critic worker needs a critic (--model-dir) or a reranker")
+    model = None if model_dir is None else CrossEncoderModel.load(model_dir)
+    reranker = None if reranker_dir is None else TorchReranker(reranker_dir)
     lock = threading.Lock()  # one forward pass at a time: torch already uses every core
     app = FastAPI(title="covrag critic worker")
 
     @app.get("/health")
     def health() -> Health:
-        return Health(status="ok", model_dir=str(model_dir), device=model.device, tau=model.tau)
+        return Health(
+            status="ok",
+            model_dir=None if model_dir is None else str(model_dir),
+            device=model.device if model else reranker.device if reranker else "cpu",
+            tau=model.tau if model else None,
+            reranker_dir=None if reranker_dir is None else str(reranker_dir),
+            reranker_version=reranker.version if reranker else None,
+        )
 
     @app.post("/score")
     def score(request: ScoreRequest) -> ScoreResponse:  # sync: FastAPI runs it in a thread
+        if model is None:
+            raise HTTPException(404, "this worker serves no critic (start it with --model-dir)")
         items = [CriticInput.from_json(item.model_dump()) for item in request.items]
         with lock:
             return ScoreResponse(scores=model.predict(items), tau=model.tau)
+
+    @app.post("/rerank")
+    def rerank(request: RerankRequest) -> RerankResponse:
+        if reranker is None:
+            raise HTTPException(404, "this worker serves no reranker (start it with --reranker)")
+        with lock:
+            start = time.perf_counter()
+            scores = reranker.score(request.question, request.passages, request.cosines)
+            compute_ms = (time.perf_counter() - start) * 1000
+        return RerankResponse(scores=scores, version=reranker.version, compute_ms=compute_ms)
 
     return app
 
 
 def launch_critic_worker(
-    model_dir: Path,
+    model_dir: Path | None,
     port: int,
     logs_dir: Path,
     python: Path | str = sys.executable,
     timeout_s: float = 120.0,
     host: str = "127.0.0.1",
+    reranker_dir: Path | None = None,
 ) -> WorkerHandle:
     """Start the critic worker detached (or adopt ours on ``port``); wait for ``/health``.
 
     Raises:
         WorkerError: it exited (e.g. no trained model in ``model_dir``) or stayed unhealthy.
     """
-    cmd = [str(python), "-m", "workers.critic_server", "--model-dir", str(model_dir.resolve())]
-    cmd += ["--host", host, "--port", str(port)]
+    cmd = [str(python), "-m", "workers.critic_server", "--host", host, "--port", str(port)]
+    for flag, folder in (("--model-dir", model_dir), ("--reranker-dir", reranker_dir)):
+        if folder is not None:
+            cmd += [flag, str(folder.resolve())]
     # this checkout first on the path, so `-m` finds this app whatever the caller's directory
     path = os.pathsep.join(p for p in (str(_REPO), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "PYTHONPATH": path, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -104,11 +166,13 @@ def find_critic_worker(port: int, logs_dir: Path, host: str = "127.0.0.1") -> Wo
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="covrag critic worker")
-    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--model-dir", type=Path, help="The critic (a cross-encoder).")
+    parser.add_argument("--reranker-dir", type=Path, help="The reranker (train-reranker's).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8102)
     args = parser.parse_args(argv)
-    uvicorn.run(create_critic_app(args.model_dir), host=args.host, port=args.port)
+    app = create_critic_app(args.model_dir, args.reranker_dir)
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,16 @@ def worker_critic(
     model_dir: Annotated[
         Path | None, typer.Option(help="Trained cross-encoder (default: models/critic-…).")
     ] = None,
+    critic: Annotated[
+        bool, typer.Option(help="Serve the critic (--no-critic: the reranker alone).")
+    ] = True,
+    reranker: Annotated[
+        bool, typer.Option(help="Serve the reranker too, on POST /rerank (COVRAG_RERANKER_URL).")
+    ] = False,
+    reranker_dir: Annotated[
+        Path | None,
+        typer.Option(help="Trained reranker (default: COVRAG_RERANKER_DIR); implies --reranker."),
+    ] = None,
     stop: Annotated[bool, typer.Option(help="Stop the worker instead.")] = False,
 ) -> None:
     """Start the cross-encoder critic worker in the background and wait for /health."""
@@ -149,9 +159,17 @@ def worker_critic(
         stop_worker(handle)
         typer.echo(f"stopped pid {handle.pid}")
         return
+    if reranker or reranker_dir is not None:
+        reranker_dir = reranker_dir or settings.reranker.model_dir(settings.store.models_dir)
+    if not critic and reranker_dir is None:
+        typer.echo("error: --no-critic leaves nothing to serve; add --reranker", err=True)
+        raise typer.Exit(2)
     try:
         handle = launch_critic_worker(
-            model_dir or default_model_dir(settings), port, settings.store.logs_dir
+            (model_dir or default_model_dir(settings)) if critic else None,
+            port,
+            settings.store.logs_dir,
+            reranker_dir=reranker_dir,
         )
     except WorkerError as exc:
         typer.echo(f"error: {exc}", err=True)

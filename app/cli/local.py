@@ -22,10 +22,10 @@ from app.core.types import QueryParams
 from app.services import (
     build_embedder,
     build_ingestor,
-    build_reranking,
     build_services,
     build_store,
     invalidate_answers,
+    reranking_of,
 )
 from app.state.datalock import check_free
 from retrieval.calibration import calibrate as run_calibration
@@ -94,32 +94,32 @@ def ingest(settings: Settings, name: str, docs: list[Document], demo: bool) -> d
 
 
 def _calibrate_demo(settings: Settings, store: VectorStore, embedder: Embedder, name: str) -> None:
-    rerank = build_reranking(settings)
     retriever = Retriever(store, embedder, stale_fraction=settings.calibration.stale_fraction)
     current, stale = retriever.calibration(name)
-    if (
-        current is not None
-        and current.kinds_version == retriever.kinds.version
-        and current.rerank_version == ("" if rerank is None else rerank.reranker.version)
-        and current.link_from == LINK_FROM
-        and current.relative_scale == RelativeScale()
-        and not stale
-    ):
-        # fresh, grouped by this server's classifier, by its reranker, with its links and
-        # its relative scale
-        return
-    items = demo_qa(name)
-    if items:
-        summary = _calibrate_qa(
-            store,
-            embedder,
-            name,
-            items,
-            DEMO_CALIBRATION,
-            settings.calibration.default_alpha,
-            rerank=rerank,
-        )
-        typer.echo(json.dumps(summary), err=True)
+    with reranking_of(settings) as rerank:
+        if (
+            current is not None
+            and current.kinds_version == retriever.kinds.version
+            and current.rerank_version == ("" if rerank is None else rerank.reranker.version)
+            and current.link_from == LINK_FROM
+            and current.relative_scale == RelativeScale()
+            and not stale
+        ):
+            # fresh, grouped by this server's classifier, by its reranker, with its links and
+            # its relative scale
+            return
+        items = demo_qa(name)
+        if items:
+            summary = _calibrate_qa(
+                store,
+                embedder,
+                name,
+                items,
+                DEMO_CALIBRATION,
+                settings.calibration.default_alpha,
+                rerank=rerank,
+            )
+            typer.echo(json.dumps(summary), err=True)
 
 
 def index(settings: Settings, name: str, timeout_s: float | None) -> dict[str, object]:
@@ -150,16 +150,17 @@ def calibrate_qa(
 ) -> dict[str, object]:
     store = build_store(settings.store)
     try:
-        result = _calibrate_qa(
-            store,
-            build_embedder(settings.embedder),
-            name,
-            items,
-            path,
-            alpha,
-            replace_smaller,
-            rerank=build_reranking(settings),
-        )
+        with reranking_of(settings) as rerank:
+            result = _calibrate_qa(
+                store,
+                build_embedder(settings.embedder),
+                name,
+                items,
+                path,
+                alpha,
+                replace_smaller,
+                rerank=rerank,
+            )
     finally:
         store.close()
     asyncio.run(invalidate_answers(settings, name))

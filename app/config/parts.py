@@ -189,6 +189,18 @@ class RerankerSettings(Group):
         validation_alias="COVRAG_RERANK_THREADS",
         description="Intra-op threads of the in-process reranker.",
     )
+    url: str | None = Field(
+        None,
+        validation_alias="COVRAG_RERANKER_URL",
+        description="A critic worker serving the reranker (`covrag worker critic --reranker`, "
+        "on its GPU if it has one), e.g. http://127.0.0.1:8102; instead of the in-process one.",
+    )
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        validation_alias="COVRAG_RERANKER_TIMEOUT_S",
+        description="Reranker worker timeout; past it a reranked request answers 503.",
+    )
 
     def model_dir(self, models_dir: Path) -> Path:
         return self.dir or models_dir / "reranker"

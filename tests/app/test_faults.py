@@ -294,6 +294,7 @@ def test_store_unavailable_gives_503(settings: Settings) -> None:
         r = client.post("/v1/query", json=QUESTION)
         _envelope(r, {503}, "store_unavailable")
         assert time.monotonic() - start < 10
+        assert r.headers["Retry-After"] == "5"
 
 
 @pytest.mark.integration

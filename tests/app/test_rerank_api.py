@@ -8,6 +8,7 @@ import logging
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -15,6 +16,7 @@ from app.config import Settings
 from app.main import create_app
 from retrieval.types import Document
 from tests.app.jobs_helper import ingest, wait_job
+from tests.conftest import free_port
 
 
 def _docs(sample: list[Document]) -> dict[str, object]:
@@ -28,19 +30,27 @@ def _qa(sample: list[Document]) -> list[dict[str, object]]:
     ]
 
 
+#: A question on five ingested articles: every request here that must not reach the reranker.
+EIFFEL = {"question": "Where is the Eiffel Tower?", "collection": "wiki"}
+
+
+def _reranked(client: TestClient, sample: list[Document]) -> httpx.Response:
+    """Five articles into ``wiki``, then ``EIFFEL`` reranked."""
+    ingest(client, "wiki", _docs(sample[:5]))
+    return client.post("/v1/retrieve", json={**EIFFEL, "rerank": True})
+
+
 def test_rerank_without_a_reranker_says_how_to_train_one(
     settings: Settings, wiki_sample: list[Document]
 ) -> None:
     with TestClient(create_app(settings)) as client:
-        ingest(client, "wiki", _docs(wiki_sample[:5]))
-        body = {"question": "Where is the Eiffel Tower?", "collection": "wiki"}
-        r = client.post("/v1/retrieve", json={**body, "rerank": True})
+        r = _reranked(client, wiki_sample)
         assert r.status_code == 409, r.text
         assert r.json()["error"]["type"] == "reranker_unavailable"
         assert "covrag train-reranker" in r.json()["error"]["message"]
-        r = client.post("/v1/retrieve", json={**body, "rerank": "maybe"})
+        r = client.post("/v1/retrieve", json={**EIFFEL, "rerank": "maybe"})
         assert r.status_code == 422 and r.json()["error"]["param"] == "rerank", r.text
-        assert client.post("/v1/retrieve", json=body).status_code == 200
+        assert client.post("/v1/retrieve", json=EIFFEL).status_code == 200
 
 
 def test_a_broken_reranker_is_logged_and_the_server_serves_without_it(
@@ -58,11 +68,9 @@ def test_a_broken_reranker_is_logged_and_the_server_serves_without_it(
         TestClient(create_app(settings.updated(reranker={"dir": broken}))) as client,
     ):
         assert f"no usable reranker at {broken}" in caplog.text
-        ingest(client, "wiki", _docs(wiki_sample[:5]))
-        body = {"question": "Where is the Eiffel Tower?", "collection": "wiki"}
-        assert client.post("/v1/retrieve", json=body).status_code == 200
-        r = client.post("/v1/retrieve", json={**body, "rerank": True})
+        r = _reranked(client, wiki_sample)
         assert r.status_code == 409 and r.json()["error"]["type"] == "reranker_unavailable"
+        assert client.post("/v1/retrieve", json=EIFFEL).status_code == 200
 
 
 def test_a_reranked_retrieval_over_http(
@@ -93,3 +101,42 @@ def test_a_reranked_retrieval_over_http(
         assert out["threshold"] <= job["result"]["rerank_thresholds"]["0.3"]  # a kind's own
         assert all(c["relevance"] is None for c in dense["citations"])
         assert dense["threshold"] != out["threshold"]  # cosine, not relevance
+
+
+def test_a_reranked_retrieval_through_the_worker_is_the_in_process_one(
+    settings: Settings, wiki_sample: list[Document], reranker_dir: Path, reranker_worker_url: str
+) -> None:
+    """Calibrated with the reranker in process, served by the worker's: one version, one
+    scale, the same passages and threshold."""
+    question = _qa(wiki_sample)[1]["question"]
+    body = {"question": question, "rerank": True, "alpha": 0.2}
+    with TestClient(create_app(settings.updated(reranker={"dir": reranker_dir}))) as client:
+        ingest(client, "wiki", _docs(wiki_sample))
+        r = client.post("/v1/collections/wiki/calibration", json={"qa": _qa(wiki_sample)})
+        assert wait_job(client, r.json()["id"])["status"] == "succeeded"
+        local = client.post("/v1/retrieve", json=body).json()
+    worker = settings.updated(reranker={"url": reranker_worker_url, "timeout_s": 60})
+    with TestClient(create_app(worker)) as client:
+        r = client.post("/v1/retrieve", json=body)
+        assert r.status_code == 200, r.text
+        remote = r.json()
+    assert remote["threshold"] == local["threshold"]
+    assert [c["chunk_id"] for c in remote["citations"]] == [
+        c["chunk_id"] for c in local["citations"]
+    ]
+    relevance = [c["relevance"] for c in local["citations"]]
+    assert [c["relevance"] for c in remote["citations"]] == pytest.approx(relevance, abs=1e-4)
+    assert remote["coverage_guaranteed"] == local["coverage_guaranteed"]
+
+
+def test_a_reranker_worker_that_is_down_is_a_503_and_the_rest_is_served(
+    settings: Settings, wiki_sample: list[Document]
+) -> None:
+    """A closed port stands in for the worker (failure injection)."""
+    down = settings.updated(reranker={"url": f"http://127.0.0.1:{free_port()}"})
+    with TestClient(create_app(down)) as client:
+        r = _reranked(client, wiki_sample)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["type"] == "reranker_worker_unavailable"
+        assert r.headers["Retry-After"] == "5"
+        assert client.post("/v1/retrieve", json=EIFFEL).status_code == 200

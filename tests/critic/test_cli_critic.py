@@ -72,3 +72,9 @@ def test_stop_without_a_worker(runner: CliRunner) -> None:
     result = runner.invoke(cli, ["worker-critic", "--stop", "--port", str(free_port())])
     assert result.exit_code == 0, result.output
     assert "no critic worker" in result.stdout
+
+
+def test_a_worker_with_nothing_to_serve_is_refused(runner: CliRunner) -> None:
+    result = runner.invoke(cli, ["worker-critic", "--no-critic", "--port", str(free_port())])
+    assert result.exit_code == 2
+    assert "--no-critic leaves nothing to serve; add --reranker" in result.stderr

@@ -141,6 +141,16 @@ http://{{ include "covrag.componentName" (dict "ctx" . "component" "critic-worke
 {{- end }}
 {{- end }}
 {{- end }}
+{{- if $v.critic.reranker.enabled }}
+{{- if not $v.critic.enabled }}
+{{- fail "critic.reranker.enabled=true needs the critic worker: critic.enabled=true" }}
+{{- end }}
+{{- range $key := list "COVRAG_RERANKER_URL" "COVRAG_RERANKER_TIMEOUT_S" }}
+{{- if hasKey $v.api.config $key }}
+{{- fail (printf "critic.reranker.enabled=true sets %s from critic.reranker.*: remove it from api.config" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $key := list "COVRAG_ANSWER_CACHE_TTL_S" "COVRAG_RATE_LIMIT_ON_ERROR" "COVRAG_JOB_LEASE_S" "COVRAG_JOB_MAX_ATTEMPTS" "COVRAG_READY_TIMEOUT_S" "COVRAG_REQUIRE_CALIBRATION" "COVRAG_READY_REQUIRES_WORKERS" "COVRAG_GENERATOR_MAX_CONCURRENCY" "COVRAG_GENERATOR_MAX_QUEUE" "COVRAG_GENERATOR_BREAKER_FAILURES" "COVRAG_GENERATOR_BREAKER_COOLDOWN_S" "COVRAG_SHUTDOWN_GRACE_S" "COVRAG_LOG_FORMAT" "COVRAG_LOG_LEVEL" }}
 {{- if hasKey $v.api.config $key }}
 {{- fail (printf "api.serving sets %s: remove it from api.config" $key) }}
