@@ -7,6 +7,8 @@ written from the collection's own chunks (``retrieval.rerank_train``), with a li
 the [CLS] state *and* the dense cosine, so its score starts from what dense search knows.
 
 It runs in process on onnxruntime's fused kernels (``retrieval.embed.bert_graph``): no torch.
+Or on the critic worker (``TorchReranker`` behind ``POST /rerank``, on a GPU when there is one),
+which the API reaches through ``RemoteReranker``; all three share one version per weights.
 
 The score is what the conformal filter thresholds when a request asks for ``rerank``: a
 calibration records every question's answer-chunk relevance σ(score) among the dense
@@ -185,7 +187,7 @@ class TorchReranker(_TrainedReranker):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             model = BertModel.from_pretrained(model_dir, add_pooling_layer=False)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # as in OnnxReranker: each library fails in its own way
             raise RerankerUnavailable(f"no usable reranker at {model_dir}: {exc}") from exc
         self._model = model.to(self.device).eval()  # type: ignore[arg-type]
 

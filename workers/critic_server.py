@@ -23,7 +23,9 @@ from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, Field, model_validator
 
 from critic.cross_encoder import CrossEncoderModel
+from critic.errors import CriticWeightsError
 from critic.types import CriticInput
+from retrieval.errors import RerankerUnavailable
 from retrieval.rerank import TorchReranker
 from workers.errors import WorkerError
 from workers.process import WorkerHandle, WorkerSpec, find_detached, start_detached
@@ -171,7 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8102)
     args = parser.parse_args(argv)
-    app = create_critic_app(args.model_dir, args.reranker_dir)
+    try:
+        app = create_critic_app(args.model_dir, args.reranker_dir)
+    except (CriticWeightsError, RerankerUnavailable, WorkerError) as exc:
+        sys.exit(f"error: {exc}")  # one line for the log the launcher shows, no traceback
     uvicorn.run(app, host=args.host, port=args.port)
 
 
