@@ -221,14 +221,19 @@ class RemoteReranker:
     @property
     def version(self) -> str:
         if self._version is None:
-            found = self._call("GET", "/health").get("reranker_version")
-            if not isinstance(found, str) or not found:
-                raise RerankerUnavailable(
-                    f"the worker at {self._url} serves no reranker; start it with "
-                    "`covrag worker critic --reranker-dir DIR`"
-                )
-            self._version = found
+            self._version = self.ping()
         return self._version
+
+    def ping(self) -> str:
+        """The version the worker serves now (``/readyz`` asks it, so a worker that went away
+        shows there before a reranked request finds out)."""
+        found = self._call("GET", "/health").get("reranker_version")
+        if not isinstance(found, str) or not found:
+            raise RerankerUnavailable(
+                f"the worker at {self._url} serves no reranker; start it with "
+                "`covrag worker critic --reranker`"
+            )
+        return found
 
     def score(
         self, question: str, passages: Sequence[str], cosines: Sequence[float]

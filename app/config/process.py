@@ -153,8 +153,8 @@ class ServerSettings(Group):
     ready_requires_workers: bool = Field(
         False,
         validation_alias="COVRAG_READY_REQUIRES_WORKERS",
-        description="/readyz fails while the generator or the remote embedder is down (strict); "
-        "by default it only reports them.",
+        description="/readyz fails while the generator, the remote embedder or the reranker "
+        "worker is down (strict); by default it only reports them.",
     )
 
 

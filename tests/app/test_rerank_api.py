@@ -120,6 +120,7 @@ def test_a_reranked_retrieval_through_the_worker_is_the_in_process_one(
         r = client.post("/v1/retrieve", json=body)
         assert r.status_code == 200, r.text
         remote = r.json()
+        assert client.get("/readyz").json()["checks"]["reranker"] == "ok"
     assert remote["threshold"] == local["threshold"]
     assert [c["chunk_id"] for c in remote["citations"]] == [
         c["chunk_id"] for c in local["citations"]
@@ -140,3 +141,7 @@ def test_a_reranker_worker_that_is_down_is_a_503_and_the_rest_is_served(
         assert r.json()["error"]["type"] == "reranker_worker_unavailable"
         assert r.headers["Retry-After"] == "5"
         assert client.post("/v1/retrieve", json=EIFFEL).status_code == 200
+        ready = client.get("/readyz")  # a worker: reported, but this pod still serves
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        assert ready.json()["checks"]["reranker"].startswith("failed: RerankerDown")
+        assert "reranker" not in ready.json()["required"]

@@ -1,14 +1,15 @@
 """Readiness is about *this pod*: it is ready when it can serve its own routes (store,
 in-process embedder, calibration where required, Redis when configured). The workers every pod
-shares (the generator, a remote embedder) are checked and reported, but do not take the pod out
-of the Service: with one vLLM replica, a rollout or a node drain would otherwise remove every
-API pod, and with it retrieval, ingestion and job status, which do not need vLLM.
-``COVRAG_READY_REQUIRES_WORKERS`` restores the strict behaviour."""
+shares (the generator, a remote embedder, a reranker worker) are checked and reported, but do
+not take the pod out of the Service: with one vLLM replica, a rollout or a node drain would
+otherwise remove every API pod, and with it retrieval, ingestion and job status, which do not
+need vLLM. ``COVRAG_READY_REQUIRES_WORKERS`` restores the strict behaviour."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import anyio
 from redis.asyncio import Redis
@@ -18,6 +19,7 @@ from app.config import Settings
 from app.services import Services
 from app.telemetry.metrics import Metrics
 from retrieval.errors import CollectionNotFound, NotCalibrated
+from retrieval.rerank import RemoteReranker
 from retrieval.retriever import Retriever
 
 
@@ -38,7 +40,12 @@ async def readiness(services: Services, settings: Settings, metrics: Metrics) ->
     redis: Redis | None = services.backends.redis
     if redis is not None:
         checks["redis"] = redis.ping
-    workers = {"generator"} | ({"embedder"} if settings.embedder.kind == "remote" else set())
+    workers = {"generator", "reranker"} | (
+        {"embedder"} if settings.embedder.kind == "remote" else set()
+    )
+    reranking = services.retriever.reranking
+    if reranking is not None and isinstance(reranking.reranker, RemoteReranker):
+        checks["reranker"] = partial(anyio.to_thread.run_sync, reranking.reranker.ping)
     required = [c for c in checks if settings.server.ready_requires_workers or c not in workers]
     results = await asyncio.gather(
         *(_check(c, settings.server.ready_timeout_s) for c in checks.values())
