@@ -16,10 +16,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import uvicorn
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
 from critic.cross_encoder import CrossEncoderModel
@@ -62,7 +64,9 @@ class RerankRequest(BaseModel):
 
     question: str = Field(min_length=1)
     passages: list[str] = Field(min_length=1, max_length=MAX_PASSAGES)
-    cosines: list[float] = Field(description="Each passage's dense cosine, in order.")
+    cosines: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        description="Each passage's dense cosine, in order."
+    )
 
     @model_validator(mode="after")
     def _one_cosine_a_passage(self) -> RerankRequest:
@@ -102,6 +106,7 @@ def create_critic_app(model_dir: Path | None, reranker_dir: Path | None = None) 
     reranker = None if reranker_dir is None else TorchReranker(reranker_dir)
     lock = threading.Lock()  # one forward pass at a time: torch already uses every core
     app = FastAPI(title="covrag critic worker")
+    app.add_exception_handler(RequestValidationError, _invalid)
 
     @app.get("/health")
     def health() -> Health:
@@ -133,6 +138,14 @@ def create_critic_app(model_dir: Path | None, reranker_dir: Path | None = None) 
         return RerankResponse(scores=scores, version=reranker.version, compute_ms=compute_ms)
 
     return app
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each field and what is wrong, without echoing the input: FastAPI's own body
+    repeats it, and a NaN in it cannot be written as JSON (a 500 instead of the 422)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 def launch_critic_worker(

@@ -116,11 +116,17 @@ def test_a_reranker_worker_serves_the_reranker_and_refuses_bad_batches(
     assert r.status_code == 200 and r.json()["version"] == health["reranker_version"]
     for bad, field in (
         ({**good, "cosines": [0.5]}, "cosines: 1 given for 2 passages"),
+        ({**good, "cosines": [float("nan"), 0.1]}, "cosines"),
         ({**good, "passages": ["x"] * (MAX_PASSAGES + 1)}, "passages"),
         ({**good, "passages": [], "cosines": []}, "passages"),
         ({**good, "question": ""}, "question"),
     ):
-        r = httpx.post(f"{reranker_worker_url}/rerank", json=bad, timeout=10)
+        r = httpx.post(  # json.dumps writes NaN as JSON's parsers read it; httpx would refuse
+            f"{reranker_worker_url}/rerank",
+            content=json.dumps(bad),
+            headers={"Content-Type": "application/json"},
+            timeout=10,
+        )
         assert r.status_code == 422 and field in r.text, r.text
 
 
