@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -295,14 +295,9 @@ def reranked(reranker: Reranker, question: str, hits: Sequence[ScoredChunk]) -> 
     return sorted(scored, key=lambda h: -(h.relevance or 0.0))
 
 
-def has_reranker(model_dir: Path | None) -> TypeGuard[Path]:
-    """Whether ``covrag train-reranker`` wrote a reranker into ``model_dir``."""
-    return model_dir is not None and (model_dir / INFO_FILE).is_file()
-
-
 def load_reranker(model_dir: Path | None, *, threads: int = 2) -> OnnxReranker | None:
     """The reranker trained into ``model_dir``, or ``None`` when none was (``rerank``
     requests then answer 409 saying how to train one)."""
-    if not has_reranker(model_dir):
+    if model_dir is None or not (model_dir / INFO_FILE).is_file():
         return None
     return OnnxReranker(model_dir, threads=threads)
